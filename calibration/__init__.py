@@ -1,0 +1,1 @@
+"""INT8 calibration and engine building for fallwatch (``fallwatch-calibrate``)."""

@@ -1,0 +1,55 @@
+"""Inference backends behind one small interface.
+
+An engine takes a batch of preprocessed input tensors and returns the network's raw outputs by
+tensor name; :func:`edge.specs.decode` makes sense of them. Each backend lives in its own
+module, imported only when chosen, so a machine without TensorRT never imports it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, Sequence
+
+import numpy as np
+
+BACKENDS = ("onnxruntime", "tensorrt")
+
+
+class EngineError(RuntimeError):
+    """The engine cannot be created or run; the message says what to do."""
+
+
+class Engine:
+    """Interface of every backend.
+
+    ``input_name``: the input tensor's name; ``input_shape``: its shape with the batch
+    dimension as given by the model (``-1`` when dynamic); ``output_names``: output tensors.
+    """
+
+    input_name: str
+    input_shape: Sequence[int]
+    output_names: Sequence[str]
+
+    def run(self, batch: np.ndarray) -> Dict[str, np.ndarray]:
+        """Run a float32 batch ``(N, ...)``; return each output ``(N, ...)`` by name."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the backend's resources; the engine is unusable afterwards."""
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def create_engine(backend: str, model_path: Path, threads: int = 0) -> Engine:
+    """The engine for ``backend`` on ``model_path`` (ONNX for onnxruntime, a plan for tensorrt)."""
+    if backend == "onnxruntime":
+        from edge.engines.onnxruntime import OnnxRuntimeEngine
+
+        return OnnxRuntimeEngine(Path(model_path), threads=threads)
+    if backend == "tensorrt":
+        raise EngineError("the TensorRT backend is not part of this version of fallwatch yet; "
+                          "set engine.backend: onnxruntime")
+    raise EngineError("unknown engine backend %r: use one of %s" % (backend, ", ".join(BACKENDS)))

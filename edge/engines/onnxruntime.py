@@ -1,0 +1,51 @@
+"""ONNX Runtime CPU backend: the engine off a Jetson (laptops, CI, x86 servers)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict
+
+import numpy as np
+
+from edge.engines import Engine, EngineError
+
+
+class OnnxRuntimeEngine(Engine):
+    """Runs an ONNX model on the CPU. A model with a fixed batch of 1 still takes any batch
+    (the views of one frame), run one item at a time."""
+
+    def __init__(self, model_path: Path, threads: int = 0) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise EngineError("onnxruntime is not installed: pip install 'fallwatch[cpu]' "
+                              "(or onnxruntime) to use engine.backend: onnxruntime") from None
+        if not Path(model_path).is_file():
+            raise EngineError("model file %s does not exist; run `fallwatch model fetch` or set model.onnx"
+                              % model_path)
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        try:
+            self._session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise EngineError("cannot load %s with onnxruntime: %s" % (model_path, exc)) from None
+        (inp,) = self._session.get_inputs()
+        self.input_name = inp.name
+        self.input_shape = tuple(d if isinstance(d, int) else -1 for d in inp.shape)
+        self.output_names = tuple(o.name for o in self._session.get_outputs())
+        self._fixed_batch = self.input_shape[0] if self.input_shape and self.input_shape[0] > 0 else 0
+
+    def run(self, batch: np.ndarray) -> Dict[str, np.ndarray]:
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        expected = self.input_shape[1:]
+        if batch.ndim != len(self.input_shape) or any(e > 0 and e != g for e, g in zip(expected, batch.shape[1:])):
+            raise EngineError("input of shape %s does not fit the model's %s %s"
+                              % (batch.shape, self.input_name, self.input_shape))
+        if self._fixed_batch and batch.shape[0] != self._fixed_batch:
+            parts = [self._session.run(None, {self.input_name: batch[i:i + 1]}) for i in range(batch.shape[0])]
+            return {n: np.concatenate([p[j] for p in parts]) for j, n in enumerate(self.output_names)}
+        return dict(zip(self.output_names, self._session.run(None, {self.input_name: batch})))
+
+    def close(self) -> None:
+        self._session = None

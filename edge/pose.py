@@ -1,0 +1,64 @@
+"""The configured pose network as one object: frame in, canonical maps out.
+
+Wires preprocess -> engine -> decode for the commands that look at single images
+(``model check``, ``detect``); the daemon uses the same stages.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Tuple
+
+import numpy as np
+
+from edge.engines import Engine, EngineError, create_engine
+from edge.preprocess import Transform, preprocess
+from edge.specs import ModelSpec, decode, load_spec
+
+DEFAULT_SPEC = "openpose-mobilenet-thin"
+
+
+def model_path(config) -> Path:
+    """The ONNX file the config names, or the default model's converted file."""
+    if config.model.onnx is not None:
+        return Path(config.model.onnx)
+    if config.model.spec != DEFAULT_SPEC:
+        raise EngineError("model.onnx must name the ONNX file of model.spec %r (only %s is fetched "
+                          "automatically)" % (config.model.spec, DEFAULT_SPEC))
+    from edge.models import default_onnx_path
+
+    path = default_onnx_path(config.paths.models_dir, input_hw(config))
+    if not path.is_file():
+        raise EngineError("the default model is not in %s yet: run `fallwatch model fetch`" % path.parent)
+    return path
+
+
+def input_hw(config) -> Tuple[int, int]:
+    return config.model.input_height, config.model.input_width
+
+
+@dataclass
+class PoseModel:
+    spec: ModelSpec
+    engine: Engine
+    input_hw: Tuple[int, int]
+    resize: str
+
+    def maps(self, frame: np.ndarray) -> Tuple[np.ndarray, np.ndarray, Transform]:
+        """One BGR frame -> canonical ``(heatmaps (18[+1], h, w), pafs (2L, h', w'), transform)``."""
+        tensor, transform = preprocess(frame, self.spec, self.input_hw, self.resize)
+        heatmaps, pafs = decode(self.spec, self.engine.run(tensor))
+        return heatmaps[0], pafs[0], transform
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+def open_pose_model(config) -> PoseModel:
+    """Load the spec and engine that ``config`` names; errors say what to fix."""
+    spec = load_spec(config.model.spec)
+    engine = create_engine(config.engine.backend, model_path(config), threads=config.engine.threads)
+    if engine.input_name != spec.input_tensor:
+        raise EngineError("the model's input is %r but spec %s expects %r: is model.spec right for %s?"
+                          % (engine.input_name, spec.name, spec.input_tensor, model_path(config)))
+    return PoseModel(spec, engine, input_hw(config), config.model.resize)

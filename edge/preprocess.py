@@ -1,0 +1,93 @@
+"""Frame -> network input tensor: the one preprocess of the daemon and the calibrator alike.
+
+Calibrating INT8 on data prepared differently from what the daemon feeds the engine silently
+ruins accuracy, so both call :func:`preprocess` and nothing else.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import cv2
+import numpy as np
+
+from edge.specs import ModelSpec
+
+RESIZE_MODES = ("letterbox", "stretch")
+
+
+@dataclass(frozen=True)
+class Transform:
+    """Affine map from normalised network-input coordinates to normalised frame coordinates.
+
+    Both are continuous: (0, 0) is the top-left corner of the top-left pixel and (1, 1) the
+    bottom-right corner of the bottom-right one, so a pixel centre is at (col + 0.5) / width.
+    ``matrix`` is 2x3: ``[X, Y] = matrix @ [u, v, 1]``.
+    """
+
+    matrix: Tuple[Tuple[float, float, float], Tuple[float, float, float]]
+
+    def to_frame(self, xy: np.ndarray) -> np.ndarray:
+        """Map points ``(..., 2)`` in input coordinates to frame coordinates (float32)."""
+        m = np.asarray(self.matrix, dtype=np.float64)
+        pts = np.asarray(xy, dtype=np.float64)
+        out = pts @ m[:, :2].T + m[:, 2]
+        return out.astype(np.float32)
+
+    def keypoints_to_frame(self, keypoints: np.ndarray) -> np.ndarray:
+        """Map parser keypoints ``(N, K, 3)`` (x, y, confidence) to the frame; missing parts stay 0."""
+        out = np.array(keypoints, dtype=np.float32, copy=True)
+        if out.size:
+            present = out[..., 2] > 0
+            out[..., :2] = np.where(present[..., None], self.to_frame(out[..., :2]), 0.0)
+        return out
+
+
+def fit(frame_hw: Tuple[int, int], input_hw: Tuple[int, int], mode: str) -> Tuple[int, int, int, int]:
+    """Where a frame lands in the input: ``(x0, y0, width, height)`` of its resized image.
+
+    ``letterbox`` keeps the aspect ratio and centres the frame on a black canvas;
+    ``stretch`` fills the input, distorting people when aspect ratios differ.
+    """
+    fh, fw = frame_hw
+    ih, iw = input_hw
+    if mode == "stretch":
+        return 0, 0, iw, ih
+    if mode != "letterbox":
+        raise ValueError("resize mode %r: use one of %s" % (mode, ", ".join(RESIZE_MODES)))
+    scale = min(iw / fw, ih / fh)
+    w, h = max(1, min(iw, int(round(fw * scale)))), max(1, min(ih, int(round(fh * scale))))
+    return (iw - w) // 2, (ih - h) // 2, w, h
+
+
+def preprocess(frame: np.ndarray, spec: ModelSpec, input_hw: Tuple[int, int], mode: str = "letterbox",
+               out: Optional[np.ndarray] = None) -> Tuple[np.ndarray, Transform]:
+    """Turn a BGR uint8 frame ``(H, W, 3)`` into the network's input tensor.
+
+    Returns ``(tensor, transform)``: the tensor is float32 ``(1, h, w, 3)`` for NHWC specs or
+    ``(1, 3, h, w)`` for NCHW, in the spec's colour order and normalisation
+    (``(pixel - mean) / std``; padding is pixel value 0 before normalisation); ``transform``
+    maps normalised input coordinates back to normalised frame coordinates. ``out``, when
+    given, is a tensor of that shape to write into (a slot of a batch), and is returned.
+    """
+    if frame is None or frame.ndim != 3 or frame.shape[2] != 3 or frame.shape[0] < 1 or frame.shape[1] < 1:
+        raise ValueError("preprocess takes a BGR image of shape (H, W, 3); got %s"
+                         % (None if frame is None else frame.shape,))
+    ih, iw = input_hw
+    x0, y0, w, h = fit(frame.shape[:2], input_hw, mode)
+    interp = cv2.INTER_AREA if w < frame.shape[1] else cv2.INTER_LINEAR
+    canvas = np.zeros((ih, iw, 3), np.uint8)
+    canvas[y0:y0 + h, x0:x0 + w] = cv2.resize(frame, (w, h), interpolation=interp)
+    if spec.color == "RGB":
+        canvas = canvas[:, :, ::-1]
+    pixels = canvas.astype(np.float32)
+    mean, std = np.asarray(spec.mean, np.float32), np.asarray(spec.std, np.float32)
+    if mean.any() or (std != 1).any():
+        pixels = (pixels - mean) / std
+    tensor = pixels[None] if spec.input_layout == "NHWC" else pixels.transpose(2, 0, 1)[None]
+    if out is not None:
+        out[...] = tensor
+        tensor = out
+    # input u in [0,1] -> input pixels u*iw -> frame fraction (u*iw - x0) / w
+    matrix = ((iw / w, 0.0, -x0 / w), (0.0, ih / h, -y0 / h))
+    return np.ascontiguousarray(tensor), Transform(matrix)

@@ -1,0 +1,89 @@
+"""Preprocess: layout, colour, normalisation, and an exact way back to frame coordinates."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge.preprocess import fit, preprocess
+from edge.specs import load_spec
+
+MOBILENET = load_spec("openpose-mobilenet-thin")
+
+
+def _blob_frame(h, w, cx, cy, r=6):
+    """A black frame with a white disc centred at pixel-continuous (cx, cy)."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    frame = np.zeros((h, w, 3), np.uint8)
+    frame[(xx + 0.5 - cx) ** 2 + (yy + 0.5 - cy) ** 2 <= r * r] = 255
+    return frame
+
+
+def _centroid(img2d):
+    ys, xs = np.mgrid[0:img2d.shape[0], 0:img2d.shape[1]]
+    wsum = img2d.sum()
+    return ((xs + 0.5) * img2d).sum() / wsum, ((ys + 0.5) * img2d).sum() / wsum
+
+
+@pytest.mark.parametrize("frame_hw", [(480, 640), (720, 1280), (640, 360), (368, 432), (100, 100)])
+@pytest.mark.parametrize("mode", ["letterbox", "stretch"])
+def test_transform_maps_a_spot_back_to_where_it_was(frame_hw, mode):
+    h, w = frame_hw
+    rng = np.random.default_rng(h * w)
+    for _ in range(3):
+        cx, cy = rng.uniform(0.2, 0.8) * w, rng.uniform(0.2, 0.8) * h
+        tensor, transform = preprocess(_blob_frame(h, w, cx, cy, r=max(4, min(h, w) // 20)), MOBILENET,
+                                       (368, 432), mode)
+        assert tensor.shape == (1, 368, 432, 3) and tensor.dtype == np.float32
+        u, v = _centroid(tensor[0, :, :, 0])
+        fx, fy = transform.to_frame(np.array([u / 432, v / 368]))
+        # the spot's centroid survives resampling to well under a frame pixel
+        assert abs(fx * w - cx) < 0.6 * max(1.0, w / 432) and abs(fy * h - cy) < 0.6 * max(1.0, h / 368)
+
+
+def test_letterbox_keeps_aspect_and_centres():
+    assert fit((480, 640), (368, 432), "letterbox") == (0, 22, 432, 324)
+    assert fit((720, 1280), (368, 432), "letterbox") == (0, 62, 432, 243)
+    assert fit((640, 360), (368, 432), "letterbox") == (112, 0, 207, 368)
+    assert fit((480, 640), (368, 432), "stretch") == (0, 0, 432, 368)
+
+
+def test_letterbox_pads_with_black_and_stretch_fills():
+    frame = np.full((480, 640, 3), 200, np.uint8)
+    boxed, _ = preprocess(frame, MOBILENET, (368, 432), "letterbox")
+    assert boxed[0, :22].max() == 0 and boxed[0, -22:].max() == 0 and boxed[0, 22:346].min() == 200
+    stretched, _ = preprocess(frame, MOBILENET, (368, 432), "stretch")
+    assert stretched.min() == 200
+
+
+def test_colour_order_normalisation_and_layout_follow_the_spec():
+    frame = np.zeros((64, 64, 3), np.uint8)
+    frame[..., 0], frame[..., 1], frame[..., 2] = 10, 20, 30  # B, G, R
+    mob, _ = preprocess(frame, MOBILENET, (64, 64))
+    assert mob[0, 5, 5].tolist() == [10, 20, 30]
+    bpn, _ = preprocess(frame, load_spec("bodyposenet"), (64, 64))
+    assert np.allclose(bpn[0, 5, 5], [(30 - 128) / 256, (20 - 128) / 256, (10 - 128) / 256])
+    trt, _ = preprocess(frame, load_spec("trt_pose"), (64, 64))
+    assert trt.shape == (1, 3, 64, 64)
+    assert np.allclose(trt[0, :, 5, 5], [(30 - 123.675) / 58.395, (20 - 116.28) / 57.12, (10 - 103.53) / 57.375])
+
+
+def test_writes_into_a_batch_slot():
+    batch = np.zeros((2, 368, 432, 3), np.float32)
+    frame = np.full((480, 640, 3), 7, np.uint8)
+    preprocess(frame, MOBILENET, (368, 432), out=batch[1:2])
+    assert batch[0].max() == 0 and batch[1, 100, 100, 0] == 7
+
+
+@pytest.mark.parametrize("bad", [None, np.zeros((10, 10), np.uint8), np.zeros((0, 5, 3), np.uint8),
+                                 np.zeros((10, 10, 4), np.uint8)])
+def test_rejects_what_is_not_a_bgr_frame(bad):
+    with pytest.raises(ValueError, match=r"\(H, W, 3\)"):
+        preprocess(bad, MOBILENET, (368, 432))
+
+
+def test_keypoints_to_frame_leaves_missing_parts_at_zero():
+    _, transform = preprocess(np.zeros((480, 640, 3), np.uint8), MOBILENET, (368, 432))
+    kps = np.array([[[0.5, 0.5, 0.9], [0.3, 0.2, 0.0]]], np.float32)
+    out = transform.keypoints_to_frame(kps)
+    assert out[0, 1].tolist() == [0, 0, 0]
+    assert np.allclose(out[0, 0, :2], [0.5, 0.5]) and out[0, 0, 2] == np.float32(0.9)
