@@ -24,7 +24,7 @@ make_venv .venv "numpy>=2"
 make_venv .venv-np1 "numpy<2"
 
 echo "== Python 3.8 compatibility (vermin)"
-.venv/bin/vermin --target=3.8- --violations --eval-annotations --no-tips -q edge calibration scripts tests
+.venv/bin/vermin --target=3.8- --violations --eval-annotations --no-tips edge calibration scripts tests
 
 echo "== the real model (fetched and converted once, cached in models/)"
 .venv/bin/fallwatch --config config.yaml model fetch
