@@ -46,3 +46,19 @@ def test_missing_model_says_how_to_fetch_it(tmp_path):
     image = shared_data("images", "astronaut.png")
     result = run_cli("--config", str(config), "model", "check", str(image))
     assert result.returncode == 1 and "fallwatch model fetch" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_detect_prints_the_three_crew_members_and_draws_them(tmp_path, model_onnx):
+    image = shared_data("images", "apollo11_crew.jpg")
+    out = tmp_path / "people.png"
+    result = run_cli("--config", str(_config(tmp_path)), "detect", str(image), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert len(report["people"]) == 3
+    necks = [p["keypoints"]["neck"][:2] for p in report["people"]]
+    for nx, ny in APOLLO_NECKS:
+        assert min(np.hypot(x - nx, y - ny) for x, y in necks) < 35
+    for person in report["people"]:
+        assert {"nose", "neck", "r_shoulder", "l_shoulder", "r_eye", "l_eye"} <= set(person["keypoints"])
+    drawn, original = cv2.imread(str(out)), cv2.imread(str(image))
+    assert drawn.shape == original.shape and np.abs(drawn.astype(int) - original).sum() > 0

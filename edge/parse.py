@@ -1,0 +1,483 @@
+"""Pose parser: canonical heatmaps and part affinity fields -> people, in vectorised NumPy.
+
+The algorithm is BodyPoseNet's (NVIDIA TAO) / CMU OpenPose post-processing, with every
+threshold a field of :class:`ParseParams`:
+
+1. **Peaks.** Each keypoint heatmap is smoothed (Gaussian, ``blur_kernel`` x ``blur_sigma``,
+   in heatmap cells, OpenCV's reflect-101 border) and a cell is a peak when its smoothed value
+   exceeds ``peak_threshold`` and is a maximum of its 3x3 neighbourhood (ties: a cell must be
+   strictly greater than its neighbours that come before it in raster order, so a flat plateau
+   does not give a peak per cell). At most ``max_peaks_per_part`` peaks per part are kept (the
+   strongest; ties by raster order), so a map full of peaks costs bounded time and memory.
+   With ``refine_peaks`` a peak is then localised on the raw map: it climbs to the raw 3x3
+   maximum (at most the kernel radius, which is as far as smoothing can move a peak; peaks of a
+   part that meet are merged) and a Gaussian (log-parabola) fit through that cell and its two
+   neighbours along each axis gives the sub-cell position (within +-0.5 cell). On Gaussian peaks
+   this is exact; a parabola through the smoothed map errs by up to 2 cells near the border and
+   beside other peaks (the 5x5 kernel is as wide as a small person's head on a stride-8 grid);
+   integer cells err by 0.38 cell on average. A part's score (confidence) is the raw heatmap
+   value at its final cell, at least 0.001 so that 0 always means "missing".
+2. **Limbs.** For limb ``k`` of the topology (PAF channels ``2k`` = x, ``2k+1`` = y) every pair of
+   candidates (A of part ``a``, B of part ``b``) is scored by sampling ``paf_samples`` points
+   evenly from A to B, both ends included. Heatmap-cell coordinates ``c`` map to the PAF grid in
+   continuous coordinates, ``(c + 0.5) * W_paf / W_heat - 0.5``, where the PAF is read by bilinear
+   interpolation (clamped to the map), so PAFs at another resolution need no resampling of whole
+   maps. Each sample's score is the dot product of the PAF vector with the unit vector from A to B.
+   The pair's score is the mean sample score plus the CMU distance prior
+   ``min(long_limb_fraction * H_heat / length - 1, 0)``, length in heatmap cells (a penalty for limbs
+   longer than half the map height). A pair is valid when more than ``paf_min_fraction`` of its
+   samples exceed ``paf_sample_threshold`` and its score is above 0. Bilinear rather than nearest
+   sampling: continuous in the peak coordinates, and on stride-8 PAFs a short limb's samples do
+   not all read the same cell.
+3. **Matching.** Per limb, valid pairs are taken greedily by descending score (ties by A's then
+   B's candidate order), each candidate at most once per limb.
+4. **Assembly.** Connections are processed limb by limb in topology order, best first. A
+   connection whose two parts belong to one person changes nothing; when one belongs to a person
+   whose slot for the other part is empty, that part joins the person (either end: this is what
+   lets topologies that are not rooted at the neck, like trt_pose's, grow fragments into people);
+   when they belong to two people whose parts are disjoint, the two people merge; when neither
+   belongs to anybody, the two parts start a new group. A connection that would put two
+   candidates in one part slot is skipped (CMU would overwrite). ``fills_gaps`` limbs never start
+   a person: a group held together only by such connections (an eye and an ear) is a fragment,
+   dropped at the end unless it merged with a person (CMU: an eye-ear fragment joins its person
+   through the shoulder-ear limbs processed last, so eyes are kept when the nose is missed).
+5. **Scores.** A person's total is the sum of its parts' peak scores and its connections'
+   scores (TAO/CMU); the person's *score* is that total divided by its number of parts. People
+   with fewer than ``min_parts`` parts or a score under ``min_person_score`` are dropped.
+
+Non-finite map values count as 0. The loop oracle in ``tests/parse_oracle.py`` implements the
+same algorithm plainly; the two agree to well under 1e-4 cell.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, List, Optional, Sequence, Tuple, Union
+
+import cv2
+import numpy as np
+
+from .specs import KEYPOINTS, Limb, load_spec
+
+NUM_KEYPOINTS = len(KEYPOINTS)
+MIN_PART_CONFIDENCE = 1e-3  # a found part's confidence is at least this; 0 means missing
+_VALUE_LIMIT = 1e6  # map values are clipped to +-this so sums stay finite on hostile input
+_PAIR_CHUNK = 16384  # candidate pairs scored at once (bounds memory on maps full of peaks)
+
+
+@dataclass(frozen=True)
+class ParseParams:
+    """Thresholds of the parser (defaults: BodyPoseNet's post-processing). Units in the comments."""
+
+    # Gaussian smoothing of the heatmaps, in heatmap cells (kernel odd; 0 or 1: none). On stride-8
+    # grids 5 / 3.0 merges the same part of people ~3.5 cells apart; 3 / 0.6 finds far more
+    # overlapping people at equal noise robustness (BENCHMARKS.md, "Parser").
+    blur_kernel: int = 5
+    blur_sigma: float = 3.0
+    peak_threshold: float = 0.1  # a peak's smoothed heatmap value must exceed this
+    refine_peaks: bool = True  # sub-cell peak position from a parabola through the smoothed map
+    max_peaks_per_part: int = 64  # strongest peaks kept per part (bounds time and memory)
+    paf_samples: int = 10  # points sampled along a candidate limb, both ends included
+    paf_sample_threshold: float = 0.05  # a sample counts when its PAF . unit vector exceeds this
+    paf_min_fraction: float = 0.8  # a limb is valid when more than this fraction of samples count
+    long_limb_fraction: float = 0.5  # limbs longer than this fraction of the map height are penalised
+    min_parts: int = 4  # people with fewer parts are dropped
+    min_person_score: float = 0.4  # people whose total score / parts is lower are dropped
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.blur_kernel < 0 or (self.blur_kernel > 1 and self.blur_kernel % 2 == 0):
+            problems.append("blur_kernel must be 0, 1 or an odd number of cells, got %r" % self.blur_kernel)
+        if not self.blur_sigma > 0:
+            problems.append("blur_sigma must be > 0 cells, got %r" % self.blur_sigma)
+        if self.max_peaks_per_part < 1:
+            problems.append("max_peaks_per_part must be >= 1, got %r" % self.max_peaks_per_part)
+        if self.paf_samples < 2:
+            problems.append("paf_samples must be >= 2, got %r" % self.paf_samples)
+        if not 0.0 <= self.paf_min_fraction <= 1.0:
+            problems.append("paf_min_fraction must be within [0, 1], got %r" % self.paf_min_fraction)
+        if not self.long_limb_fraction > 0:
+            problems.append("long_limb_fraction must be > 0, got %r" % self.long_limb_fraction)
+        if self.min_parts < 2:
+            problems.append("min_parts must be >= 2, got %r" % self.min_parts)
+        if problems:
+            raise ValueError("ParseParams: " + "; ".join(problems))
+
+
+DEFAULT_PARAMS = ParseParams()
+
+Topology = Union[str, Sequence[Limb]]
+
+
+def resolve_topology(topology: Topology) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(a, b, fills_gaps)`` int/int/bool arrays of the limbs, from limbs or a spec name."""
+    if isinstance(topology, str):
+        topology = load_spec(topology).topology
+    try:
+        limbs = [(int(limb.a), int(limb.b), bool(getattr(limb, "fills_gaps", False))) for limb in topology]
+    except (AttributeError, TypeError, ValueError):
+        raise ValueError("topology must be a spec name or a sequence of edge.specs.Limb, got %r"
+                         % (topology,)) from None
+    for k, (a, b, _) in enumerate(limbs):
+        if not (0 <= a < NUM_KEYPOINTS and 0 <= b < NUM_KEYPOINTS) or a == b:
+            raise ValueError("topology limb %d joins keypoints %d and %d; expected two different indices "
+                             "in 0..%d" % (k, a, b, NUM_KEYPOINTS - 1))
+    arr = np.array([(a, b) for a, b, _ in limbs], dtype=np.int64).reshape(-1, 2)
+    return arr[:, 0], arr[:, 1], np.array([f for _, _, f in limbs], dtype=bool)
+
+
+def check_maps(heatmaps: Any, pafs: Any, num_limbs: int) -> Tuple[np.ndarray, np.ndarray]:
+    """The maps as float32 arrays ``(18, H, W)`` (background dropped) and ``(2L, H', W')``.
+
+    Raises ValueError naming the expected shape. Non-finite heatmap values become 0 and values
+    are clipped to +-1e6; the PAF is not copied (it is sanitised where sampled).
+    """
+    heat = np.asarray(heatmaps)
+    paf = np.asarray(pafs)
+    if heat.ndim != 3 or heat.shape[0] not in (NUM_KEYPOINTS, NUM_KEYPOINTS + 1) or 0 in heat.shape:
+        raise ValueError("heatmaps must have shape (%d or %d, H, W) with H, W >= 1 (channel first, background "
+                         "last), got %s" % (NUM_KEYPOINTS, NUM_KEYPOINTS + 1, heat.shape))
+    if paf.ndim != 3 or paf.shape[0] != 2 * num_limbs or 0 in paf.shape:
+        raise ValueError("pafs must have shape (%d, H', W') with H', W' >= 1 (x then y for each of the %d limbs "
+                         "of the topology), got %s" % (2 * num_limbs, num_limbs, paf.shape))
+    if heat.dtype.kind not in "fiub" or paf.dtype.kind not in "fiub":
+        raise ValueError("heatmaps and pafs must hold numbers, got %s and %s" % (heat.dtype, paf.dtype))
+    heat = np.asarray(heat[:NUM_KEYPOINTS], dtype=np.float32)
+    if not np.isfinite(heat).all():
+        heat = np.where(np.isfinite(heat), heat, np.float32(0))
+    heat = np.clip(heat, -_VALUE_LIMIT, _VALUE_LIMIT)
+    return heat, paf
+
+
+def smooth(heat: np.ndarray, params: ParseParams) -> np.ndarray:
+    """Gaussian-smoothed heatmaps, channel last ``(H, W, K)`` float32 (OpenCV, reflect-101 border)."""
+    hwc = np.ascontiguousarray(heat.transpose(1, 2, 0))
+    if params.blur_kernel <= 1:
+        return hwc
+    k = int(params.blur_kernel)
+    out = cv2.GaussianBlur(hwc, (k, k), float(params.blur_sigma), borderType=cv2.BORDER_REFLECT_101)
+    return out.reshape(hwc.shape)
+
+
+# Neighbour offsets (dy, dx) that come before a cell in raster order: the cell must beat them strictly.
+_BEFORE = ((-1, -1), (-1, 0), (-1, 1), (0, -1))
+_AFTER = ((0, 1), (1, -1), (1, 0), (1, 1))
+
+
+def find_peaks(heat: np.ndarray, params: ParseParams = DEFAULT_PARAMS
+               ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Peaks of every part: ``(part, x, y, score)`` sorted by part then raster order.
+
+    ``x``, ``y`` are float64 heatmap-cell coordinates (cell centres at integers), refined below a
+    cell when ``params.refine_peaks``; ``score`` is the raw heatmap value at the peak cell.
+    """
+    blurred = smooth(heat, params)
+    h, w, k = blurred.shape
+    pad = np.full((h + 2, w + 2, k), -np.inf, dtype=np.float32)
+    pad[1:-1, 1:-1] = blurred
+    flat = pad.reshape(-1)
+    above = np.ascontiguousarray((blurred > np.float32(params.peak_threshold)).transpose(2, 0, 1))
+    part, cell = np.divmod(np.flatnonzero(above), h * w)  # part-major, raster order
+    row, col = np.divmod(cell, w)
+    centre = ((row + 1) * (w + 2) + col + 1) * k + part
+    value = flat[centre]
+    keep = np.ones(part.size, dtype=bool)
+    for dy, dx in _BEFORE:
+        keep &= value > flat[centre + (dy * (w + 2) + dx) * k]
+    for dy, dx in _AFTER:
+        keep &= value >= flat[centre + (dy * (w + 2) + dx) * k]
+    part, row, col, centre, value = part[keep], row[keep], col[keep], centre[keep], value[keep]
+    cap = int(params.max_peaks_per_part)
+    if part.size > cap and np.bincount(part, minlength=k).max() > cap:
+        order = np.lexsort((-value.astype(np.float64), part))  # raster order breaks ties (stable)
+        starts = np.searchsorted(part[order], np.arange(k))
+        rank = np.arange(order.size) - starts[part[order]]
+        keep = np.zeros(part.size, dtype=bool)
+        keep[order[rank < cap]] = True
+        part, row, col, centre, value = part[keep], row[keep], col[keep], centre[keep], value[keep]
+    if params.refine_peaks and part.size:
+        return _refine(heat, part, row, col, max(int(params.blur_kernel) // 2, 1))
+    score = np.maximum(heat[part, row, col].astype(np.float64), MIN_PART_CONFIDENCE)
+    return part.astype(np.int64), col.astype(np.float64), row.astype(np.float64), score
+
+
+def _refine(heat: np.ndarray, part: np.ndarray, row: np.ndarray, col: np.ndarray, steps: int
+            ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Peaks found on the smoothed map, localised on the raw map.
+
+    Each peak climbs (at most ``steps`` cells) to the maximum of its raw 3x3 neighbourhood
+    (ties: stay, then raster order); peaks of one part that meet are merged (the first kept).
+    Then a Gaussian (log-parabola) fit through the raw cell and its two neighbours along each axis
+    gives the sub-cell offset (a plain parabola where a value is <= 0; none on the map border;
+    within +-0.5 cell). Returns ``(part, x, y, score)`` like :func:`find_peaks`.
+    """
+    k, h, w = heat.shape
+    pad = np.full((h + 2, w + 2, k), -np.inf, dtype=np.float32)
+    pad[1:-1, 1:-1] = heat.transpose(1, 2, 0)
+    flat = pad.reshape(-1)
+    centre = ((row + 1) * (w + 2) + col + 1) * k + part
+    offsets = np.array([(dy * (w + 2) + dx) * k for dy, dx in _CLIMB], dtype=np.intp)
+    for _ in range(steps):
+        move = flat[centre[:, None] + offsets].argmax(axis=1)
+        if not move.any():
+            break
+        centre = centre + offsets[move]
+    row, col = np.divmod(centre // k, w + 2)
+    row, col = row - 1, col - 1
+    _, first = np.unique((part * h + row) * w + col, return_index=True)
+    if first.size < part.size:
+        first.sort()
+        part, row, col, centre = part[first], row[first], col[first], centre[first]
+    c = flat[centre].astype(np.float64)
+    x = col + _gauss_vertex(flat[centre - k].astype(np.float64), c, flat[centre + k].astype(np.float64))
+    y = row + _gauss_vertex(flat[centre - (w + 2) * k].astype(np.float64), c,
+                            flat[centre + (w + 2) * k].astype(np.float64))
+    return part.astype(np.int64), x, y, np.maximum(c, MIN_PART_CONFIDENCE)
+
+
+# The 3x3 neighbourhood, the cell itself first, then raster order.
+_CLIMB = ((0, 0), (-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
+
+
+def _gauss_vertex(left: np.ndarray, centre: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Sub-cell offset of a peak: log-parabola when all three values are > 0, else a parabola."""
+    positive = (left > 0) & (centre > 0) & (right > 0)
+    if positive.any():
+        tiny = np.float64(1e-300)
+        left = np.where(positive, np.log(np.maximum(left, tiny)), left)
+        right = np.where(positive, np.log(np.maximum(right, tiny)), right)
+        centre = np.where(positive, np.log(np.maximum(centre, tiny)), centre)
+    return _parabola(left, centre, right)
+
+
+def _parabola(left: np.ndarray, centre: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Offset of the vertex of the parabola through (-1, left), (0, centre), (1, right); 0 if none."""
+    curve = left - 2.0 * centre + right
+    ok = np.isfinite(left) & np.isfinite(right) & (curve < 0)
+    safe = np.where(ok, curve, -1.0)
+    return np.where(ok, np.clip(0.5 * (left - right) / safe, -0.5, 0.5), 0.0)
+
+
+def score_pairs(xa: np.ndarray, ya: np.ndarray, xb: np.ndarray, yb: np.ndarray, channel: np.ndarray,
+                paf: np.ndarray, heat_shape: Tuple[int, int], params: ParseParams = DEFAULT_PARAMS
+                ) -> Tuple[np.ndarray, np.ndarray]:
+    """PAF scores of candidate limbs A->B (heatmap cells) whose x component is PAF ``channel``.
+
+    ``paf`` is the C-contiguous ``(2L, H', W')`` map. Returns ``(score, valid)``: mean dot
+    product plus distance prior, and the validity test. Pairs of coincident points are invalid.
+    A few samples are read first: pairs that already fail too many are invalid whatever the
+    other samples say, and only the others are sampled in full (same result, less memory traffic).
+    """
+    h = heat_shape[0]
+    n = int(params.paf_samples)
+    dx, dy = xb - xa, yb - ya
+    length = np.hypot(dx, dy)
+    nonzero = length > 0
+    safe = np.where(nonzero, length, 1.0)
+    t = np.arange(n, dtype=np.float64) / (n - 1)
+    max_fail = 0
+    while n - (max_fail + 1) > params.paf_min_fraction * n:
+        max_fail += 1  # most samples that may fail in a valid limb
+    score = np.zeros(xa.size, dtype=np.float64)
+    valid = np.zeros(xa.size, dtype=bool)
+    todo = np.flatnonzero(nonzero)
+    if 2 * (max_fail + 1) <= n and todo.size:
+        probe = np.linspace(0, n - 1, max_fail + 3)[1:-1].round().astype(np.intp)
+        dots = _dots(xa[todo], ya[todo], dx[todo], dy[todo], safe[todo], channel[todo], t[probe], paf, heat_shape)
+        todo = todo[np.count_nonzero(~(dots > params.paf_sample_threshold), axis=1) <= max_fail]
+    if todo.size:
+        dots = _dots(xa[todo], ya[todo], dx[todo], dy[todo], safe[todo], channel[todo], t, paf, heat_shape)
+        prior = np.minimum(params.long_limb_fraction * h / safe[todo] - 1.0, 0.0)
+        score[todo] = dots.mean(axis=1) + prior
+        counted = np.count_nonzero(dots > params.paf_sample_threshold, axis=1)
+        valid[todo] = (counted > params.paf_min_fraction * n) & (score[todo] > 0)
+    return score, valid
+
+
+def _dots(xa: np.ndarray, ya: np.ndarray, dx: np.ndarray, dy: np.ndarray, length: np.ndarray, channel: np.ndarray,
+          t: np.ndarray, paf: np.ndarray, heat_shape: Tuple[int, int]) -> np.ndarray:
+    """(pairs, len(t)) dot products of the PAF, read bilinearly at A + t (B - A), with the unit vector A->B."""
+    h, w = heat_shape
+    hp, wp = paf.shape[1:]
+    sx = (xa[:, None] + t * dx[:, None] + 0.5) * (wp / w) - 0.5
+    sy = (ya[:, None] + t * dy[:, None] + 0.5) * (hp / h) - 0.5
+    np.clip(sx, 0.0, wp - 1, out=sx)
+    np.clip(sy, 0.0, hp - 1, out=sy)
+    x0 = sx.astype(np.intp)
+    y0 = sy.astype(np.intp)
+    fx = sx - x0
+    fy = sy - y0
+    base = (channel[:, None] * hp + y0) * wp + x0
+    step_x = (x0 < wp - 1).astype(np.intp)
+    step_y = (y0 < hp - 1) * wp
+    plane = hp * wp
+    # corners (00, 01, 10, 11) of the x channel, then of the y channel
+    index = np.stack([base, base + step_x, base + step_y, base + step_y + step_x])
+    values = paf.reshape(-1).take(np.concatenate([index, index + plane])).astype(np.float64)
+    if not np.isfinite(values).all():
+        values = np.where(np.isfinite(values), values, 0.0)
+    np.clip(values, -_VALUE_LIMIT, _VALUE_LIMIT, out=values)
+    gx, gy = 1.0 - fx, 1.0 - fy
+    w00, w01, w10, w11 = gy * gx, gy * fx, fy * gx, fy * fx
+    vx = w00 * values[0] + w01 * values[1] + w10 * values[2] + w11 * values[3]
+    vy = w00 * values[4] + w01 * values[5] + w10 * values[6] + w11 * values[7]
+    return (vx * dx[:, None] + vy * dy[:, None]) / length[:, None]
+
+
+def connect(part: np.ndarray, x: np.ndarray, y: np.ndarray, paf: np.ndarray, heat_shape: Tuple[int, int],
+            limb_a: np.ndarray, limb_b: np.ndarray, params: ParseParams = DEFAULT_PARAMS
+            ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Greedy per-limb matching: connections ``(limb, cand_a, cand_b, score)``, limb order then best first."""
+    num_limbs = limb_a.size
+    counts = np.bincount(part, minlength=NUM_KEYPOINTS)
+    first = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    n_a, n_b = counts[limb_a], counts[limb_b]
+    n_pairs = n_a * n_b
+    total = int(n_pairs.sum())
+    empty = (np.zeros(0, np.int64),) * 3 + (np.zeros(0, np.float64),)
+    if total == 0:
+        return empty
+    limb = np.repeat(np.arange(num_limbs), n_pairs)
+    q = np.arange(total) - np.repeat(np.cumsum(n_pairs) - n_pairs, n_pairs)
+    nb = n_b[limb]
+    ga = first[limb_a[limb]] + q // nb
+    gb = first[limb_b[limb]] + q % nb
+    paf = np.ascontiguousarray(paf)
+    score = np.empty(total, dtype=np.float64)
+    valid = np.empty(total, dtype=bool)
+    for s in range(0, total, _PAIR_CHUNK):
+        e = min(s + _PAIR_CHUNK, total)
+        score[s:e], valid[s:e] = score_pairs(x[ga[s:e]], y[ga[s:e]], x[gb[s:e]], y[gb[s:e]], 2 * limb[s:e],
+                                             paf, heat_shape, params)
+    limb, ga, gb, score = limb[valid], ga[valid], gb[valid], score[valid]
+    if limb.size == 0:
+        return empty
+    order = np.lexsort((gb, ga, -score, limb))
+    limb, ga, gb, score = limb[order], ga[order], gb[order], score[order]
+    chosen = _greedy(limb * part.size + ga, limb * part.size + gb, num_limbs * part.size)
+    return limb[chosen], ga[chosen], gb[chosen], score[chosen]
+
+
+def _greedy(key_a: np.ndarray, key_b: np.ndarray, num_keys: int) -> np.ndarray:
+    """Mask of the pairs a greedy pass in array order takes, each key_a and key_b at most once.
+
+    Vectorised as rounds: a pair that comes first among the remaining pairs of both its keys is
+    taken by the greedy pass; take all such pairs, drop the pairs that share their keys, repeat.
+    Keys are integers in ``[0, num_keys)``.
+    """
+    n = key_a.size
+    chosen = np.zeros(n, dtype=bool)
+    live = np.arange(n)
+    while live.size:
+        best = np.ones(live.size, dtype=bool)
+        for key in (key_a, key_b):
+            k = key[live]
+            order = np.argsort(k, kind="stable")
+            sk = k[order]
+            later = np.zeros(live.size, dtype=bool)
+            np.equal(sk[1:], sk[:-1], out=later[1:])  # True where the previous pair has the same key
+            best[order[later]] = False
+        take = live[best]
+        chosen[take] = True
+        if take.size == live.size:
+            break
+        used_a = np.zeros(num_keys, dtype=bool)
+        used_b = np.zeros(num_keys, dtype=bool)
+        used_a[key_a[take]] = True
+        used_b[key_b[take]] = True
+        live = live[~(used_a[key_a[live]] | used_b[key_b[live]])]
+    return chosen
+
+
+def assemble(limb: np.ndarray, ga: np.ndarray, gb: np.ndarray, conn_score: np.ndarray, part: np.ndarray,
+             peak_score: np.ndarray, limb_a: np.ndarray, limb_b: np.ndarray, fills_gaps: np.ndarray
+             ) -> Tuple[List[List[int]], List[float], List[int]]:
+    """People from connections (see the module docstring): ``(parts, totals, counts)`` per person.
+
+    ``parts[i][p]`` is the candidate index of part ``p`` of person ``i`` or -1. Groups held
+    together only by ``fills_gaps`` connections are fragments: they may merge into a person
+    later but are never people themselves.
+    """
+    owner = [-1] * part.size
+    people: List[Optional[List[int]]] = []
+    seeded: List[bool] = []
+    totals: List[float] = []
+    counts: List[int] = []
+    peak = peak_score.tolist()
+    la, lb, fg = limb_a.tolist(), limb_b.tolist(), fills_gaps.tolist()
+    for k, a, b, s in zip(limb.tolist(), ga.tolist(), gb.tolist(), conn_score.tolist()):
+        pa, pb = la[k], lb[k]
+        ja, jb = owner[a], owner[b]
+        if ja >= 0 and jb >= 0:
+            if ja == jb:
+                continue
+            pj, pk = people[ja], people[jb]
+            if any(u >= 0 and v >= 0 for u, v in zip(pj, pk)):
+                continue
+            for p, c in enumerate(pk):
+                if c >= 0:
+                    pj[p] = c
+                    owner[c] = ja
+            totals[ja] += totals[jb] + s
+            counts[ja] += counts[jb]
+            seeded[ja] = seeded[ja] or seeded[jb] or not fg[k]
+            people[jb] = None
+        elif ja >= 0 or jb >= 0:
+            j, new, slot = (ja, b, pb) if ja >= 0 else (jb, a, pa)
+            if people[j][slot] < 0:
+                people[j][slot] = new
+                owner[new] = j
+                totals[j] += peak[new] + s
+                counts[j] += 1
+                seeded[j] = seeded[j] or not fg[k]
+        else:
+            row = [-1] * NUM_KEYPOINTS
+            row[pa], row[pb] = a, b
+            owner[a] = owner[b] = len(people)
+            people.append(row)
+            seeded.append(not fg[k])
+            totals.append(peak[a] + peak[b] + s)
+            counts.append(2)
+    keep = [i for i, p in enumerate(people) if p is not None and seeded[i]]
+    return [people[i] for i in keep], [totals[i] for i in keep], [counts[i] for i in keep]
+
+
+def parse_poses(heatmaps: Any, pafs: Any, topology: Topology, params: Optional[ParseParams] = None
+                ) -> Tuple[np.ndarray, np.ndarray]:
+    """People in one frame's canonical maps.
+
+    ``heatmaps``: (18 or 19, H, W), project keypoint order, a trailing background channel ignored;
+    ``pafs``: (2L, H', W'), limb k of ``topology`` in channels 2k (x) and 2k+1 (y), any resolution
+    covering the same extent; ``topology``: the spec's limbs or a spec name.
+    Returns ``(keypoints, scores)``: float32 (N, 18, 3) rows ``(x, y, confidence)`` with x, y in
+    [0, 1] of the map extent (cell centre ``c`` at ``(c + 0.5) / W``), ``0, 0, 0`` for missing parts,
+    and float32 (N,) person scores (total of part and connection scores / number of parts), best
+    first. Pure and deterministic; raises ValueError on maps of the wrong shape.
+    """
+    if params is None:
+        params = DEFAULT_PARAMS
+    elif not isinstance(params, ParseParams):
+        raise TypeError("params must be an edge.parse.ParseParams, got %r" % (params,))
+    limb_a, limb_b, fills_gaps = resolve_topology(topology)
+    heat, paf = check_maps(heatmaps, pafs, limb_a.size)
+    h, w = heat.shape[1:]
+    part, x, y, peak = find_peaks(heat, params)
+    conn = connect(part, x, y, paf, (h, w), limb_a, limb_b, params)
+    people, totals, counts = assemble(*conn, part, peak, limb_a, limb_b, fills_gaps)
+    return _output(people, totals, counts, x, y, peak, (h, w), params)
+
+
+def _output(people: List[List[int]], totals: List[float], counts: List[int], x: np.ndarray, y: np.ndarray,
+            peak: np.ndarray, heat_shape: Tuple[int, int], params: ParseParams) -> Tuple[np.ndarray, np.ndarray]:
+    """Filter people by parts and score, sort best first, normalise coordinates."""
+    rows = [(totals[i] / counts[i], i) for i in range(len(people))
+            if counts[i] >= params.min_parts and totals[i] / counts[i] >= params.min_person_score]
+    rows.sort(key=lambda r: -r[0])  # stable: creation order breaks ties
+    keypoints = np.zeros((len(rows), NUM_KEYPOINTS, 3), dtype=np.float32)
+    scores = np.array([r[0] for r in rows], dtype=np.float32)
+    if rows:
+        cand = np.array([people[i] for _, i in rows], dtype=np.int64)
+        found = cand >= 0
+        c = cand[found]
+        h, w = heat_shape
+        keypoints[found] = np.stack([(x[c] + 0.5) / w, (y[c] + 0.5) / h, peak[c]], axis=1)
+    return keypoints, scores
