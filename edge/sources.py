@@ -1,0 +1,456 @@
+"""Cameras: one URI scheme per kind, a capture thread per camera keeping only the newest frame.
+
+URIs (as in jetson-utils):
+
+* ``csi://N`` — a MIPI CSI camera through GStreamer (``nvarguscamerasrc sensor-id=N ! nvvidconv
+  ! appsink``), opened by OpenCV; needs an OpenCV built with GStreamer (JetPack's, not pip's).
+* ``v4l2:///dev/videoN`` or ``/dev/videoN`` — a USB/V4L2 camera; MJPEG is asked for (most USB
+  cameras give full frame rates only in MJPEG), the camera keeps its own format otherwise.
+* ``rtsp://``, ``rtsps://``, ``http(s)://`` — network streams through OpenCV's FFmpeg backend,
+  with open and read timeouts so a dead stream fails instead of hanging.
+* anything else — a video file, played at its own frame rate (``loop: true`` starts it again).
+
+A :class:`CameraSource` runs capture in its own thread: it reopens a camera that fails or ends
+with exponential backoff, notices a stream that stalls (no frame for ``stall_timeout_s``) and
+abandons the stuck reader for a fresh one, and reports its state in :meth:`CameraSource.status`.
+Every :class:`Frame` carries its capture time.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Callable, List, Optional, Tuple
+
+import cv2
+import numpy as np
+
+log = logging.getLogger("fallwatch.sources")
+
+# states of a camera, as reported in its status
+CONNECTING, STREAMING, RECONNECTING, STALLED, ENDED, STOPPED = (
+    "connecting", "streaming", "reconnecting", "stalled", "ended", "stopped")
+
+# nvvidconv flip-method for each `flip` of the camera config (CSI cameras flip on the GPU)
+NVVIDCONV_FLIP = {"none": 0, "rotate_90_ccw": 1, "rotate_180": 2, "rotate_90_cw": 3,
+                  "horizontal": 4, "vertical": 6}
+_NETWORK_SCHEMES = ("rtsp", "rtsps", "http", "https")
+_CPU_FLIP = {
+    "horizontal": lambda img: cv2.flip(img, 1),
+    "vertical": lambda img: cv2.flip(img, 0),
+    "rotate_180": lambda img: cv2.rotate(img, cv2.ROTATE_180),
+    "rotate_90_cw": lambda img: cv2.rotate(img, cv2.ROTATE_90_CLOCKWISE),
+    "rotate_90_ccw": lambda img: cv2.rotate(img, cv2.ROTATE_90_COUNTERCLOCKWISE),
+}
+
+
+def correct_orientation(image: np.ndarray, flip: str) -> np.ndarray:
+    """Apply a camera's ``flip`` (config: none, horizontal, vertical, rotate_180, rotate_90_cw,
+    rotate_90_ccw) to a BGR image on the CPU."""
+    fn = _CPU_FLIP.get(flip)
+    return fn(image) if fn is not None else image
+
+
+class SourceError(RuntimeError):
+    """A camera cannot be opened or read; the message names the camera and what to check."""
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One captured image. ``t``: seconds on the stream clock (the daemon's: monotonic seconds
+    since it started; replay: the frame's position in the input); ``wall``: capture time in
+    seconds since the epoch (UTC); ``image``: BGR uint8 (H, W, 3), orientation corrected."""
+
+    camera: str
+    index: int
+    t: float
+    wall: float
+    image: np.ndarray
+
+
+@dataclass(frozen=True)
+class SourceSettings:
+    """How hard a camera is retried (seconds)."""
+
+    reconnect_min_s: float = 0.5
+    reconnect_max_s: float = 30.0
+    stall_timeout_s: float = 5.0
+    open_timeout_s: float = 20.0
+
+
+@dataclass(frozen=True)
+class CameraStatus:
+    name: str
+    uri: str  # credentials removed
+    state: str
+    frames: int  # captured since start
+    taken: int  # handed to the pipeline
+    dropped: int  # overwritten by a newer frame before the pipeline took them
+    reconnects: int
+    last_error: Optional[str]
+    since_last_frame_s: Optional[float]
+    size: Optional[Tuple[int, int]]  # (width, height) of the last frame
+
+    def to_dict(self) -> dict:
+        out = dict(self.__dict__)
+        out["size"] = list(self.size) if self.size else None
+        if self.since_last_frame_s is not None:
+            out["since_last_frame_s"] = round(self.since_last_frame_s, 3)
+        return out
+
+
+def redact_uri(uri: str) -> str:
+    """The URI without a password (``rtsp://user:***@host/...``), for logs and stats."""
+    return re.sub(r"^([a-z][a-z0-9+.-]*://[^/@:]*):[^/@]*@", r"\1:***@", uri)
+
+
+def uri_kind(uri: str) -> Tuple[str, str]:
+    """``(kind, target)``: kind is csi, v4l2, network or file; target the sensor id, device path,
+    URL or file path."""
+    if uri.startswith("csi://"):
+        return "csi", uri[len("csi://"):]
+    if uri.startswith("v4l2://"):
+        return "v4l2", uri[len("v4l2://"):]
+    if uri.startswith("/dev/"):
+        return "v4l2", uri
+    scheme = uri.split("://", 1)[0].lower() if "://" in uri else ""
+    if scheme in _NETWORK_SCHEMES:
+        return "network", uri
+    if scheme:
+        raise SourceError("camera URI %s: unknown scheme %r; use csi://N, v4l2:///dev/videoN, /dev/videoN, "
+                          "rtsp://..., http(s)://... or a video file path" % (redact_uri(uri), scheme))
+    return "file", uri
+
+
+def _fps_fraction(fps: float) -> str:
+    frac = Fraction(fps).limit_denominator(1001)
+    return "%d/%d" % (frac.numerator, frac.denominator)
+
+
+def csi_pipeline(sensor_id: int, width: int, height: int, fps: float, flip: str = "none") -> str:
+    """The GStreamer pipeline for a CSI camera: capture NV12 in NVMM memory at width x height,
+    flip/rotate and convert on the GPU (nvvidconv), hand BGR frames to OpenCV's appsink, which
+    keeps only the newest buffer. A 90-degree rotation swaps the output width and height."""
+    out_w, out_h = (height, width) if flip in ("rotate_90_cw", "rotate_90_ccw") else (width, height)
+    return ("nvarguscamerasrc sensor-id=%d ! video/x-raw(memory:NVMM), width=%d, height=%d, format=NV12, "
+            "framerate=%s ! nvvidconv flip-method=%d ! video/x-raw, width=%d, height=%d, format=BGRx ! "
+            "videoconvert ! video/x-raw, format=BGR ! appsink drop=true max-buffers=1 sync=false"
+            % (sensor_id, width, height, _fps_fraction(fps), NVVIDCONV_FLIP[flip], out_w, out_h))
+
+
+def opencv_has_gstreamer(build_info: Optional[str] = None) -> bool:
+    """Whether this OpenCV was built with GStreamer (``cv2.getBuildInformation()``)."""
+    info = cv2.getBuildInformation() if build_info is None else build_info
+    return re.search(r"GStreamer:\s*YES", info) is not None
+
+
+GSTREAMER_MISSING = (
+    "camera %s (%s): this OpenCV (%s, %s) was built without GStreamer, which CSI cameras need. "
+    "On a Jetson use JetPack's OpenCV: `pip uninstall opencv-python opencv-python-headless` in the "
+    "fallwatch venv (made with --system-site-packages) so that `import cv2` finds /usr/lib/python3/"
+    "dist-packages/cv2; check with python3 -c \"import cv2; print(cv2.getBuildInformation())\" | grep GStreamer")
+
+
+def check_camera(name: str, uri: str, build_info: Optional[str] = None) -> None:
+    """Fail at start for what no retry can fix: an unknown scheme, csi:// without GStreamer."""
+    kind, target = uri_kind(uri)
+    if kind == "csi":
+        if not target.isdigit():
+            raise SourceError("camera %s: %s: expected csi://N with N the sensor id (0, 1, ...)" % (name, uri))
+        if not opencv_has_gstreamer(build_info):
+            raise SourceError(GSTREAMER_MISSING % (name, uri, cv2.__version__, os.path.dirname(cv2.__file__)))
+
+
+class Capture:
+    """An opened camera: :meth:`read` gives the next BGR frame or None at the end or on failure."""
+
+    def __init__(self, cap: "cv2.VideoCapture", kind: str, flip: str) -> None:
+        self._cap = cap
+        self.kind = kind
+        self._flip = None if kind == "csi" else _CPU_FLIP.get(flip)
+        fps = cap.get(cv2.CAP_PROP_FPS)
+        self.fps = float(fps) if fps and np.isfinite(fps) and 0 < fps < 1000 else 0.0
+
+    def read(self) -> Optional[np.ndarray]:
+        ok, image = self._cap.read()
+        if not ok or image is None or image.ndim != 3 or image.shape[2] != 3:
+            return None
+        return self._flip(image) if self._flip else image
+
+    def release(self) -> None:
+        self._cap.release()
+
+
+def open_capture(camera, settings: SourceSettings = SourceSettings()) -> Capture:
+    """Open ``camera`` (a config.CameraConfig: name, uri, width, height, fps, flip).
+
+    Raises :class:`SourceError` saying what failed; the caller retries with backoff.
+    """
+    name, uri = camera.name, camera.uri
+    kind, target = uri_kind(uri)
+    if kind == "csi":
+        check_camera(name, uri)
+        pipeline = csi_pipeline(int(target), camera.width, camera.height, camera.fps, camera.flip)
+        log.debug("camera %s: GStreamer pipeline: %s", name, pipeline)
+        cap = cv2.VideoCapture(pipeline, cv2.CAP_GSTREAMER)
+        hint = ("is the camera connected and nvargus-daemon running (sudo systemctl restart nvargus-daemon)? "
+                "does the sensor offer %dx%d at %g fps (see the sensor modes nvarguscamerasrc prints)?"
+                % (camera.width, camera.height, camera.fps))
+    elif kind == "v4l2":
+        if not os.path.exists(target):
+            raise SourceError("camera %s: %s does not exist; is the camera plugged in? (ls /dev/video*)" % (name, target))
+        cap = cv2.VideoCapture(target, cv2.CAP_V4L2)
+        if cap.isOpened():
+            cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*"MJPG"))
+            cap.set(cv2.CAP_PROP_FRAME_WIDTH, camera.width)
+            cap.set(cv2.CAP_PROP_FRAME_HEIGHT, camera.height)
+            cap.set(cv2.CAP_PROP_FPS, camera.fps)
+            cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+        hint = "is another program using it? does your user belong to the video group?"
+    elif kind == "network":
+        timeout_ms = int(settings.open_timeout_s * 1000)
+        params: List[int] = []
+        for prop, value in (("CAP_PROP_OPEN_TIMEOUT_MSEC", timeout_ms),
+                            ("CAP_PROP_READ_TIMEOUT_MSEC", int(settings.stall_timeout_s * 1000))):
+            if hasattr(cv2, prop):
+                params += [getattr(cv2, prop), value]
+        cap = cv2.VideoCapture(target, cv2.CAP_FFMPEG, params)
+        hint = ("is the stream reachable and the URL right? (try: ffplay '%s'; for RTSP over TCP set "
+                "OPENCV_FFMPEG_CAPTURE_OPTIONS=rtsp_transport;tcp)" % redact_uri(uri))
+    else:
+        if not os.path.exists(target) or os.path.isdir(target):
+            raise SourceError("camera %s: video file %s does not exist" % (name, target))
+        if not os.access(target, os.R_OK):
+            raise SourceError("camera %s: video file %s is not readable (check its permissions)" % (name, target))
+        cap = cv2.VideoCapture(target)
+        hint = "is it a video OpenCV's FFmpeg can decode?"
+    if not cap.isOpened():
+        cap.release()
+        raise SourceError("camera %s: cannot open %s; %s" % (name, redact_uri(uri), hint))
+    return Capture(cap, kind, camera.flip)
+
+
+class CameraSource:
+    """A camera read in its own thread; only the newest frame is kept.
+
+    ``clock`` gives ``Frame.t`` (monotonic seconds), ``wall`` gives ``Frame.wall``; ``on_frame``
+    is called (from the capture thread) after each new frame, e.g. to wake the scheduler.
+    """
+
+    def __init__(self, camera, settings: SourceSettings = SourceSettings(),
+                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
+                 opener: Callable = open_capture, on_frame: Optional[Callable[[], None]] = None) -> None:
+        self.camera = camera
+        self.name = camera.name
+        self.settings = settings
+        self._clock, self._wall, self._opener, self._on_frame = clock, wall, opener, on_frame
+        self._kind = uri_kind(camera.uri)[0]
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._generation = 0
+        self._threads: List[threading.Thread] = []
+        self._latest: Optional[Frame] = None
+        self._taken_index = -1
+        self._state, self._last_error = CONNECTING, None  # type: Tuple[str, Optional[str]]
+        self._frames = self._taken = self._dropped = self._reconnects = 0
+        self._progress_t = clock()  # last time the reader showed life (opened, read a frame)
+        self._last_frame_t: Optional[float] = None
+        self._size: Optional[Tuple[int, int]] = None
+        self._announce = True  # log "streaming" at info after a start or a failure, not at each loop
+
+    # ---------------------------------------------------------------- control
+
+    def start(self) -> None:
+        check_camera(self.name, self.camera.uri)
+        self._spawn()
+
+    def stop(self) -> None:
+        """Ask the capture thread to finish; :meth:`join` waits for it."""
+        self._stop.set()
+        with self._lock:
+            if self._state != ENDED:
+                self._state = STOPPED
+
+    def join(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the capture threads; False if one is stuck in a read."""
+        deadline = time.monotonic() + timeout
+        for thread in list(self._threads):
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in self._threads)
+
+    @property
+    def ended(self) -> bool:
+        with self._lock:
+            return self._state in (ENDED, STOPPED)
+
+    def _spawn(self) -> None:
+        with self._lock:
+            self._generation += 1
+            generation = self._generation
+            self._progress_t = self._clock()
+        thread = threading.Thread(target=self._run, args=(generation,), daemon=True,
+                                  name="capture-%s-%d" % (self.name, generation))
+        self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+        thread.start()
+
+    def check_stall(self) -> bool:
+        """Call periodically: a reader with no progress for too long is abandoned for a new one.
+        Returns True when it did so."""
+        now = self._clock()
+        with self._lock:
+            if self._stop.is_set() or self._state not in (CONNECTING, STREAMING, STALLED):
+                return False
+            limit = self.settings.stall_timeout_s if self._state == STREAMING else self.settings.open_timeout_s
+            idle = now - self._progress_t
+            if idle <= limit:
+                return False
+            self._state = STALLED
+            self._last_error = "no frame for %.1f s" % idle
+            self._reconnects += 1
+            self._announce = True
+        stuck = sum(t.is_alive() for t in self._threads)
+        log.warning("camera %s (%s): no frame for %.1f s (stall_timeout_s %.1f); abandoning the stuck reader "
+                    "and reopening (%d reader thread(s) still blocked)", self.name, redact_uri(self.camera.uri),
+                    idle, limit, stuck)
+        self._spawn()
+        return True
+
+    # ---------------------------------------------------------------- frames
+
+    def take(self) -> Optional[Frame]:
+        """The newest frame not handed out before, or None."""
+        with self._lock:
+            frame = self._latest
+            if frame is None or frame.index <= self._taken_index:
+                return None
+            self._taken_index = frame.index
+            self._taken += 1
+            return frame
+
+    @property
+    def pending(self) -> bool:
+        """Whether a frame is waiting to be taken."""
+        with self._lock:
+            return self._latest is not None and self._latest.index > self._taken_index
+
+    def status(self) -> CameraStatus:
+        with self._lock:
+            since = None if self._last_frame_t is None else self._clock() - self._last_frame_t
+            return CameraStatus(self.name, redact_uri(self.camera.uri), self._state, self._frames, self._taken,
+                                self._dropped, self._reconnects, self._last_error, since, self._size)
+
+    # ---------------------------------------------------------------- the capture thread
+
+    def _current(self, generation: int) -> bool:
+        return generation == self._generation and not self._stop.is_set()
+
+    def _set_state(self, generation: int, state: str, error: Optional[str] = None) -> bool:
+        with self._lock:
+            if not self._current(generation):
+                return False
+            self._state, self._last_error = state, error
+            return True
+
+    def _run(self, generation: int) -> None:
+        backoff = self.settings.reconnect_min_s
+        again = False  # a looping file reopened at its end stays "streaming"
+        while self._current(generation):
+            if not again and not self._set_state(generation, CONNECTING, self._last_error):
+                return
+            again = False
+            try:
+                capture = self._opener(self.camera, self.settings)
+            except SourceError as exc:
+                error: Optional[str] = str(exc)
+            except Exception as exc:  # OpenCV backends raise cv2.error and others
+                error = "camera %s: cannot open %s: %s" % (self.name, redact_uri(self.camera.uri), exc)
+            else:
+                try:
+                    outcome, error, got_frame = self._stream(generation, capture)
+                except Exception as exc:  # never let a capture thread die silently: report and retry
+                    log.exception("camera %s: capture failed", self.name)
+                    outcome, error, got_frame = "failed", "camera %s: capture failed: %s: %s" % (
+                        self.name, type(exc).__name__, exc), False
+                if got_frame:
+                    backoff = self.settings.reconnect_min_s
+                if outcome == "done":
+                    return
+                if outcome == "again":  # a looping file reached its end: reopen at once
+                    again = True
+                    continue
+            with self._lock:
+                if not self._current(generation):
+                    return
+                self._state, self._last_error = RECONNECTING, error
+                self._reconnects += 1
+                self._announce = True
+            log.warning("%s; retrying in %.1f s", error, backoff)
+            if self._stop.wait(backoff):
+                return
+            backoff = min(backoff * 2, self.settings.reconnect_max_s)
+
+    def _stream(self, generation: int, capture: Capture) -> Tuple[str, Optional[str], bool]:
+        """Read until the end or a failure: ``(outcome, error, whether a frame was read)``; outcome
+        is ``done`` (stopped, superseded, or a file ended without loop), ``again`` (a looping file
+        ended) or ``failed``."""
+        got = False
+        try:
+            with self._lock:
+                if not self._current(generation):
+                    return "done", None, False
+                self._progress_t = self._clock()
+            paced = capture.kind == "file"
+            period = 1.0 / (capture.fps or self.camera.fps)
+            start = time.monotonic()
+            count = 0
+            while self._current(generation):
+                image = capture.read()
+                now_t, now_wall = self._clock(), self._wall()
+                if image is None:
+                    break
+                if not got:
+                    got = True
+                    announce = log.info if self._announce else log.debug
+                    self._announce = False
+                    announce("camera %s (%s): streaming %dx%d%s", self.name, redact_uri(self.camera.uri),
+                             image.shape[1], image.shape[0], " at %.3g fps" % capture.fps if capture.fps else "")
+                self._publish(generation, image, now_t, now_wall)
+                count += 1
+                if paced:  # a file plays at its own frame rate, like a camera
+                    delay = start + count * period - time.monotonic()
+                    if delay > 0 and self._stop.wait(delay):
+                        break
+        finally:
+            capture.release()
+        if not self._current(generation):
+            return "done", None, got
+        where = "camera %s: video file %s" % (self.name, self.camera.uri)
+        if capture.kind == "file":
+            if not got:
+                return "failed", "%s gave no frame (unreadable, truncated or empty)" % where, got
+            if getattr(self.camera, "loop", False):
+                log.debug("%s ended; playing it again", where)
+                return "again", None, got
+            self._set_state(generation, ENDED, None)
+            log.info("%s ended (set loop: true to play it again)", where)
+            return "done", None, got
+        return "failed", "camera %s (%s): the stream failed or ended" % (self.name, redact_uri(self.camera.uri)), got
+
+    def _publish(self, generation: int, image: np.ndarray, t: float, wall: float) -> None:
+        with self._lock:
+            if not self._current(generation):
+                return
+            if self._latest is not None and self._latest.index > self._taken_index:
+                self._dropped += 1
+            index = self._frames
+            self._frames += 1
+            self._latest = Frame(self.name, index, t, wall, image)
+            self._progress_t = self._last_frame_t = t
+            self._size = (image.shape[1], image.shape[0])
+            self._state, self._last_error = STREAMING, None
+        if self._on_frame is not None:
+            self._on_frame()

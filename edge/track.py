@@ -1,0 +1,276 @@
+"""Tracker: a stable integer id per person across frames, and each person's recent history.
+
+Input per frame: the people the parser found, keypoints ``(N, 18, 3)`` as ``(x, y, confidence)``
+with x, y normalised to [0, 1] of the frame (confidence 0 = part missing), the frame time ``t`` in
+seconds and the frame size in pixels. Matching:
+
+* The distance between a track and a detection is the mean pixel distance of the keypoints both
+  have (confidence at least ``min_keypoint_confidence``), or of their box centres when they share
+  fewer than ``min_common_keypoints``, divided by the person's size: the larger of the detection's
+  box side and the track's size (the largest box side it had over the last ``size_memory_s``, so a
+  person half seen or falling keeps the size they had standing), at least ``min_person_size`` of the
+  frame height. A pair farther apart than
+  ``max_match_distance_heights`` plus ``max_speed_heights_per_s`` times the seconds since the track
+  was last seen cannot match (a person missed for a moment, or filmed at a low frame rate, may
+  have moved further: a fall moves the head by about a body height in half a second).
+* Confirmed tracks are matched first, by minimum total distance (Hungarian assignment), then
+  tentative tracks with the detections left; a detection left over starts a tentative track.
+* A tentative track gets its id once matched in ``min_hits`` frames in a row (a one-frame ghost
+  never gets one); it is dropped at its first miss. A confirmed track survives up to
+  ``max_missed_s`` seconds without a match (a person hidden for a moment keeps the id).
+
+Ids are ints from 1 upward, never reused while the id counter lives (one daemon run).
+Deterministic: the same inputs in the same order give the same ids.
+"""
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from dataclasses import dataclass
+from typing import Deque, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+NUM_KEYPOINTS = 18
+_FAR = 1e6  # cost of a pair that may not match
+
+
+@dataclass(frozen=True)
+class TrackerParams:
+    """Tracker thresholds; units in the names."""
+
+    max_match_distance_heights: float = 0.5  # mean keypoint distance / person size beyond which no match
+    max_speed_heights_per_s: float = 2.0  # the gate grows by this per second since the track was seen
+    max_missed_s: float = 2.0  # a confirmed track lives this long without a match
+    min_hits: int = 3  # consecutive matched frames before a track gets its id
+    min_keypoint_confidence: float = 0.05  # parts below this count as missing
+    min_common_keypoints: int = 2  # fewer shared parts: compare box centres instead
+    min_person_size: float = 0.05  # floor of the size used to normalise distances, fraction of frame height
+    size_memory_s: float = 5.0  # a track's size is its largest skeleton box side over this much past
+    history_s: float = 10.0  # how much past each track keeps for the fall detector
+
+    def __post_init__(self) -> None:
+        problems = [name for name, ok in (
+            ("max_match_distance_heights > 0", self.max_match_distance_heights > 0),
+            ("max_speed_heights_per_s >= 0", self.max_speed_heights_per_s >= 0),
+            ("max_missed_s >= 0", self.max_missed_s >= 0), ("min_hits >= 1", self.min_hits >= 1),
+            ("min_common_keypoints >= 1", self.min_common_keypoints >= 1),
+            ("min_person_size > 0", self.min_person_size > 0), ("history_s >= 0", self.history_s >= 0),
+            ("size_memory_s >= 0", self.size_memory_s >= 0))
+            if not ok]
+        if problems:
+            raise ValueError("tracker parameters out of range: need " + ", ".join(problems))
+
+    @classmethod
+    def from_config(cls, section) -> "TrackerParams":
+        """From a config section with the same field names (edge.config.TrackerConfig)."""
+        return cls(**{name: getattr(section, name) for name in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class TrackHistory:
+    """A track's observations, oldest first: ``t`` (M,) seconds, ``keypoints`` (M, 18, 3) and
+    ``bbox`` (M, 4) as ``x0, y0, x1, y1``, all normalised to the frame."""
+
+    t: np.ndarray
+    keypoints: np.ndarray
+    bbox: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.t.shape[0])
+
+
+def skeleton_bbox(keypoints: np.ndarray, min_confidence: float) -> np.ndarray:
+    """``(N, 18, 3)`` -> ``(N, 4)`` boxes ``x0, y0, x1, y1`` of the parts present (zeros when none)."""
+    kp = np.asarray(keypoints, dtype=np.float64).reshape(-1, NUM_KEYPOINTS, 3)
+    present = kp[..., 2] >= min_confidence
+    any_part = present.any(axis=1)
+    x, y = kp[..., 0], kp[..., 1]
+    boxes = np.stack([np.where(present, x, np.inf).min(axis=1), np.where(present, y, np.inf).min(axis=1),
+                      np.where(present, x, -np.inf).max(axis=1), np.where(present, y, -np.inf).max(axis=1)], axis=1)
+    boxes[~any_part] = 0.0
+    return boxes
+
+
+def box_size_px(boxes: np.ndarray, frame_size: Tuple[int, int]) -> np.ndarray:
+    """``(N, 4)`` normalised boxes -> ``(N,)`` the longer side of each in pixels."""
+    w, h = frame_size
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    return np.maximum((boxes[:, 2] - boxes[:, 0]) * w, (boxes[:, 3] - boxes[:, 1]) * h)
+
+
+class Track:
+    """One person. ``id`` is 0 while tentative. ``keypoints``/``bbox`` are the last observation;
+    ``size_px`` the largest side of its skeleton's box (pixels) over the last ``size_memory_s``."""
+
+    def __init__(self, keypoints: np.ndarray, bbox: np.ndarray, t: float, history_s: float,
+                 size_px: float = 0.0, size_memory_s: float = 0.0) -> None:
+        self.id = 0
+        self.hits = 1
+        self.first_t = self.last_t = t
+        self.keypoints = keypoints
+        self.bbox = bbox
+        self._history_s = history_s
+        self._history: Deque[Tuple[float, np.ndarray, np.ndarray]] = deque([(t, keypoints, bbox)])
+        self._size_memory_s = size_memory_s
+        self._sizes: Deque[Tuple[float, float]] = deque([(t, size_px)])
+        self.size_px = size_px
+
+    @property
+    def confirmed(self) -> bool:
+        return self.id > 0
+
+    def missed_s(self, t: float) -> float:
+        """Seconds since the track was last matched (0 when matched at ``t``)."""
+        return t - self.last_t
+
+    def _observe(self, keypoints: np.ndarray, bbox: np.ndarray, t: float, size_px: float) -> None:
+        self.keypoints, self.bbox, self.last_t = keypoints, bbox, t
+        self.hits += 1
+        self._history.append((t, keypoints, bbox))
+        while self._history and self._history[0][0] < t - self._history_s:
+            self._history.popleft()
+        self._sizes.append((t, size_px))
+        while self._sizes[0][0] < t - self._size_memory_s:
+            self._sizes.popleft()
+        self.size_px = max(size for _, size in self._sizes)
+
+    def history(self, since_t: Optional[float] = None) -> TrackHistory:
+        """Observations at or after ``since_t`` (all kept ones when None), oldest first."""
+        rows = [h for h in self._history if since_t is None or h[0] >= since_t]
+        if not rows:
+            return TrackHistory(np.zeros(0), np.zeros((0, NUM_KEYPOINTS, 3)), np.zeros((0, 4)))
+        return TrackHistory(np.array([r[0] for r in rows], dtype=np.float64),
+                            np.stack([r[1] for r in rows]), np.stack([r[2] for r in rows]))
+
+    def __repr__(self) -> str:
+        return "Track(id=%d, hits=%d, last_t=%.3f)" % (self.id, self.hits, self.last_t)
+
+
+def assign(cost: np.ndarray) -> List[Tuple[int, int]]:
+    """Minimum-cost assignment (Hungarian / Kuhn-Munkres, O(n^2 m)) of a rectangular cost matrix:
+    ``[(row, col), ...]`` with every row or every column (whichever are fewer) used once, by row."""
+    cost = np.asarray(cost, dtype=np.float64)
+    if cost.size == 0:
+        return []
+    transposed = cost.shape[0] > cost.shape[1]
+    if transposed:
+        cost = cost.T
+    n, m = cost.shape
+    u, v = np.zeros(n + 1), np.zeros(m + 1)
+    p = np.zeros(m + 1, dtype=np.int64)  # p[j]: row (1-based) assigned to column j; column 0 is virtual
+    way = np.zeros(m + 1, dtype=np.int64)
+    for i in range(1, n + 1):
+        p[0], j0 = i, 0
+        minv = np.full(m + 1, np.inf)
+        used = np.zeros(m + 1, dtype=bool)
+        while True:
+            used[j0] = True
+            i0 = p[j0]
+            free = ~used[1:]
+            cur = cost[i0 - 1] - u[i0] - v[1:]
+            better = free & (cur < minv[1:])
+            minv[1:][better] = cur[better]
+            way[1:][better] = j0
+            candidates = np.where(free, minv[1:], np.inf)
+            j1 = int(np.argmin(candidates)) + 1
+            delta = candidates[j1 - 1]
+            u[p[used]] += delta
+            v[used] -= delta
+            minv[1:][free] -= delta
+            j0 = j1
+            if p[j0] == 0:
+                break
+        while j0:
+            j1 = int(way[j0])
+            p[j0] = p[j1]
+            j0 = j1
+    pairs = [(int(p[j]) - 1, j - 1) for j in range(1, m + 1) if p[j] > 0]
+    if transposed:
+        pairs = [(c, r) for r, c in pairs]
+    return sorted(pairs)
+
+
+class Tracker:
+    """Tracks the people of one camera. :meth:`update` once per processed frame, in time order."""
+
+    def __init__(self, params: TrackerParams = TrackerParams(), ids: Optional[Iterator[int]] = None) -> None:
+        self.params = params
+        self._ids = ids if ids is not None else itertools.count(1)
+        self._tracks: List[Track] = []
+
+    @property
+    def tracks(self) -> List[Track]:
+        """Confirmed tracks still alive, by id."""
+        return sorted((tr for tr in self._tracks if tr.confirmed), key=lambda tr: tr.id)
+
+    def distances(self, tracks: Sequence[Track], keypoints: np.ndarray, boxes: np.ndarray,
+                  frame_size: Tuple[int, int]) -> np.ndarray:
+        """``(T, N)`` distances in person sizes between tracks' last observations and detections."""
+        p = self.params
+        w, h = frame_size
+        scale_xy = np.array([w, h], dtype=np.float64)
+        tk = np.stack([tr.keypoints for tr in tracks])
+        tb = np.stack([tr.bbox for tr in tracks])
+        common = (tk[:, None, :, 2] >= p.min_keypoint_confidence) & (keypoints[None, :, :, 2] >= p.min_keypoint_confidence)
+        diff = (tk[:, None, :, :2] - keypoints[None, :, :, :2]) * scale_xy
+        dist = np.sqrt((diff ** 2).sum(axis=-1))
+        n_common = common.sum(axis=-1)
+        mean_kp = np.where(common, dist, 0.0).sum(axis=-1) / np.maximum(n_common, 1)
+        centre_t = (tb[:, :2] + tb[:, 2:]) / 2 * scale_xy
+        centre_d = (boxes[:, :2] + boxes[:, 2:]) / 2 * scale_xy
+        centre = np.sqrt(((centre_t[:, None] - centre_d[None]) ** 2).sum(axis=-1))
+        raw = np.where(n_common >= p.min_common_keypoints, mean_kp, centre)
+        size_t = np.array([tr.size_px for tr in tracks])
+        size_d = box_size_px(boxes, frame_size)
+        size = np.maximum(np.maximum(size_t[:, None], size_d[None, :]), p.min_person_size * h)
+        return raw / size
+
+    def gates(self, tracks: Sequence[Track], t: float) -> np.ndarray:
+        """``(T,)`` the largest distance, in person heights, at which each track can match at ``t``."""
+        unseen = np.array([max(0.0, t - tr.last_t) for tr in tracks])
+        return self.params.max_match_distance_heights + self.params.max_speed_heights_per_s * unseen
+
+    def _match(self, tracks: List[Track], keypoints: np.ndarray, boxes: np.ndarray, free: List[int],
+               frame_size: Tuple[int, int], t: float) -> List[Tuple[int, int]]:
+        """Pairs (track index, detection index) among ``free`` detections within the gate."""
+        if not tracks or not free:
+            return []
+        d = self.distances(tracks, keypoints[free], boxes[free], frame_size)
+        within = d <= self.gates(tracks, t)[:, None]
+        cost = np.where(within, d, _FAR)
+        return [(r, free[c]) for r, c in assign(cost) if within[r, c]]
+
+    def update(self, keypoints: np.ndarray, t: float, frame_size: Tuple[int, int]) -> np.ndarray:
+        """Match this frame's people; returns each detection's track id (``(N,)`` int64, 0 while
+        its track is tentative). ``frame_size`` is ``(width, height)`` in pixels."""
+        p = self.params
+        kp = np.asarray(keypoints, dtype=np.float64).reshape(-1, NUM_KEYPOINTS, 3)
+        boxes = skeleton_bbox(kp, p.min_keypoint_confidence)
+        sizes = box_size_px(boxes, frame_size)
+        ids = np.zeros(len(kp), dtype=np.int64)
+        free = list(range(len(kp)))
+        matched_tracks = set()
+        for group in ([tr for tr in self._tracks if tr.confirmed], [tr for tr in self._tracks if not tr.confirmed]):
+            for ti, di in self._match(group, kp, boxes, free, frame_size, t):
+                track = group[ti]
+                track._observe(kp[di], boxes[di], t, float(sizes[di]))
+                if not track.confirmed and track.hits >= p.min_hits:
+                    track.id = next(self._ids)
+                ids[di] = track.id
+                matched_tracks.add(id(track))
+                free.remove(di)
+        survivors = []
+        for track in self._tracks:
+            if id(track) in matched_tracks:
+                survivors.append(track)
+            elif track.confirmed and track.missed_s(t) <= p.max_missed_s:
+                survivors.append(track)
+        for di in free:
+            track = Track(kp[di], boxes[di], t, p.history_s, float(sizes[di]), p.size_memory_s)
+            if p.min_hits <= 1:
+                track.id = next(self._ids)
+                ids[di] = track.id
+            survivors.append(track)
+        self._tracks = survivors
+        return ids
