@@ -14,6 +14,15 @@ import numpy as np
 from edge.specs import ModelSpec
 
 RESIZE_MODES = ("letterbox", "stretch")
+# Rotations preprocess can apply, degrees clockwise -> (cv2 rotate code, normalised rotated -> frame map
+# as (a, b, c, d, e, f): X = a*x' + b*y' + c, Y = d*x' + e*y' + f). -90 is the same as 270.
+ROTATIONS = {
+    0: (None, (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)),
+    90: (cv2.ROTATE_90_CLOCKWISE, (0.0, 1.0, 0.0, -1.0, 0.0, 1.0)),
+    180: (cv2.ROTATE_180, (-1.0, 0.0, 1.0, 0.0, -1.0, 1.0)),
+    -90: (cv2.ROTATE_90_COUNTERCLOCKWISE, (0.0, -1.0, 1.0, 1.0, 0.0, 0.0)),
+}
+ROTATIONS[270] = ROTATIONS[-90]
 
 
 @dataclass(frozen=True)
@@ -61,7 +70,7 @@ def fit(frame_hw: Tuple[int, int], input_hw: Tuple[int, int], mode: str) -> Tupl
 
 
 def preprocess(frame: np.ndarray, spec: ModelSpec, input_hw: Tuple[int, int], mode: str = "letterbox",
-               out: Optional[np.ndarray] = None) -> Tuple[np.ndarray, Transform]:
+               out: Optional[np.ndarray] = None, rotation: int = 0) -> Tuple[np.ndarray, Transform]:
     """Turn a BGR uint8 frame ``(H, W, 3)`` into the network's input tensor.
 
     Returns ``(tensor, transform)``: the tensor is float32 ``(1, h, w, 3)`` for NHWC specs or
@@ -69,10 +78,18 @@ def preprocess(frame: np.ndarray, spec: ModelSpec, input_hw: Tuple[int, int], mo
     (``(pixel - mean) / std``; padding is pixel value 0 before normalisation); ``transform``
     maps normalised input coordinates back to normalised frame coordinates. ``out``, when
     given, is a tensor of that shape to write into (a slot of a batch), and is returned.
+    ``rotation`` (degrees clockwise: 0, 90, 180, -90 or 270) turns the frame before it is fitted,
+    so a person lying on the floor can stand upright for the network; the transform still maps
+    back to the original (unrotated) frame, exactly.
     """
     if frame is None or frame.ndim != 3 or frame.shape[2] != 3 or frame.shape[0] < 1 or frame.shape[1] < 1:
         raise ValueError("preprocess takes a BGR image of shape (H, W, 3); got %s"
                          % (None if frame is None else frame.shape,))
+    if rotation not in ROTATIONS:
+        raise ValueError("rotation %r: use one of 0, 90, 180, -90 (degrees clockwise)" % (rotation,))
+    code, back = ROTATIONS[rotation]
+    if code is not None:
+        frame = cv2.rotate(frame, code)
     ih, iw = input_hw
     x0, y0, w, h = fit(frame.shape[:2], input_hw, mode)
     interp = cv2.INTER_AREA if w < frame.shape[1] else cv2.INTER_LINEAR
@@ -89,5 +106,10 @@ def preprocess(frame: np.ndarray, spec: ModelSpec, input_hw: Tuple[int, int], mo
         out[...] = tensor
         tensor = out
     # input u in [0,1] -> input pixels u*iw -> frame fraction (u*iw - x0) / w
-    matrix = ((iw / w, 0.0, -x0 / w), (0.0, ih / h, -y0 / h))
+    sx, tx, sy, ty = iw / w, -x0 / w, ih / h, -y0 / h
+    if code is None:
+        matrix = ((sx, 0.0, tx), (0.0, sy, ty))
+    else:  # then the rotated frame's fraction -> the original frame's fraction
+        a, b, c, d, e, f = back
+        matrix = ((a * sx, b * sy, a * tx + b * ty + c), (d * sx, e * sy, d * tx + e * ty + f))
     return np.ascontiguousarray(tensor), Transform(matrix)

@@ -87,3 +87,38 @@ def test_keypoints_to_frame_leaves_missing_parts_at_zero():
     out = transform.keypoints_to_frame(kps)
     assert out[0, 1].tolist() == [0, 0, 0]
     assert np.allclose(out[0, 0, :2], [0.5, 0.5]) and out[0, 0, 2] == np.float32(0.9)
+
+
+@pytest.mark.parametrize("rotation", [90, -90, 180, 270])
+@pytest.mark.parametrize("frame_hw", [(480, 640), (720, 1280), (640, 360)])
+@pytest.mark.parametrize("mode", ["letterbox", "stretch"])
+def test_rotated_transform_maps_a_spot_back_to_where_it_was(rotation, frame_hw, mode):
+    h, w = frame_hw
+    rng = np.random.default_rng(h * w + rotation)
+    for _ in range(3):
+        cx, cy = rng.uniform(0.2, 0.8) * w, rng.uniform(0.2, 0.8) * h
+        tensor, transform = preprocess(_blob_frame(h, w, cx, cy, r=max(4, min(h, w) // 20)), MOBILENET,
+                                       (368, 432), mode, rotation=rotation)
+        u, v = _centroid(tensor[0, :, :, 0])
+        fx, fy = transform.to_frame(np.array([u / 432, v / 368]))
+        # a rotated view scales the frame's height onto the input's width and vice versa
+        tol_x = 0.6 * max(1.0, w / (368 if rotation % 180 else 432))
+        tol_y = 0.6 * max(1.0, h / (432 if rotation % 180 else 368))
+        assert abs(fx * w - cx) < tol_x and abs(fy * h - cy) < tol_y
+
+
+@pytest.mark.parametrize("rotation, corner", [(90, "top_right"), (-90, "bottom_left"), (270, "bottom_left"),
+                                              (180, "bottom_right"), (0, "top_left")])
+def test_rotation_turns_the_picture_clockwise(rotation, corner):
+    frame = _blob_frame(400, 400, 60, 60, r=30)  # a spot near the top-left corner of a square frame
+    tensor, _ = preprocess(frame, MOBILENET, (400, 400), "letterbox", rotation=rotation)
+    img = tensor[0, :, :, 0]
+    quadrants = {"top_left": img[:200, :200], "top_right": img[:200, 200:],
+                 "bottom_left": img[200:, :200], "bottom_right": img[200:, 200:]}
+    assert quadrants[corner].sum() == img.sum() > 0
+
+
+@pytest.mark.parametrize("bad", [45, "cw", 1, -180])
+def test_rejects_rotations_it_cannot_do(bad):
+    with pytest.raises(ValueError, match="rotation"):
+        preprocess(np.zeros((48, 64, 3), np.uint8), MOBILENET, (368, 432), rotation=bad)
