@@ -1,0 +1,169 @@
+"""``fallwatch evaluate DATASET_DIR``: the fall detector against labelled clips.
+
+The folder holds videos and a ``labels.csv`` with the columns ``file`` (relative path),
+``label`` (``fall`` or ``adl``) and ``fall_start_s`` (empty for ``adl``), as in GMDCSA24. Each
+clip is replayed once through the whole pipeline (``fallwatch replay``) and its skeletons are
+cached as a skeleton JSONL, keyed by the clip's bytes and every setting that changes the
+skeletons (model, views, tracker, ``max_fps``). Detection then runs on the cached skeletons, so
+trying other ``fall`` thresholds takes seconds, not minutes.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import os
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+from edge.replay import replay_skeletons, replay_video
+from edge.sinks import SinkSet, SkeletonRecorder
+
+log = logging.getLogger("fallwatch.evaluate")
+
+
+class EvaluateError(ValueError):
+    """The dataset cannot be evaluated; the message says what is wrong with it."""
+
+
+@dataclass
+class ClipResult:
+    file: str
+    label: str
+    fall_start_s: Optional[float]
+    alert_t: Optional[float]  # first fall_detected, seconds from the clip's start
+    alerts: int  # fall_detected events in the clip
+    events: List[Dict[str, Any]]
+
+    @property
+    def latency_s(self) -> Optional[float]:
+        if self.label != "fall" or self.alert_t is None or self.fall_start_s is None:
+            return None
+        return self.alert_t - self.fall_start_s
+
+
+def read_labels(folder: Path) -> List[Dict[str, str]]:
+    path = folder / "labels.csv"
+    if not path.is_file():
+        raise EvaluateError("%s: no labels.csv (columns: file, label, fall_start_s)" % folder)
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    for i, row in enumerate(rows, 2):
+        if not {"file", "label", "fall_start_s"} <= set(row):
+            raise EvaluateError("%s: needs the columns file, label, fall_start_s" % path)
+        if row["label"] not in ("fall", "adl"):
+            raise EvaluateError("%s: line %d: label %r is neither fall nor adl" % (path, i, row["label"]))
+        if row["label"] == "fall":
+            try:
+                float(row["fall_start_s"])
+            except ValueError:
+                raise EvaluateError("%s: line %d: a fall needs fall_start_s in seconds" % (path, i)) from None
+        if not (folder / row["file"]).is_file():
+            raise EvaluateError("%s: line %d: %s does not exist" % (path, i, folder / row["file"]))
+    return rows
+
+
+def skeleton_key(video: Path, config: Any, max_fps: Optional[float]) -> str:
+    """What the cached skeletons of ``video`` depend on: its bytes and the settings before fall detection."""
+    digest = hashlib.sha256()
+    with open(video, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    settings = {"model": config.model.to_dict(), "views": config.views.to_dict(),
+                "tracker": config.tracker.to_dict(), "max_fps": max_fps}
+    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:16]
+
+
+class _Events:
+    def __init__(self) -> None:
+        self.events: List[Dict[str, Any]] = []
+
+    def frame(self, record: Any) -> None:
+        pass
+
+    def emit(self, event: Dict[str, Any]) -> None:
+        self.events.append(event)
+
+    def stats(self, stats: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def evaluate(folder: Path, config: Any, cache_dir: Path, open_model: Callable[[], Any],
+             max_fps: Optional[float] = None) -> List[ClipResult]:
+    """Every labelled clip of ``folder``: skeletons (cached under ``cache_dir``), then events."""
+    folder = Path(folder)
+    rows = read_labels(folder)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    model = None
+    results = []
+    try:
+        for row in rows:
+            video = folder / row["file"]
+            key = skeleton_key(video, config, max_fps)
+            jsonl = cache_dir / ("%s-%s.jsonl" % (row["file"].replace("/", "_").rsplit(".", 1)[0], key))
+            if not jsonl.is_file():
+                if model is None:
+                    model = open_model()
+                log.info("%s: replaying the video (skeletons cached as %s)", row["file"], jsonl.name)
+                partial = jsonl.with_suffix(".partial")
+                sinks = SinkSet([SkeletonRecorder(partial)])
+                try:
+                    replay_video(video, config, model, sinks, camera="evaluate", max_fps=max_fps)
+                finally:
+                    sinks.close()
+                os.replace(str(partial), str(jsonl))
+            collect = _Events()
+            replay_skeletons(jsonl, config, collect)
+            falls = [e for e in collect.events if e["type"] == "fall_detected"]
+            start = float(row["fall_start_s"]) if row["label"] == "fall" else None
+            results.append(ClipResult(row["file"], row["label"], start, falls[0]["t"] if falls else None,
+                                      len(falls), collect.events))
+    finally:
+        if model is not None:
+            model.close()
+    return results
+
+
+# Labelled fall starts are read off the video by eye: an alert this much before one still counts.
+LABEL_TOLERANCE_S = 0.5
+
+
+def totals(results: List[ClipResult]) -> Dict[str, Any]:
+    falls = [r for r in results if r.label == "fall"]
+    adls = [r for r in results if r.label == "adl"]
+    caught = [r for r in falls if r.latency_s is not None and r.latency_s >= -LABEL_TOLERANCE_S]
+    early = sum(1 for r in falls if r.latency_s is not None and r.latency_s < -LABEL_TOLERANCE_S)
+    latencies = [r.latency_s for r in caught]
+    return {
+        "fall_clips": len(falls), "adl_clips": len(adls),
+        "recall": round(len(caught) / len(falls), 3) if falls else None,
+        "false_alerts_per_adl_clip": round(sum(r.alerts for r in adls) / len(adls), 3) if adls else None,
+        "alerts_before_the_fall": early,
+        "median_latency_s": round(statistics.median(latencies), 2) if latencies else None,
+        "worst_latency_s": round(max(latencies), 2) if latencies else None,
+    }
+
+
+def format_table(results: List[ClipResult]) -> str:
+    lines = ["| clip | label | fall starts (s) | alert (s) | fall start to alert (s) | fall_detected | other events |",
+             "|---|---|---|---|---|---|---|"]
+    for r in results:
+        others = sorted({e["type"] for e in r.events if e["type"] != "fall_detected"})
+        lines.append("| %s | %s | %s | %s | %s | %d | %s |" % (
+            r.file, r.label, "" if r.fall_start_s is None else "%.1f" % r.fall_start_s,
+            "-" if r.alert_t is None else "%.2f" % r.alert_t,
+            "-" if r.latency_s is None else "%.2f" % r.latency_s, r.alerts, ", ".join(others) or "-"))
+    t = totals(results)
+    lines.append("")
+    lines.append("recall %s (%d fall clips), false alerts per ADL clip %s (%d ADL clips), alerts more than "
+                 "%.1f s before the labelled fall start %d, latency from fall start: median %s s, worst %s s"
+                 % (t["recall"], t["fall_clips"], t["false_alerts_per_adl_clip"], t["adl_clips"],
+                    LABEL_TOLERANCE_S, t["alerts_before_the_fall"], t["median_latency_s"], t["worst_latency_s"]))
+    return "\n".join(lines)

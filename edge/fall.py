@@ -1,0 +1,416 @@
+"""Fall detection from skeleton geometry over time, one state machine per track.
+
+Everything is measured in the person's own **body heights** (bh), so the same thresholds work
+near and far from the camera, and driven by frame **timestamps**, never frame counts, so it
+behaves the same at 5 and 30 fps.
+
+Per observation (one skeleton of one track, pixels of the frame):
+
+* ``size`` — body height in pixels, estimated from segment lengths (torso, thighs, shins, upper
+  arms, forearms divided by their usual fraction of standing height), which do not change when a
+  person sits or lies; the track keeps a high quantile over the last seconds, so a foreshortened
+  or half-detected skeleton does not shrink it.
+* ``floor`` — the image row of the floor under the person: the ankles while the person is not
+  down (feet are on the floor when standing or sitting), else the knees plus a shin, else the
+  hips plus half a body height. Frozen while a fall is in progress.
+* ``head_height_bh`` / ``hip_height_bh`` — how far above that floor the head and hips are.
+* ``torso_angle_deg`` — the neck-to-hips axis from vertical (0 upright, 90 horizontal).
+* ``descent`` — how far the head (or, when it is missing, the neck, shoulders or hips) went
+  down within the last ``descent_window_s``, in body heights, and how fast (bh per second).
+
+States: ``normal`` -> (fast descent) ``descending`` -> (down for ``min_down_s`` within
+``confirm_within_s``) ``fallen``: ``fall_detected`` -> (still not up after ``long_lie_s``)
+``long_lie`` -> (up for ``min_up_s``) ``fall_cleared`` -> ``normal``. A second
+``fall_detected`` for the same track needs ``cooldown_s`` after the last one was cleared.
+
+A person who collapses slowly (no fast descent) is caught when they lie flat at floor level
+(head and hips at most ``max_floor_head_bh``, torso lying) for ``floor_lying_s``: the top of a
+bed is well above that. The floor is only learned while the person is upright or sitting, so
+somebody first seen lying (in bed, say) never has one and never raises this.
+
+"Down" means the head is low (``max_head_height_bh``, or ``max_head_height_lying_bh`` when the
+torso is at least ``lying_torso_angle_deg`` from vertical) and the hips, when seen, are low
+(``max_hip_height_bh``); when the hips are not seen the torso must be lying. Sitting on
+a chair or the floor keeps the head high; bending to pick something up keeps the hips high;
+lying down on a bed is slow. Zones (normalised polygons) suppress alerts where lying is normal
+(``ignore``) or, when any ``floor`` zone exists, allow them only there.
+"""
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+# Keypoint indices (edge.specs.KEYPOINTS).
+NOSE, NECK, R_SHO, R_ELB, R_WRI, L_SHO, L_ELB, L_WRI = 0, 1, 2, 3, 4, 5, 6, 7
+R_HIP, R_KNEE, R_ANK, L_HIP, L_KNEE, L_ANK, R_EYE, L_EYE, R_EAR, L_EAR = 8, 9, 10, 11, 12, 13, 14, 15, 16, 17
+HEAD = (NOSE, R_EYE, L_EYE, R_EAR, L_EAR)
+
+# Segment length as a fraction of standing height (Drillis & Contini anthropometry; the neck
+# keypoint sits between the shoulders).
+SEGMENTS: Tuple[Tuple[int, int, float], ...] = (
+    (NECK, R_HIP, 0.30), (NECK, L_HIP, 0.30), (R_HIP, R_KNEE, 0.245), (L_HIP, L_KNEE, 0.245),
+    (R_KNEE, R_ANK, 0.246), (L_KNEE, L_ANK, 0.246), (R_SHO, R_ELB, 0.186), (L_SHO, L_ELB, 0.186),
+    (R_ELB, R_WRI, 0.146), (L_ELB, L_WRI, 0.146),
+)
+_SEG_A = np.array([s[0] for s in SEGMENTS])
+_SEG_B = np.array([s[1] for s in SEGMENTS])
+_SEG_F = np.array([s[2] for s in SEGMENTS])
+
+NORMAL, DESCENDING, FALLEN = "normal", "descending", "fallen"
+
+
+@dataclass(frozen=True)
+class FallParams:
+    """Thresholds of the fall detector; units in the names (bh = the person's body height)."""
+
+    min_keypoint_confidence: float = 0.1  # parts below this count as missing
+    descent_window_s: float = 1.5  # a descent is measured over at most this much past
+    min_descent_bh: float = 0.35  # the head must go down at least this far ...
+    min_descent_speed_bh_per_s: float = 0.5  # ... at least this fast on average
+    confirm_within_s: float = 3.0  # after a descent, the person must be down within this time
+    min_down_s: float = 0.6  # and stay down this long before fall_detected
+    max_head_height_bh: float = 0.35  # down: head at most this high above the floor ...
+    max_head_height_lying_bh: float = 0.5  # ... or this high with the torso far from vertical ...
+    max_hip_height_bh: float = 0.35  # ... and hips (when seen) at most this high
+    lying_torso_angle_deg: float = 50.0  # torso at least this far from vertical counts as lying
+    upright_torso_angle_deg: float = 30.0  # the floor is learned only while the torso is this upright
+    max_floor_head_bh: float = 0.2  # lying on the floor: head at most this high ...
+    floor_lying_s: float = 1.5  # ... for this long is a fall even without a fast descent (a slow collapse)
+    up_head_height_bh: float = 0.6  # up again: head at least this high above the floor ...
+    min_up_s: float = 2.0  # ... for this long -> fall_cleared
+    long_lie_s: float = 60.0  # still not up this long after fall_detected -> long_lie
+    cooldown_s: float = 10.0  # no new fall_detected for a track this soon after fall_cleared
+    size_memory_s: float = 10.0  # body size is a high quantile over this much past
+    min_size_px: float = 20.0  # people smaller than this (pixels) are too small to judge
+
+    @classmethod
+    def from_config(cls, section: Any) -> "FallParams":
+        """From the config's ``fall`` section (same field names)."""
+        return cls(**{f: getattr(section, f) for f in cls.__dataclass_fields__})
+
+    @staticmethod
+    def zones_from_config(camera: Any) -> Tuple[Zone, ...]:
+        """The ``zones`` of a camera's config section."""
+        return tuple(Zone(z.kind, tuple((float(x), float(y)) for x, y in z.polygon)) for z in camera.zones)
+
+    def __post_init__(self) -> None:
+        for name in ("descent_window_s", "min_descent_bh", "min_descent_speed_bh_per_s", "confirm_within_s",
+                     "max_head_height_bh", "max_hip_height_bh", "up_head_height_bh", "size_memory_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError("FallParams.%s must be > 0, got %r" % (name, getattr(self, name)))
+        if self.up_head_height_bh <= max(self.max_head_height_bh, self.max_head_height_lying_bh):
+            raise ValueError("FallParams.up_head_height_bh (%r) must be above the down thresholds "
+                             "max_head_height_bh and max_head_height_lying_bh" % self.up_head_height_bh)
+
+
+@dataclass(frozen=True)
+class Zone:
+    """A polygon in normalised frame coordinates; ``kind`` is ``ignore`` or ``floor``."""
+
+    kind: str
+    polygon: Tuple[Tuple[float, float], ...]
+
+    def contains(self, x: float, y: float) -> bool:
+        inside = False
+        pts = self.polygon
+        for (x1, y1), (x2, y2) in zip(pts, pts[1:] + pts[:1]):
+            if (y1 > y) != (y2 > y) and x < x1 + (y - y1) * (x2 - x1) / (y2 - y1):
+                inside = not inside
+        return inside
+
+
+@dataclass(frozen=True)
+class Observation:
+    """Geometry of one skeleton, pixels (NaN where the parts are missing)."""
+
+    t: float
+    size: float  # body height estimate from segments, pixels
+    head_y: float  # the head (or a stand-in: neck, shoulders, top of the skeleton)
+    hip_y: float
+    ankle_y: float
+    knee_y: float
+    centre: Tuple[float, float]  # normalised frame coordinates of the hips (else the skeleton's centre)
+    torso_angle_deg: float
+    aspect: float  # bounding box width / height
+
+
+def observe(keypoints: np.ndarray, t: float, frame_size: Tuple[int, int], min_confidence: float
+            ) -> Optional[Observation]:
+    """Geometry of one skeleton ``(18, 3)`` (x, y normalised to the frame, confidence).
+    None when fewer than two parts are usable. Non-finite values count as missing."""
+    kp = np.asarray(keypoints, dtype=np.float64).reshape(18, 3)
+    width, height = float(frame_size[0]), float(frame_size[1])
+    ok = np.isfinite(kp).all(axis=1) & (kp[:, 2] >= min_confidence)
+    ok &= (kp[:, 0] > -0.5) & (kp[:, 0] < 1.5) & (kp[:, 1] > -0.5) & (kp[:, 1] < 1.5)
+    if ok.sum() < 2:
+        return None
+    px = np.where(ok, kp[:, 0] * width, np.nan)
+    py = np.where(ok, kp[:, 1] * height, np.nan)
+
+    def mean_y(idx: Sequence[int]) -> float:
+        vals = [py[i] for i in idx if ok[i]]
+        return float(np.mean(vals)) if vals else math.nan
+
+    def mean_xy(idx: Sequence[int]) -> Optional[Tuple[float, float]]:
+        sel = [i for i in idx if ok[i]]
+        return (float(np.mean(px[sel])), float(np.mean(py[sel]))) if sel else None
+
+    seg_ok = ok[_SEG_A] & ok[_SEG_B]
+    lengths = np.hypot(px[_SEG_A] - px[_SEG_B], py[_SEG_A] - py[_SEG_B])
+    size = float(np.median(lengths[seg_ok] / _SEG_F[seg_ok])) if seg_ok.any() else math.nan
+
+    head_y = mean_y(HEAD)
+    if math.isnan(head_y) and not math.isnan(size):
+        top = mean_y((NECK,)) if ok[NECK] else mean_y((R_SHO, L_SHO))
+        head_y = top - 0.08 * size if not math.isnan(top) else math.nan
+    if math.isnan(head_y):
+        head_y = float(np.nanmin(py))
+    top = mean_xy((NECK,)) or mean_xy((R_SHO, L_SHO)) or mean_xy(HEAD)
+    hips = mean_xy((R_HIP, L_HIP))
+    bottom = hips or mean_xy((R_KNEE, L_KNEE))
+    angle = math.nan
+    if top is not None and bottom is not None and (top[0] - bottom[0]) ** 2 + (top[1] - bottom[1]) ** 2 > 1.0:
+        angle = math.degrees(math.atan2(abs(top[0] - bottom[0]), bottom[1] - top[1]))  # 0 upright, 180 upside down
+    xs, ys = px[ok], py[ok]
+    box_w, box_h = float(xs.max() - xs.min()), float(ys.max() - ys.min())
+    centre_px = hips or (float(np.mean(xs)), float(np.mean(ys)))
+    return Observation(
+        t=float(t), size=size, head_y=head_y, hip_y=mean_y((R_HIP, L_HIP)), ankle_y=float(np.nanmax(
+            [py[R_ANK], py[L_ANK]])) if (ok[R_ANK] or ok[L_ANK]) else math.nan,
+        knee_y=mean_y((R_KNEE, L_KNEE)), centre=(centre_px[0] / width, centre_px[1] / height),
+        torso_angle_deg=angle, aspect=box_w / max(box_h, 1.0))
+
+
+def _clip01(v: float) -> float:
+    return 0.0 if not v > 0 else (1.0 if v > 1 else float(v))
+
+
+@dataclass
+class _TrackState:
+    state: str = NORMAL
+    recent: Deque[Observation] = field(default_factory=deque)  # last descent_window_s of observations
+    sizes: Deque[Tuple[float, float]] = field(default_factory=deque)  # (t, size px)
+    floors: Deque[Tuple[float, float]] = field(default_factory=deque)  # (t, floor row px) while not down
+    last_t: float = -math.inf
+    descent: Dict[str, float] = field(default_factory=dict)  # features of the descent in progress
+    frozen_floor: float = math.nan
+    frozen_size: float = math.nan
+    down_since: Optional[float] = None
+    floor_since: Optional[float] = None  # lying on the floor since (no fast descent seen)
+    up_since: Optional[float] = None
+    fallen_at: float = math.nan
+    long_lie_sent: bool = False
+    cleared_at: float = -math.inf
+
+
+class FallDetector:
+    """Per-camera fall detection: call :meth:`update` once per processed frame, in time order.
+
+    ``update(tracks, t, frame_size)``: ``tracks`` are the camera's live confirmed tracks
+    (anything with ``id``, ``keypoints`` (18, 3) normalised and ``last_t``); a track not observed
+    at ``t`` is left alone. Returns events: dicts with ``type``, ``track_id``, ``confidence``,
+    ``keypoints``, ``bbox`` and ``features`` (the measurements that led to it).
+    """
+
+    def __init__(self, params: FallParams = FallParams(), zones: Sequence[Zone] = ()) -> None:
+        self.params = params
+        self.ignore = [z for z in zones if z.kind == "ignore"]
+        self.floor_zones = [z for z in zones if z.kind == "floor"]
+        self._tracks: Dict[int, _TrackState] = {}
+
+    def state_of(self, track_id: int) -> str:
+        st = self._tracks.get(track_id)
+        return st.state if st is not None else NORMAL
+
+    def update(self, tracks: Sequence[Any], t: float, frame_size: Tuple[int, int]) -> List[Dict[str, Any]]:
+        events: List[Dict[str, Any]] = []
+        alive = set()
+        for track in tracks:
+            alive.add(track.id)
+            if getattr(track, "last_t", t) != t:
+                continue
+            obs = observe(track.keypoints, t, frame_size, self.params.min_keypoint_confidence)
+            st = self._tracks.setdefault(track.id, _TrackState())
+            if obs is None or not t > st.last_t:  # no usable parts, or time went backwards / repeated
+                if t < st.last_t:
+                    self._tracks[track.id] = _TrackState()
+                continue
+            st.last_t = t
+            event = self._step(st, obs)
+            if event is not None:
+                kp = np.asarray(track.keypoints, dtype=np.float64)
+                event.update(track_id=int(track.id), keypoints=kp)
+                events.append(event)
+        for gone in set(self._tracks) - alive:
+            del self._tracks[gone]
+        return events
+
+    # ------------------------------------------------------------------ per track
+
+    def _remember(self, st: _TrackState, obs: Observation) -> Tuple[float, float]:
+        """Update the track's size and floor memories; return (size px, floor row px)."""
+        p = self.params
+        if not math.isnan(obs.size):
+            st.sizes.append((obs.t, obs.size))
+        while st.sizes and st.sizes[0][0] < obs.t - p.size_memory_s:
+            st.sizes.popleft()
+        size = float(np.quantile([s for _, s in st.sizes], 0.8)) if st.sizes else math.nan
+        st.recent.append(obs)
+        while st.recent and st.recent[0].t < obs.t - p.descent_window_s:
+            st.recent.popleft()
+        # The floor is learned only from an upright torso with the legs below the hips (standing or
+        # sitting): during a slow collapse the feet may be up on a chair, nowhere near the floor.
+        upright = not math.isnan(obs.torso_angle_deg) and obs.torso_angle_deg < p.upright_torso_angle_deg
+        legs_down = math.isnan(obs.hip_y) or math.isnan(obs.ankle_y) or obs.ankle_y - obs.hip_y >= 0.25 * size
+        if st.state == NORMAL and not math.isnan(size) and upright and legs_down:
+            if not math.isnan(obs.ankle_y):
+                floor = obs.ankle_y
+            elif not math.isnan(obs.knee_y):
+                floor = obs.knee_y + 0.25 * size
+            elif not math.isnan(obs.hip_y):
+                floor = obs.hip_y + 0.5 * size
+            else:
+                floor = math.nan
+            if not math.isnan(floor):
+                st.floors.append((obs.t, floor))
+        while st.floors and st.floors[0][0] < st.floors[-1][0] - 1.0:  # the last second of upright frames
+            st.floors.popleft()
+        floor = float(np.median([f for _, f in st.floors])) if st.floors else math.nan
+        return size, floor
+
+    def _descent(self, st: _TrackState, obs: Observation, size: float) -> Tuple[float, float]:
+        """How far (bh) and how fast (bh/s) the head went down to where it is now, from any
+        earlier point in the descent window. A descent counts when some earlier point is at least
+        ``min_descent_bh`` higher and was left at ``min_descent_speed_bh_per_s`` or faster; then
+        this returns the largest such drop and the highest such speed, else ``(largest drop, 0)``."""
+        p = self.params
+        drops, speeds = [], []
+        for old in st.recent:
+            dt = obs.t - old.t
+            if dt >= 0.1:
+                drops.append((obs.head_y - old.head_y) / size)
+                speeds.append(drops[-1] / dt)
+        if not drops:
+            return 0.0, 0.0
+        d, v = np.array(drops), np.array(speeds)
+        fast = (d >= p.min_descent_bh) & (v >= p.min_descent_speed_bh_per_s)
+        if fast.any():
+            return float(d[fast].max()), float(v[fast].max())
+        return float(np.nanmax(d)), 0.0
+
+    def _heights(self, obs: Observation, floor: float, size: float) -> Tuple[float, float]:
+        return (floor - obs.head_y) / size, (floor - obs.hip_y) / size
+
+    def _is_down(self, obs: Observation, head_h: float, hip_h: float) -> bool:
+        """Head low (lower still when the torso is upright, so sitting on the floor is not down)
+        and hips low; with the hips unseen, the head low and the torso lying."""
+        p = self.params
+        lying = not math.isnan(obs.torso_angle_deg) and obs.torso_angle_deg >= p.lying_torso_angle_deg
+        if math.isnan(head_h) or head_h > (p.max_head_height_lying_bh if lying else p.max_head_height_bh):
+            return False
+        if not math.isnan(hip_h):
+            return hip_h <= p.max_hip_height_bh
+        return lying
+
+    def _on_floor(self, obs: Observation, head_h: float, hip_h: float) -> bool:
+        """Lying flat at floor level (not on a bed: its top is well above max_floor_head_bh)."""
+        p = self.params
+        lying = not math.isnan(obs.torso_angle_deg) and obs.torso_angle_deg >= p.lying_torso_angle_deg
+        return (lying and not math.isnan(head_h) and head_h <= p.max_floor_head_bh
+                and (math.isnan(hip_h) or hip_h <= p.max_floor_head_bh))
+
+    def _in_zone(self, obs: Observation) -> Optional[str]:
+        x, y = obs.centre
+        if any(z.contains(x, y) for z in self.ignore):
+            return "ignore zone"
+        if self.floor_zones and not any(z.contains(x, y) for z in self.floor_zones):
+            return "outside every floor zone"
+        return None
+
+    def _step(self, st: _TrackState, obs: Observation) -> Optional[Dict[str, Any]]:
+        p = self.params
+        size, floor = self._remember(st, obs)
+        if math.isnan(size) or size < p.min_size_px:
+            return None
+        if st.state == NORMAL:
+            if math.isnan(floor) or obs.t - st.cleared_at < p.cooldown_s:
+                return None
+            drop, speed = self._descent(st, obs, size)
+            if speed > 0:
+                st.state, st.frozen_floor, st.frozen_size = DESCENDING, floor, size
+                st.descent = {"t": obs.t, "drop_bh": drop, "descent_bh_per_s": speed}
+                st.down_since = None
+            else:
+                head_h, hip_h = self._heights(obs, floor, size)
+                if not self._on_floor(obs, head_h, hip_h):
+                    st.floor_since = None
+                    return None
+                st.floor_since = obs.t if st.floor_since is None else st.floor_since
+                if obs.t - st.floor_since < p.floor_lying_s or self._in_zone(obs) is not None:
+                    return None
+                st.state, st.fallen_at, st.up_since, st.long_lie_sent = FALLEN, obs.t, None, False
+                st.frozen_floor, st.frozen_size, st.down_since = floor, size, st.floor_since
+                st.descent = {"t": st.floor_since, "drop_bh": drop, "descent_bh_per_s": 0.0}
+                return self._event("fall_detected", st, obs, head_h, hip_h)
+        head_h, hip_h = self._heights(obs, st.frozen_floor, st.frozen_size)
+        down = self._is_down(obs, head_h, hip_h)
+        if st.state == DESCENDING:
+            drop, speed = self._descent(st, obs, st.frozen_size)
+            if speed > st.descent["descent_bh_per_s"]:
+                st.descent.update(drop_bh=drop, descent_bh_per_s=speed)
+            if down:
+                st.down_since = obs.t if st.down_since is None else st.down_since
+                if obs.t - st.down_since >= p.min_down_s:
+                    reason = self._in_zone(obs)
+                    if reason is not None:
+                        st.state = NORMAL
+                        return None
+                    st.state, st.fallen_at, st.up_since, st.long_lie_sent = FALLEN, obs.t, None, False
+                    return self._event("fall_detected", st, obs, head_h, hip_h)
+            else:
+                st.down_since = None
+                if obs.t - st.descent["t"] > p.confirm_within_s:
+                    st.state = NORMAL
+            return None
+        # FALLEN
+        up = not math.isnan(head_h) and head_h >= p.up_head_height_bh
+        if up:
+            st.up_since = obs.t if st.up_since is None else st.up_since
+            if obs.t - st.up_since >= p.min_up_s:
+                st.state, st.cleared_at = NORMAL, obs.t
+                st.floors.clear()
+                return self._event("fall_cleared", st, obs, head_h, hip_h)
+            return None
+        st.up_since = None
+        if not st.long_lie_sent and obs.t - st.fallen_at >= p.long_lie_s:
+            st.long_lie_sent = True
+            return self._event("long_lie", st, obs, head_h, hip_h)
+        return None
+
+    def _event(self, kind: str, st: _TrackState, obs: Observation, head_h: float, hip_h: float
+               ) -> Dict[str, Any]:
+        p, d = self.params, st.descent
+        down_s = obs.t - st.down_since if st.down_since is not None else 0.0
+        features = {
+            "descent_bh_per_s": round(float(d.get("descent_bh_per_s", 0.0)), 3),
+            "drop_bh": round(float(d.get("drop_bh", 0.0)), 3),
+            "head_height_bh": None if math.isnan(head_h) else round(head_h, 3),
+            "hip_height_bh": None if math.isnan(hip_h) else round(hip_h, 3),
+            "torso_angle_deg": None if math.isnan(obs.torso_angle_deg) else round(obs.torso_angle_deg, 1),
+            "aspect": round(obs.aspect, 3),
+            "down_s": round(down_s, 3),
+        }
+        if kind == "fall_detected":
+            scores = [_clip01(features["descent_bh_per_s"] / (2 * p.min_descent_speed_bh_per_s)),
+                      _clip01(1.0 - head_h / (2 * p.max_head_height_bh)),
+                      _clip01(down_s / (2 * p.min_down_s))]
+            if features["torso_angle_deg"] is not None:
+                scores.append(_clip01(features["torso_angle_deg"] / 90.0))
+            confidence = float(np.mean(scores))
+        else:
+            confidence = 1.0
+        return {"type": kind, "confidence": round(confidence, 3), "features": features}

@@ -1,0 +1,62 @@
+"""`fallwatch evaluate`: labelled clips in, a per-clip table and totals out, skeletons cached."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import MODELS_DIR, run_cli, shared_data
+from edge.evaluate import ClipResult, EvaluateError, format_table, read_labels, totals
+
+
+def _dataset(tmp_path):
+    root = shared_data("gmdcsa24")
+    data = tmp_path / "data"
+    for clip in ("subject1/Fall/14.mp4", "subject1/ADL/16.mp4"):
+        (data / clip).parent.mkdir(parents=True, exist_ok=True)
+        (data / clip).symlink_to(root / clip)
+    (data / "labels.csv").write_text("file,label,fall_start_s,clip_s,description\n"
+                                     "subject1/Fall/14.mp4,fall,0.3,5,backward fall\n"
+                                     "subject1/ADL/16.mp4,adl,,3,picking up a phone\n")
+    return data
+
+
+def test_evaluate_replays_once_then_reuses_the_cached_skeletons(tmp_path, model_onnx):
+    data, cache = _dataset(tmp_path), tmp_path / "cache"
+    config = tmp_path / "config.yaml"
+    config.write_text("paths:\n  models_dir: %s\n" % MODELS_DIR)
+    args = ("--config", str(config), "--log-level", "info", "evaluate", str(data), "--cache", str(cache),
+            "--max-fps", "3", "--json", str(tmp_path / "out.json"))
+    first = run_cli(*args)
+    assert first.returncode == 0, first.stderr
+    assert "replaying the video" in first.stderr and len(list(cache.glob("*.jsonl"))) == 2
+    assert "| subject1/Fall/14.mp4 | fall | 0.3 |" in first.stdout and "recall" in first.stdout
+    # a second run with other fall thresholds only re-runs detection on the cached skeletons
+    config.write_text("paths:\n  models_dir: %s\nfall:\n  long_lie_s: 5\n" % (tmp_path / "no-models-here"))
+    second = run_cli(*args)
+    assert second.returncode == 0, second.stderr
+    assert "replaying the video" not in second.stderr
+    report = json.loads((tmp_path / "out.json").read_text())
+    assert [c["file"] for c in report["clips"]] == ["subject1/Fall/14.mp4", "subject1/ADL/16.mp4"]
+    assert set(report["totals"]) >= {"recall", "false_alerts_per_adl_clip", "median_latency_s", "worst_latency_s"}
+
+
+def test_bad_labels_are_a_usage_error(tmp_path):
+    (tmp_path / "labels.csv").write_text("file,label,fall_start_s\nnope.mp4,fall,1.0\n")
+    with pytest.raises(EvaluateError, match="nope.mp4 does not exist"):
+        read_labels(tmp_path)
+    (tmp_path / "labels.csv").write_text("file,label,fall_start_s\nlabels.csv,maybe,\n")
+    with pytest.raises(EvaluateError, match="neither fall nor adl"):
+        read_labels(tmp_path)
+    result = run_cli("evaluate", str(tmp_path / "missing"))
+    assert result.returncode == 2 and "labels.csv" in result.stderr
+
+
+def test_totals_count_recall_false_alerts_and_latency():
+    results = [ClipResult("a", "fall", 1.0, 2.5, 1, []), ClipResult("b", "fall", 2.0, None, 0, []),
+               ClipResult("c", "fall", 3.0, 2.8, 1, []),  # within the labelling tolerance
+               ClipResult("d", "adl", None, 4.0, 2, []), ClipResult("e", "adl", None, None, 0, [])]
+    t = totals(results)
+    assert t["recall"] == round(2 / 3, 3) and t["false_alerts_per_adl_clip"] == 1.0
+    assert t["median_latency_s"] == 0.65 and t["worst_latency_s"] == 1.5
+    assert "| b | fall | 2.0 | - | - | 0 | - |" in format_table(results)

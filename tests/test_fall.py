@@ -1,0 +1,248 @@
+"""The fall detector on constructed skeleton sequences: falls are caught, daily life is not."""
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from edge.fall import FallDetector, FallParams, Zone, observe
+from skeletons import (BENDING, KNEELING, LYING_BED, LYING_DEPTH, LYING_LEFT, LYING_RIGHT, SITTING_BED,
+                       SITTING_CHAIR, SITTING_FLOOR, STANDING, sequence)
+
+FRAME = (640, 480)
+RATES = (5, 15, 30)
+
+# name -> (keyframes, time the person reaches the floor)
+FALLS = {
+    "sideways to the right": ([(0, STANDING), (2.0, STANDING), (2.8, LYING_RIGHT)], 2.8),
+    "sideways to the left": ([(0, STANDING), (2.0, STANDING), (2.7, LYING_LEFT)], 2.7),
+    "backward, seen end-on": ([(0, STANDING), (2.0, STANDING), (2.8, LYING_DEPTH)], 2.8),
+    "forward, stumbling first": ([(0, STANDING), (2.0, STANDING), (2.4, KNEELING), (2.9, LYING_RIGHT)], 2.9),
+    "from a chair": ([(0, SITTING_CHAIR), (2.0, SITTING_CHAIR), (2.8, LYING_RIGHT)], 2.8),
+    "slow collapse (1.2 s)": ([(0, STANDING), (2.0, STANDING), (3.2, LYING_LEFT)], 3.2),
+}
+DAILY_LIFE = {
+    "sitting down on a chair": [(0, STANDING), (2.0, STANDING), (2.8, SITTING_CHAIR)],
+    "dropping onto a chair": [(0, STANDING), (2.0, STANDING), (2.4, SITTING_CHAIR)],
+    "bending to pick something up": [(0, STANDING), (2.0, STANDING), (2.8, BENDING), (4.0, BENDING), (5.0, STANDING)],
+    "kneeling": [(0, STANDING), (2.0, STANDING), (2.8, KNEELING)],
+    "sitting on the floor": [(0, STANDING), (2.0, STANDING), (3.0, KNEELING), (4.5, SITTING_FLOOR)],
+    "sitting on the floor briskly": [(0, STANDING), (2.0, STANDING), (3.0, SITTING_FLOOR)],
+    "lying down slowly on a bed": [(0, STANDING), (1.0, STANDING), (2.5, SITTING_BED), (4.0, SITTING_BED),
+                                   (6.5, LYING_BED)],
+    "picking something up from a chair": [(0, SITTING_CHAIR), (2.0, SITTING_CHAIR), (2.8, BENDING),
+                                          (3.5, BENDING), (4.3, SITTING_CHAIR)],
+    "standing up from the floor": [(0, SITTING_FLOOR), (2.0, SITTING_FLOOR), (3.5, KNEELING), (4.5, STANDING)],
+}
+
+
+def run(frames, detector=None, track_id=1, frame=FRAME):
+    detector = detector or FallDetector()
+    events = []
+    for t, kp in frames:
+        track = SimpleNamespace(id=track_id, keypoints=kp, last_t=t)
+        events += [dict(e, t=t) for e in detector.update([track], t, frame)]
+    return events
+
+
+def kinds(events):
+    return [e["type"] for e in events]
+
+
+@pytest.mark.parametrize("fps", RATES)
+@pytest.mark.parametrize("name", sorted(FALLS))
+def test_a_fall_raises_one_alert_within_two_seconds_of_reaching_the_floor(name, fps):
+    keyframes, on_floor = FALLS[name]
+    events = run(sequence(keyframes, fps, 10.0))
+    assert kinds(events) == ["fall_detected"], (name, fps, events)
+    event = events[0]
+    assert on_floor - 1.0 < event["t"] <= on_floor + 2.0
+    assert 0 < event["confidence"] <= 1
+    features = event["features"]
+    assert features["descent_bh_per_s"] >= 0.5 and features["head_height_bh"] <= 0.5
+    assert event["keypoints"].shape == (18, 3)
+
+
+@pytest.mark.parametrize("fps", RATES)
+@pytest.mark.parametrize("name", sorted(DAILY_LIFE))
+def test_daily_life_raises_nothing(name, fps):
+    assert run(sequence(DAILY_LIFE[name], fps, 10.0)) == []
+
+
+@pytest.mark.parametrize("size", [90.0, 420.0])
+def test_near_and_far_people_are_judged_alike(size):
+    floor_y = 470.0 if size > 300 else 250.0
+    fall = sequence(FALLS["sideways to the right"][0], 15, 8.0, size=size, floor_y=floor_y)
+    sit = sequence(DAILY_LIFE["sitting down on a chair"], 15, 8.0, size=size, floor_y=floor_y)
+    assert kinds(run(fall)) == ["fall_detected"] and run(sit) == []
+
+
+def test_a_walking_person_who_falls_is_caught():
+    frames = sequence(FALLS["sideways to the left"][0], 15, 8.0, x=150.0, x_end=450.0)
+    assert kinds(run(frames)) == ["fall_detected"]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_missing_keypoints_degrade_gracefully(seed):
+    """30% of the parts missing at random in every frame: falls still caught, daily life still quiet."""
+    for name in ("sideways to the right", "from a chair", "backward, seen end-on"):
+        frames = sequence(FALLS[name][0], 15, 8.0, drop_fraction=0.3, seed=seed)
+        assert kinds(run(frames)) == ["fall_detected"], name
+    for name in ("sitting down on a chair", "bending to pick something up", "sitting on the floor",
+                 "lying down slowly on a bed"):
+        assert run(sequence(DAILY_LIFE[name], 15, 8.0, drop_fraction=0.3, seed=seed)) == [], name
+
+
+def test_a_half_seen_lying_person_is_still_caught():
+    """No legs and no face at all (as often when someone lies on the floor)."""
+    frames = sequence(FALLS["sideways to the right"][0], 15, 8.0, drop_parts=(9, 10, 12, 13, 0, 14, 15))
+    assert kinds(run(frames)) == ["fall_detected"]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_jittery_keypoints(seed):
+    assert kinds(run(sequence(FALLS["from a chair"][0], 30, 8.0, noise_px=3.0, seed=seed))) == ["fall_detected"]
+    assert run(sequence(DAILY_LIFE["dropping onto a chair"], 30, 8.0, noise_px=3.0, seed=seed)) == []
+
+
+@pytest.mark.parametrize("fps", RATES)
+def test_long_lie_then_getting_up_clears_the_fall(fps):
+    keyframes = [(0, STANDING), (2.0, STANDING), (2.8, LYING_RIGHT), (70.0, LYING_RIGHT), (71.5, SITTING_FLOOR),
+                 (72.5, KNEELING), (73.5, STANDING)]
+    events = run(sequence(keyframes, fps, 80.0))
+    assert kinds(events) == ["fall_detected", "long_lie", "fall_cleared"]
+    detected, long_lie, cleared = (e["t"] for e in events)
+    assert 60.0 <= long_lie - detected < 60.0 + 2.0 / fps + 1e-6
+    assert 73.5 <= cleared <= 73.5 + 2.0 + 1.0 / fps + 1e-6
+
+
+def test_one_alert_per_fall_and_a_second_fall_after_the_cooldown_is_reported():
+    keyframes = [(0, STANDING), (2.0, STANDING), (2.8, LYING_RIGHT), (8.0, LYING_RIGHT), (9.0, KNEELING),
+                 (10.0, STANDING), (25.0, STANDING), (25.8, LYING_LEFT)]
+    events = run(sequence(keyframes, 15, 32.0))
+    assert kinds(events) == ["fall_detected", "fall_cleared", "fall_detected"]
+
+
+def test_cooldown_holds_back_a_repeat_right_after_getting_up():
+    keyframes = [(0, STANDING), (2.0, STANDING), (2.8, LYING_RIGHT), (5.0, LYING_RIGHT), (6.0, STANDING),
+                 (9.0, STANDING), (9.8, LYING_LEFT)]
+    events = run(sequence(keyframes, 15, 14.0), FallDetector(FallParams(cooldown_s=10.0)))
+    assert kinds(events) == ["fall_detected", "fall_cleared"]
+
+
+def test_ignore_zone_suppresses_and_floor_zones_restrict():
+    frames = sequence(FALLS["sideways to the right"][0], 15, 8.0)
+    hips_at = observe(frames[-1][1], frames[-1][0], FRAME, 0.1).centre
+    around = tuple((hips_at[0] + dx, hips_at[1] + dy) for dx, dy in ((-.1, -.1), (.1, -.1), (.1, .1), (-.1, .1)))
+    elsewhere = ((0.0, 0.0), (0.2, 0.0), (0.2, 0.2), (0.0, 0.2))
+    assert run(frames, FallDetector(zones=[Zone("ignore", around)])) == []
+    assert kinds(run(frames, FallDetector(zones=[Zone("ignore", elsewhere)]))) == ["fall_detected"]
+    assert run(frames, FallDetector(zones=[Zone("floor", elsewhere)])) == []
+    assert kinds(run(frames, FallDetector(zones=[Zone("floor", around)]))) == ["fall_detected"]
+
+
+def test_zone_polygon_contains():
+    square = Zone("ignore", ((0.2, 0.2), (0.6, 0.2), (0.6, 0.6), (0.2, 0.6)))
+    assert square.contains(0.4, 0.4) and not square.contains(0.7, 0.4) and not square.contains(0.1, 0.1)
+    tri = Zone("floor", ((0.0, 1.0), (1.0, 1.0), (0.5, 0.0)))
+    assert tri.contains(0.5, 0.8) and not tri.contains(0.1, 0.2)
+
+
+# ------------------------------------------------------------------ hostile streams
+
+
+def test_nan_inf_and_out_of_frame_keypoints_never_crash_or_alert():
+    rng = np.random.default_rng(1)
+    detector = FallDetector()
+    for i in range(300):
+        t = i / 15
+        kp = rng.uniform(-3, 3, (18, 3))
+        kp[rng.random(18) < 0.3] = np.nan
+        kp[rng.random(18) < 0.1] = np.inf
+        kp[rng.random(18) < 0.1, :2] = 1e9
+        assert detector.update([SimpleNamespace(id=1, keypoints=kp, last_t=t)], t, FRAME) == []
+
+
+def test_a_person_seen_for_one_frame_and_fifty_jittering_people_raise_nothing():
+    rng = np.random.default_rng(2)
+    detector = FallDetector()
+    standing = sequence([(0, STANDING)], 15, 0.1)[0][1]
+    for i in range(150):
+        t = i / 15
+        tracks = []
+        for pid in range(50):
+            kp = standing.copy()
+            kp[:, 0] = kp[:, 0] * 0.3 + pid / 60
+            kp[:, :2] += rng.normal(0, 0.01, (18, 2))
+            tracks.append(SimpleNamespace(id=pid + 1, keypoints=kp, last_t=t))
+        if i == 40:  # a ghost lying on the floor for one frame
+            ghost = sequence([(0, LYING_RIGHT)], 15, 0.1)[0][1]
+            tracks.append(SimpleNamespace(id=999, keypoints=ghost, last_t=t))
+        assert detector.update(tracks, t, FRAME) == []
+
+
+def test_timestamps_going_backwards_reset_the_track_instead_of_alerting():
+    frames = sequence(FALLS["sideways to the right"][0], 15, 8.0)
+    # replay the fall's frames with time running backwards: the descent never looks like a descent
+    detector = FallDetector()
+    events = []
+    for (t, _), (_, kp) in zip(frames, reversed(frames)):
+        events += detector.update([SimpleNamespace(id=1, keypoints=kp, last_t=8.0 - t)], 8.0 - t, FRAME)
+    assert events == []
+    # a clock jump backwards in the middle of normal standing
+    detector = FallDetector()
+    standing = sequence([(0, STANDING)], 15, 3.0)
+    for t, kp in standing + [(t - 2.0, kp) for t, kp in standing]:
+        assert detector.update([SimpleNamespace(id=1, keypoints=kp, last_t=t)], t, FRAME) == []
+
+
+def test_tracks_that_vanish_are_forgotten():
+    detector = FallDetector()
+    frames = sequence(FALLS["sideways to the right"][0], 15, 2.5)
+    for t, kp in frames:
+        detector.update([SimpleNamespace(id=7, keypoints=kp, last_t=t)], t, FRAME)
+    detector.update([], 3.0, FRAME)
+    assert detector.state_of(7) == "normal" and 7 not in detector._tracks
+
+
+def test_observe_measures_posture_in_pixels():
+    standing = observe(sequence([(0, STANDING)], 15, 0.1, size=300)[0][1], 0.0, FRAME, 0.1)
+    lying = observe(sequence([(0, LYING_RIGHT)], 15, 0.1, size=300)[0][1], 0.0, FRAME, 0.1)
+    assert standing.torso_angle_deg < 5 and lying.torso_angle_deg > 80
+    assert abs(standing.size - 300) < 15 and abs(lying.size - 300) < 15
+    assert standing.aspect < 0.6 and lying.aspect > 2
+    assert observe(np.zeros((18, 3)), 0.0, FRAME, 0.1) is None
+
+
+def test_params_are_checked():
+    with pytest.raises(ValueError, match="up_head_height_bh"):
+        FallParams(up_head_height_bh=0.3)
+    with pytest.raises(ValueError, match="descent_window_s"):
+        FallParams(descent_window_s=0)
+    assert not math.isnan(FallParams().min_down_s)
+
+
+def test_config_section_and_detector_share_their_defaults(tmp_path):
+    from edge.config import load_config
+
+    assert FallParams.from_config(load_config(None, env={}).fall) == FallParams()
+    path = tmp_path / "c.yaml"
+    path.write_text("cameras:\n  - name: hall\n    uri: v.mp4\n    zones:\n      - kind: ignore\n"
+                    "        polygon: [[0.1, 0.5], [0.5, 0.5], [0.5, 0.9]]\nfall:\n  long_lie_s: 120\n")
+    config = load_config(path, env={})
+    assert FallParams.from_config(config.fall).long_lie_s == 120
+    (zone,) = FallParams.zones_from_config(config.cameras[0])
+    assert zone.kind == "ignore" and zone.contains(0.4, 0.6)
+
+
+@pytest.mark.parametrize("polygon", ["[[0.1, 0.5], [0.5, 0.5]]", "[[0.1, 0.5], [0.5, 0.5], [1.5, 0.2]]",
+                                     "[[0.1, 0.5, 0.3], [0.5, 0.5], [0.5, 0.2]]"])
+def test_bad_zone_is_rejected_with_its_key_path(tmp_path, polygon):
+    from edge.config import ConfigError, load_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text("cameras:\n  - name: hall\n    zones:\n      - kind: floor\n        polygon: %s\n" % polygon)
+    with pytest.raises(ConfigError, match=r"cameras\[0\]\.zones\[0\]\.polygon: got .*at least 3 corners"):
+        load_config(path, env={})
