@@ -1,0 +1,65 @@
+"""Home Assistant MQTT discovery: what to announce so each camera appears as a binary_sensor.
+
+One retained config per camera on
+``<discovery_prefix>/binary_sensor/<device_id>/<camera>_fall/config``: device class ``safety``
+(on = unsafe), state from the retained ``<camera>/state`` topic (``ON``/``OFF``), availability
+from ``<device>/status`` (``online``/``offline``, the Last Will), and attributes taken from the
+last fall event on ``<camera>/fall`` (a few fields, not the keypoints). All cameras of a device
+share one Home Assistant device. Home Assistant publishes ``online`` on its birth topic when it
+starts; the announcements are then sent again (:mod:`edge.mqtt` does that).
+"""
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Dict, List, Sequence, Tuple
+
+from edge import __version__
+
+if TYPE_CHECKING:
+    from edge.mqtt import Topics
+
+# Jinja template Home Assistant applies to each message on the fall topic to get the attributes.
+ATTRIBUTES_TEMPLATE = ("{{ {'event_id': value_json.event_id, 'type': value_json.type, "
+                       "'timestamp': value_json.timestamp, 'track_id': value_json.track_id, "
+                       "'confidence': value_json.confidence} | tojson }}")
+
+
+def discovery_topic(discovery_prefix: str, device_id: str, camera: str) -> str:
+    return "%s/binary_sensor/%s/%s_fall/config" % (discovery_prefix, device_id, camera)
+
+
+def binary_sensor_config(device_id: str, camera: str, status_topic: str, state_topic: str,
+                         fall_topic: str) -> Dict[str, object]:
+    """The discovery payload (a JSON object) of one camera's fall sensor."""
+    return {
+        "name": "Fall %s" % camera,
+        "unique_id": "fallwatch_%s_%s_fall" % (device_id, camera),
+        "device_class": "safety",
+        "state_topic": state_topic,
+        "payload_on": "ON",
+        "payload_off": "OFF",
+        "availability_topic": status_topic,
+        "payload_available": "online",
+        "payload_not_available": "offline",
+        "json_attributes_topic": fall_topic,
+        "json_attributes_template": ATTRIBUTES_TEMPLATE,
+        "qos": 1,
+        "device": {
+            "identifiers": ["fallwatch_%s" % device_id],
+            "name": "fallwatch %s" % device_id,
+            "manufacturer": "fallwatch",
+            "model": "fallwatch edge",
+            "sw_version": __version__,
+        },
+    }
+
+
+def discovery_messages(discovery_prefix: str, device_id: str, cameras: Sequence[str], topics: "Topics"
+                       ) -> List[Tuple[str, bytes]]:
+    """(topic, payload) of every camera's announcement; publish them retained, QoS 1."""
+    out = []
+    for camera in cameras:
+        config = binary_sensor_config(device_id, camera, topics.status, topics.state(camera), topics.fall(camera))
+        out.append((discovery_topic(discovery_prefix, device_id, camera),
+                    json.dumps(config, separators=(",", ":")).encode("utf-8")))
+    return out

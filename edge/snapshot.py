@@ -1,0 +1,59 @@
+"""Snapshots for the MQTT ``<camera>/snapshot`` topic: the skeletons drawn over nothing or over a blurred frame.
+
+Privacy first: mode ``blank`` draws on a black canvas and needs no pixels from the camera; mode
+``blur`` draws over the frame after a strong Gaussian blur, and only when the frame record carries
+the image. A frame record is a skeleton-JSONL record (DESIGN.md contract 2: ``width``, ``height``,
+``people[i].keypoints`` as 18 rows of normalised x, y, confidence) as a dict or an object with those
+attributes, optionally with ``image``: the BGR uint8 frame (H, W, 3).
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Optional, Tuple
+
+import numpy as np
+
+_COLOURS = ((0, 255, 255), (0, 200, 0), (255, 128, 0), (255, 0, 255), (0, 128, 255), (255, 255, 0))
+
+
+@functools.lru_cache(maxsize=1)
+def _limbs() -> Tuple[Tuple[int, int], ...]:
+    from edge.specs import load_spec
+
+    return tuple((limb.a, limb.b) for limb in load_spec("openpose-mobilenet-thin").limbs)
+
+
+def _get(record: Any, name: str, default: Any = None) -> Any:
+    if isinstance(record, dict):
+        return record.get(name, default)
+    return getattr(record, name, default)
+
+
+def render_snapshot(record: Any, mode: str = "blank", width_px: int = 640, blur_sigma_px: float = 12.0,
+                    jpeg_quality: int = 80, min_confidence: float = 0.05) -> bytes:
+    """JPEG bytes of the record's skeletons, ``width_px`` wide, the frame's aspect kept."""
+    import cv2
+
+    frame_w, frame_h = int(_get(record, "width") or 640), int(_get(record, "height") or 480)
+    height_px = max(1, int(round(width_px * frame_h / float(frame_w))))
+    image: Optional[np.ndarray] = _get(record, "image")
+    if mode == "blur" and image is not None:
+        canvas = cv2.resize(np.ascontiguousarray(image[:, :, :3]), (width_px, height_px), interpolation=cv2.INTER_AREA)
+        canvas = cv2.GaussianBlur(canvas, (0, 0), blur_sigma_px)
+    else:
+        canvas = np.zeros((height_px, width_px, 3), np.uint8)
+    thickness = max(2, width_px // 160)
+    for i, person in enumerate(_get(record, "people") or ()):
+        kp = np.asarray(_get(person, "keypoints"), np.float32).reshape(-1, 3)
+        colour = _COLOURS[i % len(_COLOURS)]
+        pts = np.stack([kp[:, 0] * width_px, kp[:, 1] * height_px], axis=1).round().astype(np.int32)
+        for a, b in _limbs():
+            if a < len(kp) and b < len(kp) and kp[a, 2] > min_confidence and kp[b, 2] > min_confidence:
+                cv2.line(canvas, tuple(int(v) for v in pts[a]), tuple(int(v) for v in pts[b]), colour, thickness,
+                         cv2.LINE_AA)
+        for j in np.flatnonzero(kp[:, 2] > min_confidence):
+            cv2.circle(canvas, tuple(int(v) for v in pts[j]), thickness + 1, (255, 255, 255), -1, cv2.LINE_AA)
+    ok, jpeg = cv2.imencode(".jpg", canvas, [int(cv2.IMWRITE_JPEG_QUALITY), int(jpeg_quality)])
+    if not ok:
+        raise RuntimeError("OpenCV could not encode the snapshot as JPEG")
+    return jpeg.tobytes()

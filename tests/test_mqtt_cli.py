@@ -1,0 +1,112 @@
+"""``fallwatch mqtt-test`` against a real Mosquitto: each kind of failure is named with its fix."""
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import List
+
+import pytest
+from conftest import run_cli
+
+from mosquitto import Broker, broker, certs, write_config  # noqa: F401 (fixtures)
+
+from edge.config import load_config
+from edge.mqtt import ConnectFailure, check_connection
+from edge.mqttcheck import check_network
+
+
+def mqtt_test(broker: Broker, tmp_path: Path, password: str = None, timeout: str = "3", **kwargs: object):
+    config = write_config(tmp_path, broker, **kwargs)
+    user = str(kwargs.get("user", "fallwatch"))
+    secret = broker.users[user] if password is None else password
+    proc = run_cli("mqtt-test", "--config", str(config), "--timeout", timeout,
+                   env={"FALLWATCH_MQTT_PASSWORD": secret}, timeout=60)
+    assert secret not in proc.stdout and secret not in proc.stderr
+    return proc, steps_of(proc.stdout)
+
+
+def steps_of(stdout: str) -> List[List[str]]:
+    """[mark, step, detail] of each step line."""
+    out = []
+    for line in stdout.splitlines():
+        parts = line.split(None, 2)
+        if len(parts) == 3 and parts[0] in ("ok", "FAIL", "skip"):
+            out.append(parts)
+    return out
+
+
+def test_all_steps_pass_plain(broker: Broker, tmp_path: Path) -> None:
+    proc, steps = mqtt_test(broker, tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert [s[:2] for s in steps] == [["ok", "DNS"], ["ok", "TCP"], ["skip", "TLS"], ["ok", "login"],
+                                      ["ok", "publish"], ["ok", "delivery"]]
+    assert "on fallwatch/dev1/mqtt-test" in proc.stdout and proc.stdout.rstrip().endswith("all checks passed")
+    secret = broker.users["fallwatch"]
+    helped = run_cli("mqtt-test", "--config", str(tmp_path / "config.yaml"), "--help",
+                     env={"FALLWATCH_MQTT_PASSWORD": secret})
+    assert helped.returncode == 0 and "delivery" in helped.stdout and secret not in helped.stdout + helped.stderr
+
+
+def test_all_steps_pass_tls_mqtt5(broker: Broker, tmp_path: Path) -> None:
+    proc, steps = mqtt_test(broker, tmp_path, tls=True, protocol="5")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert [s[0] for s in steps] == ["ok"] * 6
+    assert "TLSv1." in steps[2][2] and "verified" in steps[2][2]
+
+
+def test_tcp_refused(broker: Broker, tmp_path: Path) -> None:
+    broker.stop()
+    proc, steps = mqtt_test(broker, tmp_path)
+    assert proc.returncode == 1
+    assert steps[-1][:2] == ["FAIL", "TCP"] and "connection refused by 127.0.0.1:%d" % broker.port in steps[-1][2]
+    assert "fix: start the broker" in proc.stdout and "FAILED at TCP" in proc.stdout
+
+
+def test_untrusted_certificate(broker: Broker, tmp_path: Path) -> None:
+    c = broker.certs
+    proc, steps = mqtt_test(broker, tmp_path, tls={"ca_file": str(c.rogue_ca), "cert_file": str(c.client_cert),
+                                                   "key_file": str(c.client_key)})
+    assert proc.returncode == 1
+    assert steps[-1][:2] == ["FAIL", "TLS"] and "certificate is not trusted" in steps[-1][2]
+    assert "mqtt.tls.ca_file" in steps[-1][2]
+
+
+def test_wrong_password(broker: Broker, tmp_path: Path) -> None:
+    proc, steps = mqtt_test(broker, tmp_path, password="not-the-password-4711")
+    assert proc.returncode == 1
+    assert steps[-1][:2] == ["FAIL", "login"] and "refused the login as user 'fallwatch'" in steps[-1][2]
+
+
+def test_acl_denial_mqtt311_is_caught_by_the_delivery_check(broker: Broker, tmp_path: Path) -> None:
+    proc, steps = mqtt_test(broker, tmp_path, user="readonly", timeout="1")
+    assert proc.returncode == 1
+    assert [s[:2] for s in steps[-2:]] == [["ok", "publish"], ["FAIL", "delivery"]]
+    assert "silently drops what its ACL denies" in steps[-1][2]
+    assert "fix: let user 'readonly' write fallwatch/dev1/#" in proc.stdout
+
+
+def test_acl_denial_mqtt5_is_refused_at_publish(broker: Broker, tmp_path: Path) -> None:
+    proc, steps = mqtt_test(broker, tmp_path, user="readonly", protocol="5")
+    assert proc.returncode == 1
+    assert steps[-1][:2] == ["FAIL", "publish"] and "(Not authorized)" in steps[-1][2]
+
+
+def test_dns_failure_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, broker: Broker) -> None:
+    """Name resolution is replaced here (a real failed lookup would send a query off this machine)."""
+    def no_such_host(host, *args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_such_host)
+    config = load_config(write_config(tmp_path, broker, host="broker.example", tls=True), env=broker.env())
+    [step] = check_network(config.mqtt, 1.0)
+    assert step.ok is False and step.name == "DNS" and "cannot resolve 'broker.example'" in step.detail
+    assert "check mqtt.host" in step.fix
+
+
+def test_doctor_probe(broker: Broker, tmp_path: Path) -> None:
+    config = load_config(write_config(tmp_path / "ok", broker), env=broker.env())
+    assert "delivery ok" in check_connection(config, timeout_s=3)
+    config = load_config(write_config(tmp_path / "bad", broker), env={"FALLWATCH_MQTT_PASSWORD": "nope"})
+    with pytest.raises(ConnectFailure) as info:
+        check_connection(config, timeout_s=3)
+    assert str(info.value).startswith("login failed: the broker refused the login")

@@ -1,0 +1,61 @@
+"""``fallwatch run`` with MQTT on: the real daemon on a real video, publishing through MqttSink to a real broker.
+
+There is no fall detector yet (issue 6), so no fall events: this checks the wiring the events will
+take (status, camera state, Home Assistant discovery, the daemon's stats, offline at the end).
+When fall detection lands, test_mqtt_durability.py's Producer can run this same command on the
+fall videos instead of tests/mqtt_driver.py.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+from conftest import MODELS_DIR, REPO
+from test_sources import make_clip
+
+from mosquitto import Broker, Subscriber, broker, certs  # noqa: F401 (fixtures)
+
+
+def test_fallwatch_run_publishes_status_state_discovery_and_stats(broker: Broker, tmp_path: Path,
+                                                                  model_onnx: Path) -> None:
+    clip = make_clip(tmp_path / "clip.avi", frames=6, fps=10)
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "device_id": "dev1", "paths": {"models_dir": str(MODELS_DIR), "state_dir": str(tmp_path / "state")},
+        "cameras": [{"name": "hall", "uri": str(clip)}], "daemon": {"stats_interval_s": 0.5},
+        "mqtt": broker.mqtt_config(stats_interval_s=0.5)}))
+    sub = Subscriber(broker, ("fallwatch/#", "homeassistant/#"), persistent=False).start()
+    env = dict(os.environ, **broker.env())
+    proc = subprocess.run([sys.executable, "-m", "edge", "--config", str(config), "run"], cwd=str(REPO), env=env,
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sub.wait_for(lambda m: any(t == "fallwatch/dev1/status" and p == b"offline" for _, t, p, _ in m), 5)
+    sub.stop()
+    got = [(t, p) for _, t, p, _ in sub.snapshot()]
+    assert [p for t, p in got if t == "fallwatch/dev1/status"] == [b"online", b"offline"]
+    assert [p for t, p in got if t == "fallwatch/dev1/hall/state"] == [b"OFF"]
+    [discovery] = [json.loads(p) for t, p in got if t == "homeassistant/binary_sensor/dev1/hall_fall/config"]
+    assert discovery["state_topic"] == "fallwatch/dev1/hall/state"
+    stats = [json.loads(p) for t, p in got if t == "fallwatch/dev1/stats"]
+    assert stats and stats[-1]["cameras"]["hall"]["frames_processed"] >= 1 and "engine" in stats[-1]["stages"]
+    assert stats[-1]["mqtt"]["outbox_depth"] == 0 and stats[-1]["device"] == "dev1"
+    assert not any(t.endswith("/fall") for t, _ in got)
+    assert broker.users["fallwatch"] not in proc.stderr + proc.stdout
+    assert "MQTT: connected to 127.0.0.1:%d" % broker.port in proc.stderr
+
+
+def test_fallwatch_run_with_an_unusable_outbox_says_where_and_exits_1(broker: Broker, tmp_path: Path) -> None:
+    (tmp_path / "state").write_text("a file where the state folder should be")
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "device_id": "dev1", "paths": {"models_dir": str(MODELS_DIR), "state_dir": str(tmp_path / "state")},
+        "cameras": [{"name": "hall", "uri": str(tmp_path / "none.avi")}], "mqtt": broker.mqtt_config()}))
+    proc = subprocess.run([sys.executable, "-m", "edge", "--config", str(config), "run"], cwd=str(REPO),
+                          env=dict(os.environ, **broker.env()), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert "%s: cannot open the event outbox" % (tmp_path / "state" / "outbox.sqlite3") in proc.stderr
+    assert "Traceback" not in proc.stderr
