@@ -7,7 +7,7 @@ module, imported only when chosen, so a machine without TensorRT never imports i
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -43,13 +43,23 @@ class Engine:
         self.close()
 
 
-def create_engine(backend: str, model_path: Path, threads: int = 0) -> Engine:
-    """The engine for ``backend`` on ``model_path`` (ONNX for onnxruntime, a plan for tensorrt)."""
+def create_engine(backend: str, model_path: Path, threads: int = 0, engine_file: Optional[Path] = None,
+                  input_hw: Optional[Tuple[int, int]] = None, precision: Optional[str] = None) -> Engine:
+    """The engine for ``backend``: onnxruntime runs the ONNX ``model_path``; tensorrt loads the plan
+    ``engine_file`` (``model_path`` itself when it ends in .engine/.plan) after checking its metadata
+    against this device, the ONNX ``model_path`` it must have been built from, ``input_hw`` (height,
+    width) and ``precision``; a mismatch raises EngineError with the exact rebuild command."""
     if backend == "onnxruntime":
         from edge.engines.onnxruntime import OnnxRuntimeEngine
 
         return OnnxRuntimeEngine(Path(model_path), threads=threads)
     if backend == "tensorrt":
-        raise EngineError("the TensorRT backend is not part of this version of fallwatch yet; "
-                          "set engine.backend: onnxruntime")
+        from edge.engines.tensorrt import open_checked
+
+        if engine_file is None:
+            if Path(model_path).suffix not in (".engine", ".plan"):
+                raise EngineError("engine.backend is tensorrt but no engine file was given for %s: set "
+                                  "engine.engine_file or build the default one with fallwatch-calibrate" % model_path)
+            return open_checked(Path(model_path), None, input_hw, precision)
+        return open_checked(Path(engine_file), Path(model_path), input_hw, precision)
     raise EngineError("unknown engine backend %r: use one of %s" % (backend, ", ".join(BACKENDS)))

@@ -1,0 +1,188 @@
+"""TensorRT backend: a serialized engine built on this device by ``fallwatch-calibrate``.
+
+One CUDA stream, page-locked host buffers and device buffers sized for the engine's largest batch,
+asynchronous copies in and out around ``execute_async_v3``. Any batch up to the engine's maximum
+runs at once (larger ones in chunks); an engine with a fixed batch N gets zero-padded chunks of N.
+:meth:`TensorRTEngine.close` frees every buffer and then the CUDA context. Only the tensor-name API
+(TensorRT 8.5+, the one TensorRT 10 kept) is used; see :mod:`edge.engines.trt_api`.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from edge.engines import Engine, EngineError
+
+log = logging.getLogger("fallwatch.engine")
+
+
+class TensorRTEngine(Engine):
+    def __init__(self, plan_path: Path, device_index: int = 0, verbose: bool = False) -> None:
+        from edge.engines.cuda import CudaContext
+        from edge.engines.trt_api import import_tensorrt, make_logger
+
+        trt = import_tensorrt()
+        self._trt = trt
+        try:
+            data = Path(plan_path).read_bytes()
+        except OSError as exc:
+            raise EngineError("cannot read the TensorRT engine %s (%s)" % (plan_path, exc.strerror)) from None
+        self._cuda_context = CudaContext(device_index)
+        self._host: Dict[str, np.ndarray] = {}
+        self._device: Dict[str, Any] = {}
+        try:
+            with self._cuda_context.active() as cuda:
+                self._runtime = trt.Runtime(make_logger(verbose))
+                self._engine = self._runtime.deserialize_cuda_engine(data)
+                if self._engine is None:
+                    raise EngineError("TensorRT cannot load the engine %s: it is corrupted or was built by another "
+                                      "TensorRT version; rebuild it on this device with fallwatch-calibrate" % plan_path)
+                self._setup(cuda)
+        except BaseException:
+            self.close()
+            raise
+
+    def _setup(self, cuda: Any) -> None:
+        trt, engine = self._trt, self._engine
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        if len(inputs) != 1:
+            raise EngineError("the engine has %d inputs (%s); a pose network has one" % (len(inputs), ", ".join(inputs)))
+        self.input_name = inputs[0]
+        self.output_names = tuple(n for n in names if n != self.input_name)
+        shape = tuple(int(d) for d in engine.get_tensor_shape(self.input_name))
+        self._dynamic = shape[0] < 0
+        if any(d < 0 for d in shape[1:]):
+            raise EngineError("the engine's input %s has dynamic size %s; build it for a fixed input size"
+                              % (self.input_name, shape))
+        if self._dynamic:
+            low, _, high = engine.get_tensor_profile_shape(self.input_name, 0)
+            self._min_batch, self.max_batch = int(low[0]), int(high[0])
+        else:
+            self._min_batch = self.max_batch = shape[0]
+        self.input_shape = (-1 if self._dynamic else shape[0],) + shape[1:]
+        self._context = engine.create_execution_context()
+        if self._context is None:
+            raise EngineError("TensorRT could not create an execution context (out of GPU memory?)")
+        full = (self.max_batch,) + shape[1:]
+        if self._dynamic and not self._context.set_input_shape(self.input_name, full):
+            raise EngineError("the engine refuses its own maximum input shape %s" % (full,))
+        self._stream = cuda.Stream()
+        for name in names:
+            dims = full if name == self.input_name else tuple(int(d) for d in self._context.get_tensor_shape(name))
+            if any(d < 0 for d in dims):
+                raise EngineError("output %s has an unknown shape %s at batch %d" % (name, dims, self.max_batch))
+            host = cuda.pagelocked_empty(dims, trt.nptype(engine.get_tensor_dtype(name)))
+            self._host[name] = host
+            self._device[name] = cuda.mem_alloc(host.nbytes)
+            if not self._context.set_tensor_address(name, int(self._device[name])):
+                raise EngineError("TensorRT refused the buffer of tensor %s" % name)
+
+    def run(self, batch: np.ndarray) -> Dict[str, np.ndarray]:
+        """Run ``(N, ...)`` float32 inputs; N may exceed the engine's maximum (run in chunks)."""
+        if self._cuda_context is None:
+            raise EngineError("the TensorRT engine was closed and cannot run any more")
+        batch = np.asarray(batch)
+        if batch.ndim != len(self.input_shape) or tuple(batch.shape[1:]) != tuple(self.input_shape[1:]):
+            raise EngineError("input of shape %s does not fit the engine's %s %s"
+                              % (batch.shape, self.input_name, self.input_shape))
+        parts: List[Dict[str, np.ndarray]] = []
+        with self._cuda_context.active() as cuda:
+            for start in range(0, batch.shape[0], self.max_batch):
+                parts.append(self._run_chunk(cuda, batch[start:start + self.max_batch]))
+        if len(parts) == 1:
+            return parts[0]
+        return {name: np.concatenate([p[name] for p in parts]) for name in self.output_names}
+
+    def _run_chunk(self, cuda: Any, chunk: np.ndarray) -> Dict[str, np.ndarray]:
+        n = chunk.shape[0]
+        size = max(n, self._min_batch)
+        host_in = self._host[self.input_name]
+        host_in[:n] = chunk
+        if size > n:
+            host_in[n:size] = 0
+        if self._dynamic and not self._context.set_input_shape(self.input_name, (size,) + tuple(self.input_shape[1:])):
+            raise EngineError("the engine refused a batch of %d (its profile allows %d to %d)"
+                              % (size, self._min_batch, self.max_batch))
+        cuda.memcpy_htod_async(self._device[self.input_name], host_in[:size], self._stream)
+        if not self._context.execute_async_v3(self._stream.handle):
+            raise EngineError("TensorRT failed to run the engine (execute_async_v3 returned false)")
+        for name in self.output_names:
+            cuda.memcpy_dtoh_async(self._host[name][:size], self._device[name], self._stream)
+        self._stream.synchronize()
+        return {name: np.array(self._host[name][:n], dtype=np.float32) for name in self.output_names}
+
+    def close(self) -> None:
+        """Free the buffers, the TensorRT objects, then the CUDA context; safe to call twice."""
+        context = getattr(self, "_cuda_context", None)
+        if context is None:
+            return
+        from edge.engines.cuda import free_host
+
+        try:
+            with context.active():
+                for buffer in self._device.values():
+                    buffer.free()
+                for array in self._host.values():
+                    free_host(array)
+                self._device, self._host = {}, {}
+                for attr in ("_context", "_engine", "_runtime", "_stream"):  # the order TensorRT needs
+                    if hasattr(self, attr):
+                        delattr(self, attr)
+        finally:
+            context.close()
+            self._cuda_context = None
+
+
+def runtime_versions() -> Dict[str, str]:
+    """TensorRT and CUDA facts for ``fallwatch doctor``; EngineError when they cannot be imported."""
+    from edge.engines.device import current_device
+
+    facts = current_device()
+    out = {"TensorRT": facts.tensorrt_version, "GPU": "%s (compute %s)" % (facts.device_name,
+                                                                          facts.compute_capability)}
+    if facts.l4t_release:
+        out["L4T"] = facts.l4t_release
+    return out
+
+
+def engine_path_for(config: Any, model_path: Path) -> Path:
+    """``engine.engine_file``, or the default file name for this model, input size and precision."""
+    from edge.engines.metadata import default_engine_path
+
+    if config.engine.engine_file is not None:
+        return Path(config.engine.engine_file)
+    return default_engine_path(config.paths.state_dir, model_path,
+                               (config.model.input_height, config.model.input_width), config.engine.precision)
+
+
+def check_engine_file(config: Any) -> Optional[str]:
+    """Why the configured engine cannot be used on this device (None when it can): for ``fallwatch doctor``."""
+    from edge.engines.device import current_device
+    from edge.engines.metadata import check_engine
+    from edge.pose import model_path
+
+    try:
+        model = model_path(config)
+    except EngineError:
+        model = Path(config.model.onnx) if config.model.onnx is not None else None
+    try:
+        engine = engine_path_for(config, model if model is not None else Path("model.onnx"))
+        check_engine(engine, current_device(), model, (config.model.input_height, config.model.input_width),
+                     config.engine.precision)
+    except EngineError as exc:
+        return str(exc)
+    return None
+
+
+def open_checked(engine_path: Path, model_path: Optional[Path], input_hw: Optional[Tuple[int, int]],
+                 precision: Optional[str] = None) -> TensorRTEngine:
+    """Check the engine's metadata against this device and model, then load it."""
+    from edge.engines.device import current_device
+    from edge.engines.metadata import check_engine
+
+    check_engine(engine_path, current_device(), model_path, input_hw, precision)
+    return TensorRTEngine(engine_path)

@@ -1,0 +1,242 @@
+"""An in-memory double of the few ``pycuda.driver`` calls fallwatch makes (edge/engines/cuda.py,
+edge/engines/tensorrt.py, calibration/trt_build.py), strict where real CUDA is strict:
+
+* nothing works before ``init()``; allocations, copies and streams need a current context
+  (``pycuda._driver.LogicError`` otherwise), contexts are a stack (push/pop/detach);
+* device memory is real bytes at fake addresses; copies check sizes and freed memory;
+* async copies insist on page-locked host memory from ``pagelocked_empty`` (the real ones are only
+  asynchronous with it), and every allocation is accounted, so a test can ask what leaked.
+
+Install with :func:`install` (puts ``pycuda`` and ``pycuda.driver`` into ``sys.modules``).
+"""
+from __future__ import annotations
+
+import itertools
+import sys
+import types
+from typing import Dict, List, Tuple
+
+import numpy as np
+
+
+class Error(Exception):
+    pass
+
+
+class LogicError(Error):
+    pass
+
+
+class _State:
+    def __init__(self, devices: List[Tuple[str, Tuple[int, int]]]) -> None:
+        self.devices = devices
+        self.initialized = False
+        self.stack: List["Context"] = []
+        self.contexts: List["Context"] = []
+        self.memory: Dict[int, bytearray] = {}  # device address -> bytes
+        self.pinned: Dict[int, "HostAllocation"] = {}
+        self.streams: Dict[int, "Stream"] = {}
+        self.addresses = itertools.count(0x7F0000000000, 0x100000)
+        self.calls: List[str] = []
+
+
+STATE = _State([("Orin", (8, 7))])
+
+
+def _need_context(what: str) -> None:
+    if not STATE.initialized:
+        raise LogicError("%s failed: cuInit has not been called" % what)
+    if not STATE.stack:
+        raise LogicError("%s failed: invalid device context - no currently active context?" % what)
+
+
+def init(flags: int = 0) -> None:
+    STATE.initialized = True
+
+
+class Device:
+    def __init__(self, index: int) -> None:
+        if not STATE.initialized:
+            raise LogicError("cuDeviceGet failed: cuInit has not been called")
+        if not 0 <= index < len(STATE.devices):
+            raise LogicError("cuDeviceGet failed: invalid device ordinal")
+        self.index = index
+
+    @staticmethod
+    def count() -> int:
+        return len(STATE.devices)
+
+    def name(self) -> str:
+        return STATE.devices[self.index][0]
+
+    def compute_capability(self) -> Tuple[int, int]:
+        return STATE.devices[self.index][1]
+
+    def make_context(self, flags: int = 0) -> "Context":
+        context = Context(self)
+        STATE.contexts.append(context)
+        STATE.stack.append(context)
+        return context
+
+
+class Context:
+    def __init__(self, device: Device) -> None:
+        self.device = device
+        self.detached = False
+
+    def push(self) -> None:
+        if self.detached:
+            raise LogicError("cuCtxPushCurrent failed: the context was detached")
+        STATE.stack.append(self)
+
+    def pop(self) -> None:
+        if not STATE.stack or STATE.stack[-1] is not self:
+            raise LogicError("cuCtxPopCurrent failed: this context is not current")
+        STATE.stack.pop()
+
+    def detach(self) -> None:
+        if self.detached:
+            raise LogicError("cuCtxDetach failed: already detached")
+        if self in STATE.stack:
+            STATE.stack.remove(self)
+        self.detached = True
+        STATE.contexts.remove(self)
+
+
+class DeviceAllocation:
+    def __init__(self, nbytes: int) -> None:
+        _need_context("cuMemAlloc")
+        if nbytes <= 0:
+            raise LogicError("cuMemAlloc failed: invalid argument (size %d)" % nbytes)
+        self.address = next(STATE.addresses)
+        self.nbytes = nbytes
+        STATE.memory[self.address] = bytearray(nbytes)
+
+    def __int__(self) -> int:
+        return self.address
+
+    __index__ = __int__
+
+    def free(self) -> None:
+        _need_context("cuMemFree")
+        if self.address not in STATE.memory:
+            raise LogicError("cuMemFree failed: already freed")
+        del STATE.memory[self.address]
+
+
+def mem_alloc(nbytes: int) -> DeviceAllocation:
+    STATE.calls.append("mem_alloc")
+    return DeviceAllocation(int(nbytes))
+
+
+class HostAllocation(bytearray):
+    """Page-locked host memory: the buffer under arrays from :func:`pagelocked_empty`."""
+
+    def free(self) -> None:
+        _need_context("cuMemFreeHost")
+        STATE.pinned.pop(id(self), None)
+
+
+def pagelocked_empty(shape, dtype) -> np.ndarray:
+    _need_context("cuMemHostAlloc")
+    dtype = np.dtype(dtype)
+    shape = tuple(int(s) for s in (shape if isinstance(shape, (tuple, list)) else (shape,)))
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    owner = HostAllocation(max(nbytes, 1))
+    STATE.pinned[id(owner)] = owner
+    return np.ndarray(shape, dtype, buffer=owner)
+
+
+def _is_pinned(array: np.ndarray) -> bool:
+    start = array.__array_interface__["data"][0]
+    for owner in STATE.pinned.values():
+        base = np.frombuffer(owner, np.uint8).__array_interface__["data"][0]
+        if base <= start and start + array.nbytes <= base + len(owner):
+            return True
+    return False
+
+
+def _region(address: object, nbytes: int, what: str) -> Tuple[bytearray, int]:
+    address = int(address)  # type: ignore[call-overload]
+    for base, buf in STATE.memory.items():
+        if base <= address < base + len(buf):
+            if address - base + nbytes > len(buf):
+                raise LogicError("%s failed: %d bytes at offset %d overrun an allocation of %d bytes"
+                                 % (what, nbytes, address - base, len(buf)))
+            return buf, address - base
+    raise LogicError("%s failed: invalid device address 0x%x (freed or never allocated)" % (what, address))
+
+
+def read_device(address: object, nbytes: int) -> bytes:
+    """For the TensorRT double: the bytes at a device address."""
+    buf, offset = _region(address, nbytes, "device read")
+    return bytes(buf[offset:offset + nbytes])
+
+
+def write_device(address: object, data: bytes) -> None:
+    buf, offset = _region(address, len(data), "device write")
+    buf[offset:offset + len(data)] = data
+
+
+def memcpy_htod(dest: object, src: np.ndarray) -> None:
+    _need_context("cuMemcpyHtoD")
+    src = np.asarray(src)
+    if not src.flags.c_contiguous:
+        raise LogicError("cuMemcpyHtoD: the host buffer is not contiguous")
+    write_device(dest, src.tobytes())
+
+
+def _check_stream(stream: "Stream") -> None:
+    if not isinstance(stream, Stream) or stream.handle not in STATE.streams:
+        raise LogicError("invalid stream")
+
+
+def memcpy_htod_async(dest: object, src: np.ndarray, stream: "Stream" = None) -> None:
+    _need_context("cuMemcpyHtoDAsync")
+    _check_stream(stream)
+    if not _is_pinned(src):
+        raise LogicError("cuMemcpyHtoDAsync: host memory is not page-locked (use pagelocked_empty)")
+    write_device(dest, np.ascontiguousarray(src).tobytes())
+
+
+def memcpy_dtoh_async(dest: np.ndarray, src: object, stream: "Stream" = None) -> None:
+    _need_context("cuMemcpyDtoHAsync")
+    _check_stream(stream)
+    if not _is_pinned(dest) or not dest.flags.c_contiguous:
+        raise LogicError("cuMemcpyDtoHAsync: host memory is not page-locked and contiguous")
+    data = read_device(src, dest.nbytes)
+    dest[...] = np.frombuffer(data, dest.dtype).reshape(dest.shape)
+
+
+class Stream:
+    def __init__(self, flags: int = 0) -> None:
+        _need_context("cuStreamCreate")
+        self.handle = next(STATE.addresses)
+        STATE.streams[self.handle] = self
+        self.synchronized = 0
+
+    def synchronize(self) -> None:
+        _need_context("cuStreamSynchronize")
+        self.synchronized += 1
+
+
+def install(monkeypatch, devices: List[Tuple[str, Tuple[int, int]]] = None) -> types.ModuleType:
+    """Put this double into ``sys.modules`` as ``pycuda`` / ``pycuda.driver`` with a fresh state."""
+    global STATE
+    STATE = _State(devices or [("Orin", (8, 7))])
+    driver = sys.modules[__name__]
+    package = types.ModuleType("pycuda")
+    package.driver = driver  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "pycuda", package)
+    monkeypatch.setitem(sys.modules, "pycuda.driver", driver)
+    from edge.engines import cuda
+
+    cuda.forget()
+    monkeypatch.setattr(cuda, "_DRIVER", None)
+    return driver
+
+
+def leaks() -> Dict[str, int]:
+    """What is still allocated or current: device buffers, pinned buffers, contexts, stack depth."""
+    return {"device": len(STATE.memory), "pinned": len(STATE.pinned), "contexts": len(STATE.contexts),
+            "current": len(STATE.stack)}

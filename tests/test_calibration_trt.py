@@ -1,0 +1,291 @@
+"""The TensorRT build and run paths, against the in-memory doubles of TensorRT (8.6 and 10 API
+generations) and pycuda in tests/fake_tensorrt.py and tests/fake_pycuda.py. The doubles run the
+ONNX model with ONNX Runtime, so engine outputs here are real network outputs; what is under test
+is our use of the API: shapes and profiles, buffers and copies, calibration and its cache, metadata,
+clean shutdown. Real TensorRT is exercised only by ``fallwatch-calibrate --selftest`` on a Jetson."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fake_pycuda
+import fake_tensorrt
+from calibration.cache import CacheError, parse_cache
+from calibration.data import Sources, collect
+from calibration.selftest import selftest
+from calibration.trt_build import BuildOptions, build_engine
+from edge.engines import EngineError, create_engine
+from edge.engines.device import current_device
+from edge.engines.metadata import cache_path, check_engine, metadata_path, read_metadata
+from edge.engines.onnxruntime import OnnxRuntimeEngine
+from edge.engines.tensorrt import TensorRTEngine
+from edge.specs import load_spec
+
+from conftest import shared_data
+
+SPEC = load_spec("openpose-mobilenet-thin")
+HW = (368, 432)
+VERSIONS = ("8.6.1.6", "10.3.0")
+
+
+@pytest.fixture(params=VERSIONS)
+def trt(request, monkeypatch):
+    fake_pycuda.install(monkeypatch)
+    monkeypatch.setenv("FALLWATCH_L4T_RELEASE", "R36.4.0" if request.param.startswith("10") else "R35.4.1")
+    module = fake_tensorrt.install(monkeypatch, request.param)
+    yield module
+    assert module.deprecated_calls == []  # never the binding API, build_engine or max_workspace_size
+    assert fake_pycuda.leaks() == {"device": 0, "pinned": 0, "contexts": 0, "current": 0}
+
+
+@pytest.fixture(scope="module")
+def frames(tmp_path_factory):
+    """16 real frames (COCO images and a fall video), preprocessed as the daemon does."""
+    scratch = tmp_path_factory.mktemp("frames")
+    return collect(Sources(images=(shared_data("images", "coco"),), frames=0), SPEC, HW, "letterbox", scratch,
+                   progress=False).subset(range(16))
+
+
+def _tiny_fixed_batch_model(path: Path) -> Path:
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.ones((2, 3, 1, 1), np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"])], "fixed",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 8, 8])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def test_int8_build_calibrates_writes_engine_metadata_and_cache(trt, model_onnx, frames, tmp_path):
+    engine = tmp_path / "engines" / "mt_368x432_int8.engine"
+    options = BuildOptions(precision="int8", max_batch=2, calibration_batch=4, workspace_mib=512,
+                           timing_cache=tmp_path / "engines" / "timing.cache")
+    meta = build_engine(model_onnx, engine, HW, "NHWC", options, frames, cache_path(engine), progress=False)
+    config, network = trt.builds[-1]
+    assert config.get_flag(trt.BuilderFlag.INT8) and config.get_flag(trt.BuilderFlag.FP16)
+    assert config.pools == {trt.MemoryPoolType.WORKSPACE: 512 << 20}
+    assert config.profiles[0].shapes["image"] == ((1, 368, 432, 3), (2, 368, 432, 3), (2, 368, 432, 3))
+    assert config.calibration_profile.shapes["image"][1] == (4, 368, 432, 3)
+    assert config.int8_calibrator.batches_given == 4  # 16 frames in batches of 4
+    assert not config.get_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)  # no --keep-float: all may be INT8
+    cache = parse_cache(cache_path(engine).read_bytes())
+    assert cache.algorithm == "EntropyCalibration2"
+    # the scale the double derived from the bytes it read from device memory: the frames' largest |value|
+    assert cache.scales["image"] == pytest.approx(float(np.abs(frames.tensors).max()) / 127.0, rel=1e-6)
+    assert (tmp_path / "engines" / "timing.cache").is_file()
+    assert read_metadata(engine) == meta
+    assert meta.precision == "int8" and meta.batch == (1, 2, 2) and meta.input_size == HW
+    assert meta.tensorrt_version == trt.__version__ and meta.device_name == "Orin"
+    assert meta.calibration_cache_sha256 is not None and meta.calibrator == "entropy"
+    assert check_engine(engine, current_device(), model_onnx, HW, "int8") == meta
+
+
+def test_engine_runs_any_batch_and_matches_the_onnx_model(trt, model_onnx, frames, tmp_path):
+    engine_file = tmp_path / "e.engine"
+    build_engine(model_onnx, engine_file, HW, "NHWC", BuildOptions(precision="fp16", max_batch=2), None,
+                 cache_path(engine_file), progress=False)
+    reference = OnnxRuntimeEngine(model_onnx)
+    batch = np.ascontiguousarray(frames.tensors[:3])
+    engine = create_engine("tensorrt", model_onnx, engine_file=engine_file, input_hw=HW, precision="fp16")
+    try:
+        assert isinstance(engine, TensorRTEngine) and engine.max_batch == 2
+        assert engine.input_name == "image" and engine.output_names == ("Openpose/concat_stage7",)
+        assert engine.input_shape == (-1, 368, 432, 3)
+        got = engine.run(batch)["Openpose/concat_stage7"]  # 3 > max batch 2: two chunks
+        one = engine.run(batch[1:2])["Openpose/concat_stage7"]
+    finally:
+        engine.close()
+        engine.close()  # twice is fine
+    want = reference.run(batch)["Openpose/concat_stage7"]
+    assert got.shape == (3, 46, 54, 57) and np.allclose(got, want, atol=1e-5)
+    assert np.allclose(one[0], want[1], atol=1e-5)
+    with pytest.raises(EngineError, match="closed"):
+        engine.run(batch)
+
+
+def test_rebuild_reuses_the_cache_without_frames(trt, model_onnx, frames, tmp_path, caplog):
+    engine = tmp_path / "e.engine"
+    build_engine(model_onnx, engine, HW, "NHWC", BuildOptions(calibration_batch=8), frames, cache_path(engine),
+                 progress=False)
+    first_cache = cache_path(engine).read_bytes()
+    with caplog.at_level(logging.INFO, logger="fallwatch.calibration"):
+        meta = build_engine(model_onnx, engine, HW, "NHWC", BuildOptions(), None, cache_path(engine), progress=False)
+    assert "using the calibration cache" in caplog.text
+    assert trt.builds[-1][0].int8_calibrator.batches_given == 0
+    assert cache_path(engine).read_bytes() == first_cache
+    assert meta.calibration_cache_sha256 == read_metadata(engine).calibration_cache_sha256
+    with pytest.raises(EngineError, match="INT8 needs calibration frames"):
+        build_engine(model_onnx, engine, HW, "NHWC", BuildOptions(recalibrate=True), None, cache_path(engine),
+                     progress=False)
+    with pytest.raises(CacheError, match="made by EntropyCalibration2"):
+        build_engine(model_onnx, engine, HW, "NHWC", BuildOptions(calibrator="minmax"), None, cache_path(engine),
+                     progress=False)
+
+
+def test_dla_core_and_gpu_fallback(trt, model_onnx, tmp_path):
+    engine = tmp_path / "e.engine"
+    build_engine(model_onnx, engine, HW, "NHWC", BuildOptions(precision="fp16", dla_core=1), None,
+                 cache_path(engine), progress=False)
+    config = trt.builds[-1][0]
+    assert config.default_device_type == trt.DeviceType.DLA and config.DLA_core == 1
+    assert config.get_flag(trt.BuilderFlag.GPU_FALLBACK)
+    assert read_metadata(engine).dla_core == 1
+    with pytest.raises(EngineError, match="--dla-core 2: this device has 2 DLA cores"):
+        build_engine(model_onnx, engine, HW, "NHWC", BuildOptions(precision="fp16", dla_core=2), None,
+                     cache_path(engine), progress=False)
+
+
+def test_damaged_timing_cache_is_replaced(trt, model_onnx, tmp_path, caplog):
+    timing = tmp_path / "timing.cache"
+    timing.write_bytes(b"\x00garbage")
+    with caplog.at_level(logging.WARNING, logger="fallwatch.calibration"):
+        build_engine(model_onnx, tmp_path / "e.engine", HW, "NHWC", BuildOptions(precision="fp32", timing_cache=timing),
+                     None, tmp_path / "c", progress=False)
+    assert "timing cache" in caplog.text and timing.read_bytes().startswith(b"TIMING")
+
+
+def test_fixed_batch_model(trt, tmp_path):
+    model = _tiny_fixed_batch_model(tmp_path / "fixed.onnx")
+    with pytest.raises(EngineError, match="fixed batch of 1, so --batch-size 2 is impossible"):
+        build_engine(model, tmp_path / "f.engine", (8, 8), "NCHW", BuildOptions(precision="fp32", max_batch=2), None,
+                     tmp_path / "c", progress=False)
+    build_engine(model, tmp_path / "f.engine", (8, 8), "NCHW", BuildOptions(precision="fp32"), None, tmp_path / "c",
+                 progress=False)
+    assert trt.builds[-1][0].profiles == []  # static input: no profile
+    engine = TensorRTEngine(tmp_path / "f.engine")
+    try:
+        x = np.arange(3 * 3 * 64, dtype=np.float32).reshape(3, 3, 8, 8)
+        out = engine.run(x)["y"]
+    finally:
+        engine.close()
+    assert out.shape == (3, 2, 8, 8) and np.allclose(out[:, 0], x.sum(axis=1))
+
+
+def test_engine_from_another_tensorrt_is_refused(monkeypatch, model_onnx, tmp_path):
+    fake_pycuda.install(monkeypatch)
+    monkeypatch.setenv("FALLWATCH_L4T_RELEASE", "R35.4.1")
+    fake_tensorrt.install(monkeypatch, "8.6.1.6")
+    engine = tmp_path / "e.engine"
+    build_engine(model_onnx, engine, HW, "NHWC", BuildOptions(precision="fp16"), None, tmp_path / "c", progress=False)
+    monkeypatch.setenv("FALLWATCH_L4T_RELEASE", "R36.4.0")  # the board was upgraded to JetPack 6.1
+    fake_tensorrt.install(monkeypatch, "10.3.0")
+    with pytest.raises(EngineError) as info:
+        create_engine("tensorrt", model_onnx, engine_file=engine, input_hw=HW, precision="fp16")
+    text = str(info.value)
+    assert "TensorRT 8.6.1.6 (this device has 10.3.0)" in text and "JetPack 5.1.2" in text
+    assert "fallwatch-calibrate --config CONFIG --model %s --precision fp16 --out %s" % (model_onnx, engine) in text
+    # without the metadata check, TensorRT itself refuses the plan and we say so
+    with pytest.raises(EngineError, match="corrupted or was built by another TensorRT version"):
+        TensorRTEngine(engine)
+    assert fake_pycuda.leaks()["contexts"] == 0
+
+
+def test_a_crash_while_writing_the_engine_never_leaves_a_usable_half(trt, model_onnx, tmp_path, monkeypatch):
+    import os
+
+    engine = tmp_path / "e.engine"
+    build_engine(model_onnx, engine, HW, "NHWC", BuildOptions(precision="fp16"), None, tmp_path / "c", progress=False)
+    old = engine.read_bytes()
+    real_replace = os.replace
+
+    def crash(src, dst):
+        if str(dst) == str(engine):
+            raise OSError(5, "Input/output error")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError):
+        build_engine(model_onnx, engine, HW, "NHWC", BuildOptions(precision="fp16", max_batch=2), None,
+                     tmp_path / "c", progress=False)
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert engine.read_bytes() == old  # the old engine whole, no partial new one
+    assert not metadata_path(engine).exists()  # and refused until rebuilt
+    with pytest.raises(EngineError, match="no metadata file .*interrupted"):
+        create_engine("tensorrt", model_onnx, engine_file=engine, input_hw=HW, precision="fp16")
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_parse_errors_and_bad_input_sizes_are_reported(trt, model_onnx, tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not onnx at all")
+    with pytest.raises(EngineError, match="TensorRT cannot parse .*bad.onnx"):
+        build_engine(bad, tmp_path / "e.engine", HW, "NHWC", BuildOptions(precision="fp32"), None, tmp_path / "c",
+                     progress=False)
+    with pytest.raises(EngineError, match="model.input_height is 288"):
+        build_engine(model_onnx, tmp_path / "e.engine", (288, 384), "NHWC", BuildOptions(precision="fp32"), None,
+                     tmp_path / "c", progress=False)
+
+
+def test_selftest_runs_against_the_doubles(trt, capsys):
+    assert selftest(print) == 0
+    out = capsys.readouterr().out
+    assert "TensorRT %s" % trt.__version__ in out and "selftest passed" in out
+
+
+def test_the_tensorrt_10_double_has_no_removed_api(monkeypatch):
+    trt10 = fake_tensorrt.make_tensorrt("10.3.0")
+    trt8 = fake_tensorrt.make_tensorrt("8.6.1.6")
+    builder = trt10.Builder(trt10.Logger())
+    with pytest.raises(AttributeError):
+        builder.build_engine
+    with pytest.raises(AttributeError):
+        builder.create_builder_config().max_workspace_size = 1 << 30
+    trt8.Builder(trt8.Logger()).create_builder_config().max_workspace_size = 1 << 30
+    assert trt8.deprecated_calls == ["max_workspace_size"]
+    network = trt8.Builder(trt8.Logger()).create_network(0)
+    assert not trt8.OnnxParser(network, trt8.Logger()).parse(b"")  # 8.x needs EXPLICIT_BATCH
+
+
+def test_cli_builds_and_verifies_an_engine(trt, model_onnx, tmp_path, capsys):
+    from calibration.cli import main
+
+    state = tmp_path / "state"
+    config = tmp_path / "config.yaml"
+    config.write_text("paths: {state_dir: %s}\nmodel: {onnx: %s}\nengine: {backend: tensorrt}\n" % (state, model_onnx))
+    video = shared_data("gmdcsa24", "subject1", "Fall", "13.mp4")
+    code = main(["--config", str(config), "--video", str(video), "--frames", "12", "--min-frames", "10",
+                 "--calib-batch", "2", "--verify-images", str(shared_data("images", "coco")), "--no-progress",
+                 "--report", str(tmp_path / "report.json")])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    engine = state / "engines" / "mobilenet_thin_368x432_int8.engine"
+    assert out.out.splitlines()[0] == str(engine)
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["passed"] and report["frames"] == 20 and report["people_agreement"] == 1.0
+    assert cache_path(engine).is_file() and read_metadata(engine).calibrator == "entropy"
+
+
+def test_doctor_engine_check(trt, model_onnx, tmp_path):
+    from edge.config import load_config
+    from edge.engines.tensorrt import check_engine_file, engine_path_for, runtime_versions
+
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text("paths: {state_dir: %s}\nmodel: {onnx: %s}\nengine: {backend: tensorrt, precision: fp16}\n"
+                           % (tmp_path, model_onnx))
+    config = load_config(config_file, env={})
+    assert "does not exist" in check_engine_file(config)
+    build_engine(model_onnx, engine_path_for(config, model_onnx), HW, "NHWC", BuildOptions(precision="fp16"), None,
+                 tmp_path / "c", progress=False)
+    assert check_engine_file(config) is None
+    assert runtime_versions()["TensorRT"] == trt.__version__
+
+
+def test_keep_float_pins_matching_layers_to_fp16(trt, model_onnx, frames, tmp_path):
+    engine = tmp_path / "e.engine"
+    build_engine(model_onnx, engine, HW, "NHWC", BuildOptions(calibration_batch=8, keep_float=("^Openpose/",)),
+                 frames, cache_path(engine), progress=False)
+    config, network = trt.builds[-1]
+    assert config.get_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+    pinned = [layer for layer in network.layers if layer.precision == trt.DataType.HALF]
+    assert pinned and all(layer.name.startswith("Openpose/") or layer.get_output(0).name.startswith("Openpose/")
+                          for layer in pinned)
+    assert all(layer.output_types == {j: trt.DataType.HALF for j in range(layer.num_outputs)} for layer in pinned)
+    backbone = [layer for layer in network.layers if layer.name.startswith("MobilenetV1/")]
+    assert backbone and all(layer.precision == trt.DataType.FLOAT for layer in backbone)
