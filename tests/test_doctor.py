@@ -1,0 +1,350 @@
+"""fallwatch doctor: each check on real parts where they exist here (the real model on a real
+frame, real video files, a real Mosquitto broker, the real OpenCV and ONNX Runtime, files faking
+a Jetson's L4T release), and the CLI's report and exit status."""
+from __future__ import annotations
+
+import json
+import os
+import types
+from pathlib import Path
+
+import cv2
+import pytest
+
+from conftest import REPO, run_cli, shared_data
+from edge import doctor
+from edge.board import Board, detect_board
+from edge.config import load_config
+
+from mosquitto import Broker, broker, certs  # noqa: F401 (fixtures)
+from mosquitto import write_config as write_broker_config
+from test_install import L4T_35, make_jetson_root
+
+JETSON = Board(model="NVIDIA Jetson Orin Nano Developer Kit", l4t=(35, 4, 1), l4t_source="test")
+LAPTOP = Board(model=None, l4t=None, l4t_source=None)
+TRT_FP16 = "engine:\n  backend: tensorrt\n  precision: fp16\n"
+
+
+def write_config(folder: Path, text: str) -> Path:
+    path = folder / "config.yaml"
+    path.write_text(text)
+    path.chmod(0o600)
+    return path
+
+
+def write_mqtt_config(folder: Path, broker: Broker, user: str = "fallwatch") -> Path:
+    return write_broker_config(folder, broker, cameras=("room1",), user=user, connect_timeout_s=3)
+
+
+def config_for(folder: Path, uri: str = "", extra: str = "") -> object:
+    """A config using the repository's models folder (the real fetched model) and ``uri``."""
+    text = "paths:\n  models_dir: %s\n  state_dir: %s\n" % (REPO / "models", folder / "state")
+    if uri:
+        text += "cameras:\n  - name: room1\n    uri: %s\n" % uri
+    return load_config(write_config(folder, text + extra), env={})
+
+
+# ---------------------------------------------------------------- board, python, runtimes
+
+
+def test_board_from_faked_l4t_files(tmp_path: Path) -> None:
+    board = detect_board(root=str(make_jetson_root(tmp_path / "r", release=L4T_35)), env={})
+    assert board.release == "R35.4.1" and board.jetpack == "5.1.2" and board.supported
+    check = doctor.check_board(board, "tensorrt")
+    assert check.status == doctor.OK and "L4T R35.4.1 (JetPack 5.1.2)" in check.message
+
+    old = detect_board(root=str(tmp_path / "r"), env={"FALLWATCH_L4T_RELEASE": "R32.7.4"})
+    check = doctor.check_board(old, "tensorrt")
+    assert check.status == doctor.FAIL and "JetPack 5.1.x or 6.x" in check.fix
+
+    assert doctor.check_board(LAPTOP, "tensorrt").status == doctor.FAIL
+    assert doctor.check_board(LAPTOP, "onnxruntime").status == doctor.WARN
+
+
+def test_numpy_2_on_a_jetson_fails() -> None:
+    assert doctor.check_python(JETSON, "2.1.3").status == doctor.FAIL
+    assert "numpy<2" in doctor.check_python(JETSON, "2.1.3").fix
+    assert doctor.check_python(JETSON, "1.24.4").status == doctor.OK
+    assert doctor.check_python(LAPTOP, "2.1.3").status == doctor.OK
+
+
+def test_runtime_onnxruntime_is_found() -> None:
+    import onnxruntime
+
+    check = doctor.check_runtime("onnxruntime")
+    assert check.status == doctor.OK and onnxruntime.__version__ in check.message
+
+
+def test_runtime_tensorrt_is_not_ok_without_tensorrt() -> None:
+    """No TensorRT on this machine: the check must never say ok (warn while the backend is not
+    part of this version, fail once it is and cannot import TensorRT)."""
+    check = doctor.check_runtime("tensorrt")
+    assert check.status == doctor.FAIL and check.fix
+    assert "pycuda" in check.message or "TensorRT" in check.message  # the thin modules say what is missing
+
+
+def test_opencv_gstreamer_detection() -> None:
+    real = "GStreamer:                   YES" in cv2.getBuildInformation()
+    check = doctor.check_opencv(["csi://0"])
+    assert check.status == (doctor.OK if real else doctor.FAIL)
+    if not real:  # pip's OpenCV (this machine): fine for files and USB, not for CSI
+        assert "csi://0" in check.message and "nvidia-opencv" in check.fix
+        assert doctor.check_opencv(["/dev/video0"]).status == doctor.OK
+
+
+def test_opencv_with_gstreamer_build_info() -> None:
+    jetpack_cv2 = types.SimpleNamespace(__version__="4.5.4", getBuildInformation=lambda: "    GStreamer: YES (1.16.3)")
+    check = doctor.check_opencv(["csi://0"], cv2=jetpack_cv2)
+    assert check.status == doctor.OK and check.message == "OpenCV 4.5.4, GStreamer yes"
+
+
+# ---------------------------------------------------------------- cameras and inference
+
+
+def test_camera_from_a_real_video_file(tmp_path: Path) -> None:
+    video = shared_data("gmdcsa24", "subject1", "Fall", "13.mp4")
+    config = config_for(tmp_path, str(video))
+    check, frame = doctor.check_camera(config.cameras[0])
+    assert check.status == doctor.OK, check
+    assert "%d frames" % doctor.CAMERA_FRAMES in check.message
+    assert frame is not None and frame.ndim == 3
+
+
+def test_camera_that_does_not_exist_fails_with_a_fix(tmp_path: Path) -> None:
+    config = config_for(tmp_path, str(tmp_path / "missing.mp4"))
+    check, frame = doctor.check_camera(config.cameras[0])
+    assert check.status == doctor.FAIL and frame is None
+    assert "missing.mp4" in check.message and "does not exist" in check.message and check.fix
+
+
+def test_inference_on_a_real_frame(tmp_path: Path, model_onnx: Path) -> None:
+    frame = cv2.imread(str(shared_data("images", "apollo11_crew.jpg")))
+    check = doctor.check_inference(config_for(tmp_path), frame)
+    assert check.status == doctor.OK, check
+    assert check.message.startswith("openpose-mobilenet-thin on onnxruntime: ")
+    assert "heatmaps 19x46x54" in check.message  # 368x432 input, stride 8, 18 parts + background
+
+
+def test_inference_without_a_frame_or_a_model(tmp_path: Path) -> None:
+    assert doctor.check_inference(config_for(tmp_path), None).status == doctor.WARN
+    config = config_for(tmp_path, extra="model:\n  onnx: %s\n" % (tmp_path / "nope.onnx"))
+    check = doctor.check_inference(config, cv2.imread(str(shared_data("images", "astronaut.png"))))
+    assert check.status == doctor.FAIL and "cannot load the model" in check.message
+
+
+def test_engine_not_needed_for_onnxruntime(tmp_path: Path) -> None:
+    assert doctor.check_engine(config_for(tmp_path), JETSON).status == doctor.OK
+
+
+def test_engine_check_for_tensorrt_is_never_a_fake_ok(tmp_path: Path, model_onnx: Path) -> None:
+    config = config_for(tmp_path, extra=TRT_FP16)
+    check = doctor.check_engine(config, JETSON)
+    assert check.status == doctor.FAIL and "does not exist" in check.message, check  # no engine here
+    assert "fallwatch-calibrate" in check.fix
+
+
+ORIN_FACTS = dict(tensorrt_version="8.5.2.2", device_name="Orin", compute_capability="8.7", l4t_release="R35.4.1")
+
+
+def fake_engine(tmp_path: Path, model: Path, facts: dict, precision: str = "fp16") -> Path:
+    """Engine bytes (TensorRT cannot build one here) and the metadata fallwatch-calibrate writes beside it."""
+    from edge.engines.device import DeviceFacts
+    from edge.engines.metadata import make_metadata, metadata_path
+    from edge.models import sha256_bytes, sha256_file
+
+    engine = tmp_path / "engines" / ("mobilenet_thin_368x432_%s.engine" % precision)
+    engine.parent.mkdir(parents=True, exist_ok=True)
+    data = b"serialized engine " * 100
+    engine.write_bytes(data)
+    meta = make_metadata(DeviceFacts(**facts), precision=precision, input_name="image", input_size=(368, 432),
+                         batch=(1, 1, 3), model_file=model.name, model_sha256=sha256_file(model),
+                         engine_bytes=len(data), engine_sha256=sha256_bytes(data))
+    metadata_path(engine).write_bytes(meta.to_json())
+    return engine
+
+
+def test_engine_present_but_no_tensorrt_here_is_a_warning(tmp_path: Path, model_onnx: Path) -> None:
+    fake_engine(tmp_path / "state", model_onnx, ORIN_FACTS)
+    config = config_for(tmp_path, extra=TRT_FP16)
+    check = doctor.check_engine(config, JETSON)
+    assert check.status == doctor.WARN and "cannot compare it with this device" in check.message, check
+    assert "fp16, TensorRT 8.5.2.2, Orin" in check.message
+
+
+def test_engine_metadata_missing_fails(tmp_path: Path, model_onnx: Path) -> None:
+    from edge.engines.metadata import metadata_path
+
+    engine = fake_engine(tmp_path / "state", model_onnx, ORIN_FACTS)
+    metadata_path(engine).unlink()
+    check = doctor.check_engine(config_for(tmp_path, extra=TRT_FP16), JETSON)
+    assert check.status == doctor.FAIL and "no metadata file" in check.message, check
+
+
+@pytest.mark.parametrize("device, status, words", [
+    (ORIN_FACTS, doctor.OK, "fp16, TensorRT 8.5.2.2, built on this Orin"),
+    (dict(ORIN_FACTS, device_name="Xavier", compute_capability="7.2"), doctor.FAIL, "compute capability 8.7"),
+    (dict(ORIN_FACTS, tensorrt_version="8.6.2"), doctor.FAIL, "TensorRT 8.5.2.2 (this device has 8.6.2)"),
+    (dict(ORIN_FACTS, l4t_release="R36.3.0"), doctor.FAIL, "L4T R35.4.1 = JetPack 5.1.2"),
+])
+def test_engine_against_this_device(tmp_path: Path, model_onnx: Path, monkeypatch, device: dict, status: str,
+                                    words: str) -> None:
+    """TensorRT cannot run here: the device's facts come from a stand-in for the thin module."""
+    from edge.engines import device as device_module
+    from edge.engines.device import DeviceFacts
+
+    fake_engine(tmp_path / "state", model_onnx, ORIN_FACTS)
+    monkeypatch.setattr(device_module, "current_device", lambda index=0: DeviceFacts(**device))
+    check = doctor.check_engine(config_for(tmp_path, extra=TRT_FP16), JETSON)
+    assert check.status == status and words in check.message, check
+    if status == doctor.FAIL:
+        assert check.fix.startswith("build it on this device: fallwatch-calibrate")
+
+
+def test_engine_built_from_another_model_fails(tmp_path: Path, model_onnx: Path, monkeypatch) -> None:
+    from edge.engines import device as device_module
+    from edge.engines.device import DeviceFacts
+
+    other = tmp_path / "other.onnx"
+    other.write_bytes(b"another model")
+    fake_engine(tmp_path / "state", other, ORIN_FACTS)
+    monkeypatch.setattr(device_module, "current_device", lambda index=0: DeviceFacts(**ORIN_FACTS))
+    check = doctor.check_engine(config_for(tmp_path, extra=TRT_FP16), JETSON)
+    assert check.status == doctor.FAIL and "built from another model" in check.message, check
+
+
+# ---------------------------------------------------------------- MQTT
+
+
+def test_mqtt_disabled_is_a_warning(tmp_path: Path) -> None:
+    check = doctor.check_mqtt(config_for(tmp_path))
+    assert check.status == doctor.WARN and "mqtt.enabled" in check.fix
+
+
+def test_mqtt_reachable_and_authorised(tmp_path: Path, broker: Broker) -> None:
+    config = load_config(write_mqtt_config(tmp_path, broker), env=broker.env())
+    check = doctor.check_mqtt(config)
+    assert check.status == doctor.OK, check
+    assert check.message.startswith("127.0.0.1:%d: " % broker.port)
+
+
+def test_mqtt_wrong_password_fails_with_the_fix(tmp_path: Path, broker: Broker) -> None:
+    config = load_config(write_mqtt_config(tmp_path, broker), env={"FALLWATCH_MQTT_PASSWORD": "wrong"})
+    check = doctor.check_mqtt(config)
+    assert check.status == doctor.FAIL and "refused the login" in check.message, check
+    assert "wrong" not in check.message + check.fix
+    assert "mqtt-test" in check.fix
+
+
+def test_mqtt_acl_denial_fails(tmp_path: Path, broker: Broker) -> None:
+    """User readonly may log in but not publish: under MQTT 3.1.1 only the round trip shows it."""
+    config = load_config(write_mqtt_config(tmp_path, broker, user="readonly"), env=broker.env("readonly"))
+    check = doctor.check_mqtt(config)
+    assert check.status == doctor.FAIL and "delivery failed" in check.message, check
+
+
+def test_mqtt_broker_down_fails(tmp_path: Path, broker: Broker) -> None:
+    path = write_mqtt_config(tmp_path, broker)
+    broker.stop()
+    check = doctor.check_mqtt(load_config(path, env=broker.env()))
+    assert check.status == doctor.FAIL and "127.0.0.1:%d" % broker.port in check.message, check
+
+
+# ---------------------------------------------------------------- disk, jtop, service
+
+
+class Statvfs:
+    def __init__(self, free_bytes: int) -> None:
+        self.f_frsize, self.f_bavail = 4096, free_bytes // 4096
+
+
+def test_disk_space_against_a_full_outbox(tmp_path: Path) -> None:
+    config = config_for(tmp_path, extra="mqtt:\n  outbox:\n    max_events: 100000\n")
+    need = 100000 * doctor.OUTBOX_BYTES_PER_EVENT + doctor.DISK_HEADROOM_BYTES
+    assert doctor.check_disk(config, lambda p: Statvfs(need - 4096)).status == doctor.FAIL
+    assert doctor.check_disk(config, lambda p: Statvfs(need + 4096)).status == doctor.WARN
+    assert doctor.check_disk(config, lambda p: Statvfs(3 * need)).status == doctor.OK
+    seen = []
+    doctor.check_disk(config, lambda p: seen.append(p) or Statvfs(3 * need))
+    assert seen == [str(tmp_path)]  # state/ does not exist yet: its nearest existing parent
+    real = doctor.check_disk(config)
+    assert str(tmp_path) in real.message and "MiB free" in real.message
+
+
+def test_jtop(tmp_path: Path) -> None:
+    assert doctor.check_jtop(LAPTOP).status == doctor.OK
+    check = doctor.check_jtop(JETSON, run_dir=tmp_path)
+    assert check.status == doctor.WARN and "jetson-stats" in check.fix
+
+
+@pytest.mark.parametrize("state, status", [
+    ({"LoadState": "loaded", "ActiveState": "active", "SubState": "running", "NRestarts": "0"}, doctor.OK),
+    ({"LoadState": "loaded", "ActiveState": "failed", "SubState": "failed", "Result": "watchdog"}, doctor.FAIL),
+    ({"LoadState": "loaded", "ActiveState": "activating", "SubState": "auto-restart", "NRestarts": "4"}, doctor.FAIL),
+    ({"LoadState": "loaded", "ActiveState": "inactive", "SubState": "dead"}, doctor.WARN),
+    ({"LoadState": "not-found", "ActiveState": "inactive", "SubState": "dead"}, doctor.WARN),
+])
+def test_service_states(state: dict, status: str) -> None:
+    check = doctor.check_service(state, JETSON)
+    assert check.status == status
+    if status == doctor.FAIL:
+        assert "journalctl -u fallwatch" in check.fix
+
+
+def test_service_env_file(tmp_path: Path) -> None:
+    env = tmp_path / "env"
+    env.write_text("# comment\nFALLWATCH_MQTT_PASSWORD=\"s3cret\"\n\nOTHER = x\n")
+    assert doctor.service_env(env) == {"FALLWATCH_MQTT_PASSWORD": "s3cret", "OTHER": "x"}
+    assert doctor.service_env(tmp_path / "absent") == {}
+
+
+def test_report_format_and_exit_status() -> None:
+    checks = [doctor.Check("board", doctor.OK, "fine"), doctor.Check("mqtt", doctor.FAIL, "refused", "fix the password")]
+    lines = doctor.format_check(checks[1]).splitlines()
+    assert lines[0].split() == ["fail", "mqtt", "refused"] and lines[1].strip() == "fix: fix the password"
+    assert doctor.format_check(checks[0]).splitlines() == ["ok    board          fine"]
+    assert doctor.exit_status(checks) == 1 and doctor.exit_status(checks[:1]) == 0
+    assert doctor.summary(checks).startswith("1 ok, 0 warn, 1 fail")
+
+
+# ---------------------------------------------------------------- the command
+
+
+def test_cli_reports_a_broken_config_and_exits_1(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "cameras:\n  - name: room1\n    fps: fast\n")
+    proc = run_cli("doctor", "--config", str(path), "--no-mqtt", env={"FALLWATCH_ROOT": str(tmp_path)})
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[1].startswith("fail  config") and "cameras[0].fps" in lines[1]
+    assert any(line.startswith("ok    python") for line in lines)
+    assert "1 fail" in lines[-1]
+
+
+def test_cli_json_on_a_video_file(tmp_path: Path, model_onnx: Path) -> None:
+    video = shared_data("gmdcsa24", "subject1", "ADL", "10.mp4")
+    path = write_config(tmp_path, "paths:\n  models_dir: %s\n  state_dir: %s\ncameras:\n  - name: room1\n"
+                                  "    uri: %s\n" % (REPO / "models", tmp_path / "state", video))
+    proc = run_cli("doctor", "--config", str(path), "--json", env={"FALLWATCH_ROOT": str(tmp_path)})
+    checks = {c["name"]: c for c in json.loads(proc.stdout)}
+    assert checks["config"]["status"] == "ok"
+    assert checks["board"]["status"] == "warn"  # not a Jetson: CPU only
+    assert checks["mqtt"]["status"] == "warn"
+    assert checks["camera room1"]["status"] == "ok", checks["camera room1"]
+    assert checks["inference"]["status"] == "ok", checks["inference"]
+    failed = [c for c in checks.values() if c["status"] == "fail"]
+    assert proc.returncode == (1 if failed else 0), failed
+
+
+def test_cli_fails_on_a_missing_camera(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "cameras:\n  - name: hall\n    uri: %s\n" % (tmp_path / "gone.mp4"))
+    proc = run_cli("doctor", "--config", str(path), "--no-mqtt", env={"FALLWATCH_ROOT": str(tmp_path)})
+    line = [l for l in proc.stdout.splitlines() if "camera hall" in l][0]
+    assert line.startswith("fail") and "gone.mp4" in line and proc.returncode == 1
+
+
+def test_camera_password_never_shown(tmp_path: Path) -> None:
+    from mosquitto import free_port  # noqa: PLC0415
+
+    config = config_for(tmp_path, "rtsp://admin:hunter2@127.0.0.1:%d/stream" % free_port())
+    check, frame = doctor.check_camera(config.cameras[0], timeout_s=10)
+    assert check.status == doctor.FAIL and frame is None
+    assert "hunter2" not in check.message + check.fix and "127.0.0.1" in check.message

@@ -1,0 +1,593 @@
+"""install.sh: run for real into a staging root (--root) with faked L4T files and stubbed system
+commands, checked file by file; run twice (idempotent), then --uninstall and --purge.
+
+The stubs (apt-get, useradd, usermod, userdel, systemctl, runuser, journalctl, python3 and the
+venv's python) log every call as one JSON line; useradd/usermod/userdel edit the staging root's
+/etc/passwd and /etc/group as the real ones would with --root. Everything else (install, chown,
+ln, awk, sed) is the real thing.
+"""
+from __future__ import annotations
+
+import grp
+import json
+import os
+import pwd
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import pytest
+
+from edge.board import detect_board
+from edge.config import load_config
+
+REPO = Path(__file__).resolve().parents[1]
+INSTALL = REPO / "install.sh"
+
+STUB = r'''#!{python}
+"""Test stub: logs its call as JSON to $STUB_LOG and imitates just enough of the real command."""
+import json, os, sys
+from pathlib import Path
+
+name, args = os.path.basename(sys.argv[0]), sys.argv[1:]
+with open(os.environ["STUB_LOG"], "a") as fh:
+    env = {{k: os.environ[k] for k in ("CUDA_ROOT",) if k in os.environ}}
+    env["PATH0"] = os.environ["PATH"].split(":")[0]
+    fh.write(json.dumps({{"cmd": name, "exe": sys.argv[0], "args": args, "env": env}}) + "\n")
+
+def opt(flag):
+    return args[args.index(flag) + 1] if flag in args else ""
+
+def edit(path, change):
+    p = Path(path)
+    lines = p.read_text().splitlines() if p.exists() else []
+    p.write_text("".join(l + "\n" for l in change(lines)))
+
+root = opt("--root")
+if name == "python3" and args[:2] == ["-m", "venv"]:
+    bindir = Path(args[-1]) / "bin"
+    bindir.mkdir(parents=True)
+    (bindir / "python").symlink_to(os.path.abspath(sys.argv[0]))
+elif name == "python3" and args[:1] == ["-c"]:
+    print(os.environ.get("STUB_PYTHON_VERSION", "3.8"))
+elif name == "python":
+    bindir = Path(sys.argv[0]).parent
+    if args[:1] == ["-c"] and "pycuda" in args[1]:
+        sys.exit(0 if (bindir / ".pycuda").exists() else 1)
+    if args[:1] == ["-c"] and "tensorrt" in args[1]:
+        print("TensorRT 8.5.2.2, OpenCV 4.5.4, NumPy 1.24.4")
+    if args[:3] == ["-m", "pip", "install"]:
+        if "pycuda" in args:
+            (bindir / ".pycuda").touch()
+        if any((Path(a) / "pyproject.toml").is_file() for a in args):
+            for tool in ("fallwatch", "fallwatch-calibrate"):
+                if not (bindir / tool).exists():
+                    (bindir / tool).symlink_to(os.path.abspath(sys.argv[0]))
+elif name == "useradd":
+    user = args[-1]
+    edit(root + "/etc/passwd", lambda ls: ls + ["%s:x:998:998:fallwatch:%s:%s" % (user, opt("--home-dir"), opt("--shell"))])
+    edit(root + "/etc/group", lambda ls: ls + ["%s:x:998:" % user])
+elif name == "usermod":
+    user, group = args[-1], opt("--groups")
+    def add(ls):
+        out = []
+        for l in ls:
+            if l.split(":")[0] == group:
+                l = l + ("," if not l.endswith(":") else "") + user
+            out.append(l)
+        return out
+    edit(root + "/etc/group", add)
+elif name == "userdel":
+    user = args[-1]
+    edit(root + "/etc/passwd", lambda ls: [l for l in ls if l.split(":")[0] != user])
+    edit(root + "/etc/group", lambda ls: [l for l in ls if l.split(":")[0] != user])
+elif name == "runuser" and os.environ.get("STUB_RUNUSER_EXEC"):
+    command = args[args.index("--") + 1:]
+    os.execvp(command[0], command)
+elif name == "journalctl":
+    print("stub journal: fallwatch[1234]: camera room1: cannot open /dev/video0")
+elif name == "systemctl" and os.environ.get("STUB_STATES") and args[:1] == ["show"]:
+    # STUB_STATES: lines "INVOCATION STATE"; each ActiveState query moves to the next line.
+    lines = Path(os.environ["STUB_STATES"]).read_text().split("\n")
+    pos_file = Path(os.environ["STUB_STATES"] + ".pos")
+    pos = int(pos_file.read_text()) if pos_file.exists() else 0
+    if "ActiveState,SubState" in args:
+        inv, state = lines[min(pos, len(lines) - 1)].split()
+        pos_file.write_text(str(pos + 1))
+        print("\n".join(state.split("/")))
+    elif "InvocationID" in args:
+        print(lines[min(max(pos - 1, 0), len(lines) - 1)].split()[0])
+sys.exit(0)
+'''
+
+STUBBED = ("apt-get", "useradd", "usermod", "userdel", "systemctl", "runuser", "journalctl", "python3")
+# Commands that change the system; a dry run must call none of them.
+MUTATING = {"apt-get", "useradd", "usermod", "userdel", "systemctl", "runuser", "python"}
+
+L4T_35 = "# R35 (release), REVISION: 4.1, GCID: 33958178, BOARD: t186ref, EABI: aarch64, DATE: Tue Aug  1 19:57:35 UTC 2023\n"
+L4T_36 = "# R36 (release), REVISION: 3.0, GCID: 36191598, BOARD: generic, EABI: aarch64, DATE: Mon May  6 17:34:21 UTC 2024\n"
+ORIN = "NVIDIA Jetson Orin Nano Developer Kit"
+
+
+def dpkg_stanza(package: str, version: str, status: str = "install ok installed") -> str:
+    return "Package: %s\nStatus: %s\nArchitecture: arm64\nVersion: %s\n" % (package, status, version)
+
+
+def make_jetson_root(root: Path, release: Optional[str] = L4T_35, model: Optional[str] = ORIN,
+                     packages: Optional[Dict[str, str]] = None, groups: List[str] = ("video",),
+                     csi: bool = True) -> Path:
+    """A staging root that looks like a fresh JetPack flash to install.sh and edge.board."""
+    (root / "etc").mkdir(parents=True, exist_ok=True)
+    if release is not None:
+        (root / "etc/nv_tegra_release").write_text(release)
+    if model is not None:
+        (root / "proc/device-tree").mkdir(parents=True)
+        (root / "proc/device-tree/model").write_bytes(model.encode() + b"\0")
+    pkgs = {"python3-venv": "3.8.2-0ubuntu2"} if packages is None else packages
+    (root / "var/lib/dpkg").mkdir(parents=True)
+    (root / "var/lib/dpkg/status").write_text("\n".join(dpkg_stanza(p, v) for p, v in pkgs.items()))
+    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
+    (root / "etc/group").write_text("root:x:0:\n" + "".join("%s:x:%d:\n" % (g, 44 + i) for i, g in enumerate(groups)))
+    if csi:
+        (root / "sys/class/video4linux/video0").mkdir(parents=True)
+        (root / "sys/class/video4linux/video0/name").write_text("vi-output, imx219 9-0010\n")
+    return root
+
+
+class Installer:
+    """Runs install.sh with the stubs first on PATH; ``calls()`` reads what the stubs saw."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.stubs = tmp / "stubs"
+        self.stubs.mkdir()
+        stub = self.stubs / "stub"
+        stub.write_text(STUB.format(python=sys.executable))
+        stub.chmod(0o755)
+        for name in STUBBED:
+            (self.stubs / name).symlink_to("stub")
+        self.log = tmp / "stub.log"
+        self.cuda = tmp / "cuda"
+        (self.cuda / "bin").mkdir(parents=True)
+        (self.cuda / "bin/nvcc").write_text("#!/bin/sh\n")
+        (self.cuda / "bin/nvcc").chmod(0o755)
+        self.root = make_jetson_root(tmp / "root")
+
+    def env(self, **extra: str) -> Dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("FALLWATCH_", "STUB_"))}
+        env.update(PATH="%s:%s" % (self.stubs, env.get("PATH", "/usr/bin:/bin")), STUB_LOG=str(self.log),
+                   FALLWATCH_CUDA_HOME=str(self.cuda), FALLWATCH_POLL_S="0.05")
+        env.update(extra)
+        return env
+
+    def run(self, *args: str, expect: int = 0, **env: str) -> subprocess.CompletedProcess:
+        self.log.write_text("")
+        proc = subprocess.run(["bash", str(INSTALL)] + list(args), env=self.env(**env),
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == expect, "exit %d, expected %d\nstderr:\n%s" % (proc.returncode, expect, proc.stderr)
+        return proc
+
+    def install(self, *args: str, **env: str) -> subprocess.CompletedProcess:
+        return self.run("--root", str(self.root), *args, **env)
+
+    def rows(self) -> List[dict]:
+        return [json.loads(line) for line in self.log.read_text().splitlines()]
+
+    def calls(self, cmd: Optional[str] = None) -> List[List[str]]:
+        return [[r["cmd"]] + r["args"] for r in self.rows() if cmd is None or r["cmd"] == cmd]
+
+
+@pytest.fixture
+def installer(tmp_path: Path) -> Installer:
+    return Installer(tmp_path)
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.lstat().st_mode)
+
+
+def snapshot(root: Path) -> Dict[str, tuple]:
+    """Every path under root with its type, mode and content (files) or target (links)."""
+    out = {}
+    for path in sorted(root.rglob("*")):
+        rel = str(path.relative_to(root))
+        if path.is_symlink():
+            out[rel] = ("link", os.readlink(str(path)))
+        elif path.is_dir():
+            out[rel] = ("dir", mode(path))
+        else:
+            out[rel] = ("file", mode(path), path.read_bytes())
+    return out
+
+
+# ---------------------------------------------------------------- a full install, file by file
+
+
+def test_install_into_root_file_by_file(installer: Installer) -> None:
+    proc = installer.install()
+    root = installer.root
+    err = proc.stderr
+
+    # code: the venv with JetPack's system packages, the package without the [cpu] extra
+    assert mode(root / "opt/fallwatch") == 0o755
+    assert (root / "opt/fallwatch/venv/bin/python").is_symlink()
+    assert (root / "opt/fallwatch/constraints.txt").read_text().splitlines()[-1] == "numpy<2"
+    assert (root / "opt/fallwatch/README.md").read_bytes() == (REPO / "README.md").read_bytes()
+    for tool in ("fallwatch", "fallwatch-calibrate"):
+        link = root / "usr/local/bin" / tool
+        assert link.is_symlink() and os.readlink(str(link)) == "/opt/fallwatch/venv/bin/" + tool
+
+    # configuration: adapted copy, 0640, never world-readable; env file 0600; the template beside it
+    conf_dir, config_file = root / "etc/fallwatch", root / "etc/fallwatch/config.yaml"
+    assert mode(conf_dir) == 0o750
+    assert mode(config_file) == 0o640
+    assert mode(root / "etc/fallwatch/env") == 0o600
+    assert "FALLWATCH_MQTT_PASSWORD" in (root / "etc/fallwatch/env").read_text()
+    assert (root / "etc/fallwatch/config.yaml.example").read_bytes() == (REPO / "config.yaml").read_bytes()
+    config = load_config(config_file, env={})
+    assert config.paths.models_dir == Path("/var/lib/fallwatch/models")
+    assert config.paths.state_dir == Path("/var/lib/fallwatch")
+    assert config.engine.backend == "tensorrt"
+    assert config.engine.precision == "fp16"  # what install.sh builds (INT8 needs calibration images)
+    assert config.cameras[0].uri == "csi://0"  # the fake sysfs has an imx219 on vi-output
+    assert config.model.onnx is None
+    text = config_file.read_text()
+    assert text.startswith("# Adapted for this device by install.sh")
+    assert "L4T R35.4.1 (JetPack 5.1.2)" in text.splitlines()[0]
+    # every other line of the documented default is kept, comments included
+    kept = [line for line in (REPO / "config.yaml").read_text().splitlines() if line not in (
+        "  models_dir: models", "  state_dir: state", "  backend: onnxruntime", "  precision: int8",
+        "    uri: /dev/video0")]
+    assert [line for line in text.splitlines()[4:] if line in kept] == kept
+
+    # state and cache
+    for sub in ("var/lib/fallwatch", "var/lib/fallwatch/models", "var/lib/fallwatch/engines", "var/cache/fallwatch"):
+        assert mode(root / sub) == 0o750, sub
+
+    # the unit, as shipped
+    unit = root / "etc/systemd/system/fallwatch.service"
+    assert unit.read_bytes() == (REPO / "systemd/fallwatch.service").read_bytes()
+    assert mode(unit) == 0o644
+
+    # what was run
+    calls = installer.calls()
+    apt = installer.calls("apt-get")
+    assert apt[0] == ["apt-get", "update"]
+    installed = apt[1][apt[1].index("--no-install-recommends") + 1:]
+    assert "python3-venv" not in installed  # in the fake dpkg status already
+    assert {"python3-dev", "build-essential", "nvidia-tensorrt", "python3-libnvinfer", "nvidia-opencv"} <= set(installed)
+    assert ["useradd", "--root", str(root), "--system", "--user-group", "--home-dir", "/var/lib/fallwatch",
+            "--no-create-home", "--shell", "/usr/sbin/nologin", "--comment", "fallwatch service",
+            "fallwatch"] in calls
+    assert ["usermod", "--root", str(root), "--append", "--groups", "video", "fallwatch"] in calls
+    assert not any(c[0] == "usermod" and "jtop" in c for c in calls)  # no jtop group on this board
+    assert "no group 'jtop'" in err
+    assert ["python3", "-m", "venv", "--system-site-packages", str(root / "opt/fallwatch/venv")] in calls
+    pips = [c[4:] for c in installer.calls("python") if c[1:4] == ["-m", "pip", "install"]]
+    constraint = ["-c", str(root / "opt/fallwatch/constraints.txt")]
+    assert constraint + ["numpy<2"] in pips
+    assert constraint + ["pycuda"] in pips
+    assert ["--upgrade"] + constraint + [str(REPO)] in pips
+    for args in pips:  # never pip's OpenCV or TensorRT, never the [cpu] extra
+        assert not any(a.startswith(("opencv", "tensorrt")) or "[cpu" in a for a in args), args
+    assert "building pycuda against %s" % installer.cuda in err
+    pycuda = [r for r in installer.rows() if r["cmd"] == "python" and "pycuda" in r["args"]]
+    assert pycuda[0]["env"] == {"CUDA_ROOT": str(installer.cuda), "PATH0": str(installer.cuda / "bin")}
+    assert "venv sees TensorRT 8.5.2.2, OpenCV 4.5.4, NumPy 1.24.4" in err
+    assert installer.calls("systemctl") == [["systemctl", "--root=%s" % root, "enable", "fallwatch.service"]]
+    assert installer.calls("runuser") == []  # model and engine are built on the device, not under --root
+    assert "skipped under --root" in err
+
+    # owners: this machine has no user fallwatch, so none were set, and the log says what they should be
+    assert "owner of %s/var/lib/fallwatch should be fallwatch:fallwatch: not set" % root in err
+    assert "owner of %s/etc/fallwatch/config.yaml should be root:fallwatch: not set" % root in err
+    # the fake root's passwd/group now have the user, in group video
+    assert (root / "etc/passwd").read_text().splitlines()[-1].startswith("fallwatch:x:998:998:")
+    assert "video:x:44:fallwatch" in (root / "etc/group").read_text().splitlines()
+
+
+def test_install_twice_is_idempotent_and_never_overwrites_config(installer: Installer) -> None:
+    installer.install()
+    first_calls = installer.calls()
+    config_file = installer.root / "etc/fallwatch/config.yaml"
+    env_file = installer.root / "etc/fallwatch/env"
+    edited = config_file.read_text().replace("  enabled: false\n  # Broker host", "  enabled: true\n  # Broker host", 1)
+    assert edited != config_file.read_text()
+    config_file.write_text(edited)
+    env_file.write_text("FALLWATCH_MQTT_PASSWORD=s3cret\n")
+    before = snapshot(installer.root)
+
+    proc = installer.install()
+    assert snapshot(installer.root) == before  # same files, modes, contents (the user's edits kept)
+    assert "config.yaml exists: kept as it is" in proc.stderr
+    assert "etc/fallwatch/env exists: kept" in proc.stderr
+    calls = installer.calls()
+    # second time: no user, group, venv or pycuda work; the code is reinstalled (an update)
+    for cmd in ("useradd", "usermod", "python3 -m venv"):
+        assert not any(" ".join(c).startswith(cmd) for c in calls), cmd
+    assert not any("pycuda" in c for c in calls)
+    assert "pycuda is importable" in proc.stderr
+    assert "user fallwatch exists" in proc.stderr and "fallwatch is in group video" in proc.stderr
+    assert any(c[-1] == str(REPO) for c in calls if c[0] == "python")
+    assert len(calls) < len(first_calls)
+
+
+def test_uninstall_keeps_config_and_data_then_purge_removes_them(installer: Installer) -> None:
+    installer.install()
+    root = installer.root
+    (root / "var/lib/fallwatch/outbox.sqlite3").write_bytes(b"events")
+    installer.install("--uninstall")
+    assert installer.calls("systemctl") == [["systemctl", "--root=%s" % root, "disable", "fallwatch.service"]]
+    for gone in ("etc/systemd/system/fallwatch.service", "opt/fallwatch", "usr/local/bin/fallwatch",
+                 "usr/local/bin/fallwatch-calibrate"):
+        assert not os.path.lexists(str(root / gone)), gone
+    for kept in ("etc/fallwatch/config.yaml", "etc/fallwatch/env", "var/lib/fallwatch/outbox.sqlite3",
+                 "var/cache/fallwatch"):
+        assert (root / kept).exists(), kept
+    assert "fallwatch:" in (root / "etc/passwd").read_text()
+
+    installer.install("--uninstall")  # again: nothing left to remove, still fine
+    installer.install("--purge")
+    for gone in ("etc/fallwatch", "var/lib/fallwatch", "var/cache/fallwatch"):
+        assert not (root / gone).exists(), gone
+    assert ["userdel", "--root", str(root), "fallwatch"] in installer.calls()
+    assert "fallwatch:" not in (root / "etc/passwd").read_text()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="setting owners needs root (CI runs as root)")
+def test_owners_are_set_when_the_user_exists(installer: Installer) -> None:
+    # 'daemon' (user and group) exists on Debian/Ubuntu: stands in for a created fallwatch user.
+    user = pwd.getpwnam("daemon")
+    installer.install(FALLWATCH_USER="daemon")
+    root = installer.root
+    for sub in ("var/lib/fallwatch", "var/lib/fallwatch/engines", "var/cache/fallwatch"):
+        st = (root / sub).stat()
+        assert (st.st_uid, st.st_gid) == (user.pw_uid, user.pw_gid), sub
+    for sub in ("etc/fallwatch", "etc/fallwatch/config.yaml"):
+        st = (root / sub).stat()
+        assert (st.st_uid, st.st_gid) == (0, grp.getgrnam("daemon").gr_gid), sub
+    assert (root / "etc/fallwatch/env").stat().st_uid == 0
+    unit = (root / "etc/systemd/system/fallwatch.service").read_text()
+    assert "\nUser=daemon\n" in unit and "\nUser=fallwatch\n" not in unit
+
+
+# ---------------------------------------------------------------- variants
+
+
+def test_jetpack6_with_jtop_group_and_usb_camera(installer: Installer, tmp_path: Path) -> None:
+    root = make_jetson_root(tmp_path / "jp6", release=L4T_36, groups=["video", "jtop"], csi=False,
+                            packages={"nvidia-l4t-core": "36.3.0-20240506102626"})
+    (root / "dev").mkdir()
+    (root / "dev/video1").write_text("")  # a USB webcam's node (a plain file will do for the guess)
+    proc = installer.run("--root", str(root), STUB_PYTHON_VERSION="3.10")
+    assert "JetPack 6.0 (expects Python 3.10)" in proc.stderr
+    assert "warning: python3" not in proc.stderr
+    assert ["usermod", "--root", str(root), "--append", "--groups", "jtop", "fallwatch"] in installer.calls()
+    assert load_config(root / "etc/fallwatch/config.yaml", env={}).cameras[0].uri == "/dev/video1"
+
+
+def test_camera_flag_and_onnx_model(installer: Installer, tmp_path: Path) -> None:
+    model = tmp_path / "my_pose.onnx"
+    model.write_bytes(b"onnx bytes")
+    installer.install("--camera", "rtsp://cam.local/stream", "--model", str(model))
+    root = installer.root
+    config = load_config(root / "etc/fallwatch/config.yaml", env={})
+    assert config.cameras[0].uri == "rtsp://cam.local/stream"
+    assert config.model.onnx == Path("/var/lib/fallwatch/models/my_pose.onnx")
+    copied = root / "var/lib/fallwatch/models/my_pose.onnx"
+    assert copied.read_bytes() == b"onnx bytes" and mode(copied) == 0o640
+
+
+def test_graph_pb_model_goes_where_model_fetch_looks(installer: Installer, tmp_path: Path) -> None:
+    from edge.models import model_dir
+
+    graph = tmp_path / "graph_opt.pb"
+    graph.write_bytes(b"frozen graph")
+    installer.install("--model", str(graph))
+    where = model_dir(Path("/var/lib/fallwatch/models")) / "graph_opt.pb"
+    assert (installer.root / str(where).lstrip("/")).read_bytes() == b"frozen graph"
+    assert load_config(installer.root / "etc/fallwatch/config.yaml", env={}).model.onnx is None
+
+
+def test_no_camera_found_keeps_dev_video0_and_says_so(installer: Installer, tmp_path: Path) -> None:
+    root = make_jetson_root(tmp_path / "nocam", csi=False)
+    proc = installer.run("--root", str(root))
+    assert "no camera found" in proc.stderr
+    assert load_config(root / "etc/fallwatch/config.yaml", env={}).cameras[0].uri == "/dev/video0"
+
+
+def test_dry_run_into_root_changes_nothing(installer: Installer) -> None:
+    before = snapshot(installer.root)
+    proc = installer.install("--dry-run")
+    assert snapshot(installer.root) == before
+    assert not [c for c in installer.calls() if c[0] in MUTATING]
+    for action in ("would run: apt-get update", "would run: useradd", "would run: python3 -m venv",
+                   "would run: install -m 0640", "would run: systemctl --root=", "nothing was changed"):
+        assert action in proc.stderr, action
+
+
+def test_dry_run_on_the_system_prints_the_whole_plan(installer: Installer) -> None:
+    """Without --root: the real paths, model fetch, engine build, daemon-reload, enable, restart."""
+    proc = installer.run("--dry-run", FALLWATCH_ROOT=str(installer.root))
+    assert not [c for c in installer.calls() if c[0] in MUTATING]
+    err = proc.stderr
+    for action in ("would run: install -d -m 0750 /var/lib/fallwatch",
+                   "/fallwatch.service /etc/systemd/system/fallwatch.service",
+                   "would run: runuser -u fallwatch -- env HOME=/var/lib/fallwatch PIP_NO_CACHE_DIR=1 "
+                   "/opt/fallwatch/venv/bin/fallwatch --config /etc/fallwatch/config.yaml model fetch",
+                   "would run: systemctl daemon-reload", "would run: systemctl enable fallwatch.service",
+                   "would run: systemctl restart --no-block fallwatch.service"):
+        assert action in err, action
+
+
+def test_skip_engine_and_no_start(installer: Installer) -> None:
+    proc = installer.run("--dry-run", "--skip-engine", "--no-start", FALLWATCH_ROOT=str(installer.root))
+    assert "model fetch" not in proc.stderr.replace("sudo -u fallwatch /usr/local/bin/fallwatch model fetch", "")
+    assert "skipped (--skip-engine)" in proc.stderr
+    assert "not started (--no-start)" in proc.stderr
+    assert "restart" not in " ".join(" ".join(c) for c in installer.calls())
+
+
+# ---------------------------------------------------------------- refusing unsupported boards
+
+
+@pytest.mark.parametrize("release, why", [
+    ("R32.7.4", "is not supported"),     # JetPack 4.6: TensorRT 8.2, Python 3.6
+    ("R35.1.0", "is not supported"),     # JetPack 5.0.2: TensorRT 8.4
+    ("R34.1.1", "is not supported"),
+])
+def test_unsupported_release_is_refused(installer: Installer, release: str, why: str) -> None:
+    proc = installer.install(expect=3, FALLWATCH_L4T_RELEASE=release)
+    assert why in proc.stderr and "JetPack 5.1.x" in proc.stderr and "JetPack 6.x" in proc.stderr
+    assert installer.calls("apt-get") == [] and not (installer.root / "opt").exists()
+
+
+def test_not_a_jetson_is_refused(installer: Installer, tmp_path: Path) -> None:
+    root = make_jetson_root(tmp_path / "laptop", release=None, model=None, csi=False)
+    proc = installer.run("--root", str(root), expect=3)
+    assert "not an NVIDIA Jetson" in proc.stderr and "pip install '.[cpu]'" in proc.stderr
+
+
+def test_bad_usage(installer: Installer) -> None:
+    assert "unknown option" in installer.run("--frobnicate", expect=2).stderr
+    assert "no such file" in installer.run("--dry-run", "--model", "/nonexistent.onnx", expect=2).stderr
+    assert "Usage: sudo ./install.sh" in installer.run("--help").stdout
+
+
+# ---------------------------------------------------------------- detection agrees with edge.board
+
+
+DETECT_CASES = [
+    dict(release=L4T_35, model=ORIN),
+    dict(release=L4T_36, model="NVIDIA Jetson AGX Orin Developer Kit"),
+    dict(release="# R35 (release), REVISION: 2.1, GCID: 32413640, BOARD: t186ref\n", model="NVIDIA Jetson Xavier NX"),
+    dict(release="# R35 (release), REVISION: 6.1, GCID: 1\n", model=None),
+    dict(release="# R36 (release), REVISION: 4.3, GCID: 1\n", model=ORIN),
+    dict(release="# R32 (release), REVISION: 7.4, GCID: 1\n", model="NVIDIA Jetson Nano Developer Kit"),
+    dict(release=None, model=None, packages={"nvidia-l4t-core": "35.5.0-20240219203809"}),
+    dict(release=None, model=ORIN, packages={"nvidia-l4t-core": "36.4.0-20240912212859"}),
+    dict(release=None, model=None, packages={}),
+    dict(release="garbage\n", model=ORIN, packages={"nvidia-l4t-core": "35.3.1-20230319081403"}),
+    dict(release=L4T_35, model=ORIN, env={"FALLWATCH_L4T_RELEASE": "R36.2.0", "FALLWATCH_BOARD_MODEL": "Test Board"}),
+    dict(release=L4T_35, model=ORIN, env={"FALLWATCH_L4T_RELEASE": "R35.1.0"}),
+]
+
+
+@pytest.mark.parametrize("case", DETECT_CASES, ids=lambda c: "%s-%s" % (
+    (c.get("release") or "none").split(",")[:2][-1].strip()[:14], sorted(c.get("env", {}).values())))
+def test_bash_and_python_detection_agree(installer: Installer, tmp_path: Path, case: dict) -> None:
+    root = make_jetson_root(tmp_path / "r", release=case["release"], model=case["model"],
+                            packages=case.get("packages", {}), csi=False)
+    env = dict(case.get("env", {}), FALLWATCH_ROOT=str(root))
+    proc = subprocess.run(["bash", str(INSTALL), "--detect"], env=installer.env(**env),
+                          capture_output=True, text=True, timeout=30)
+    shown = dict(line.split(": ", 1) for line in proc.stdout.splitlines())
+    board = detect_board(env=env)
+    assert shown["board"] == (board.model or "unknown")
+    assert shown["l4t"] == (board.release or "none")
+    assert shown["jetpack"] == (board.jetpack or "none")
+    assert shown["supported"] == ("yes" if board.supported else "no")
+    assert proc.returncode == (0 if board.supported else 3)
+
+
+# ---------------------------------------------------------------- waiting for the service
+
+
+def _wait(installer: Installer, states: str, timeout_s: str = "5") -> subprocess.CompletedProcess:
+    """Source install.sh and run start_service against a systemctl that plays ``states``."""
+    state_file = installer.tmp / "states"
+    state_file.write_text(states)
+    installer.log.write_text("")
+    script = 'source "%s"; TMP_DIR=$(mktemp -d); start_service' % INSTALL
+    return subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60,
+                          env=installer.env(STUB_STATES=str(state_file), FALLWATCH_READY_TIMEOUT_S=timeout_s))
+
+
+def test_start_waits_for_the_new_run_to_be_ready(installer: Installer) -> None:
+    # the old run is active: that must not count; the restarted run activates, then is ready
+    proc = _wait(installer, "old active/running\nold deactivating/stop-sigterm\nnew activating/start\n"
+                            "new activating/start\nnew active/running")
+    assert proc.returncode == 0, proc.stderr
+    assert "fallwatch.service is ready" in proc.stderr
+    assert "new activating/start" not in proc.stderr  # (states are logged, not invocation ids)
+    assert "activating/start" in proc.stderr
+    shown = [c for c in installer.calls("systemctl") if c[1] != "show"]
+    assert shown == [["systemctl", "reset-failed", "fallwatch.service"],
+                     ["systemctl", "restart", "--no-block", "fallwatch.service"]]
+
+
+def test_start_failure_shows_the_journal_and_points_to_doctor(installer: Installer) -> None:
+    proc = _wait(installer, "old inactive/dead\nnew activating/start\nnew activating/auto-restart\nnew failed/failed")
+    assert proc.returncode == 1
+    assert "did not become ready (state failed/failed)" in proc.stderr
+    assert "stub journal: fallwatch[1234]: camera room1: cannot open /dev/video0" in proc.stderr
+    assert "fallwatch doctor" in proc.stderr
+    assert ["journalctl", "-u", "fallwatch.service", "-n", "30", "--no-pager"] in installer.calls()
+
+
+def test_start_times_out(installer: Installer) -> None:
+    proc = _wait(installer, "old inactive/dead\nnew activating/start", timeout_s="3")
+    assert proc.returncode == 1 and "did not become ready (state activating/start)" in proc.stderr
+
+
+# ---------------------------------------------------------------- model and engine (without --root)
+
+
+def _model_step(installer: Installer, tmp_path: Path) -> subprocess.CompletedProcess:
+    """Source install.sh and run its model/engine step for real: `fallwatch model fetch` and
+    `fallwatch doctor --only engine` run (as the stubbed runuser's command), fallwatch-calibrate is a stub."""
+    venv_bin = tmp_path / "venv" / "bin"
+    venv_bin.mkdir(parents=True)
+    (venv_bin / "fallwatch").write_text("#!/bin/sh\nexec %s -m edge \"$@\"\n" % sys.executable)
+    (venv_bin / "fallwatch").chmod(0o755)
+    (venv_bin / "fallwatch-calibrate").symlink_to(installer.stubs / "stub")
+    config = tmp_path / "config.yaml"
+    config.write_text("paths:\n  models_dir: %s\n  state_dir: %s\nengine:\n  backend: tensorrt\n"
+                      "  precision: fp16\n" % (REPO / "models", tmp_path / "state"))
+    installer.log.write_text("")
+    script = 'source "%s"; VENV=%s; CONFIG=%s; install_model' % (INSTALL, venv_bin.parent, config)
+    return subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120, cwd=str(REPO),
+                          env=installer.env(STUB_RUNUSER_EXEC="1"))
+
+
+def test_engine_is_built_when_missing(installer: Installer, tmp_path: Path, model_onnx: Path) -> None:
+    proc = _model_step(installer, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "already present, nothing to do" in proc.stderr  # model fetch ran, found the model
+    assert "fail  engine" in proc.stderr and "does not exist" in proc.stderr
+    config = str(tmp_path / "config.yaml")
+    assert installer.calls("fallwatch-calibrate") == [["fallwatch-calibrate", "--config", config, "--precision", "fp16"]]
+    as_user = ["runuser", "-u", "fallwatch", "--", "env", "HOME=/var/lib/fallwatch", "PIP_NO_CACHE_DIR=1"]
+    venv_bin = str(tmp_path / "venv" / "bin")
+    assert installer.calls("runuser") == [
+        as_user + [venv_bin + "/fallwatch", "--config", config, "model", "fetch"],
+        ["runuser", "-u", "fallwatch", "--", "env", "HOME=/var/lib/fallwatch", venv_bin + "/fallwatch",
+         "--config", config, "doctor", "--only", "engine"],
+        as_user + [venv_bin + "/fallwatch-calibrate", "--config", config, "--precision", "fp16"]]
+
+
+def test_engine_that_cannot_be_checked_here_is_not_rebuilt(installer: Installer, tmp_path: Path,
+                                                            model_onnx: Path) -> None:
+    from test_doctor import ORIN_FACTS, fake_engine
+
+    fake_engine(tmp_path / "state", model_onnx, ORIN_FACTS)
+    proc = _model_step(installer, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "warn  engine" in proc.stderr and "cannot compare it with this device" in proc.stderr
+    assert "not building it" in proc.stderr
+    assert installer.calls("fallwatch-calibrate") == []
+
+
+# ---------------------------------------------------------------- shellcheck
+
+
+def test_shell_scripts_are_shellcheck_clean() -> None:
+    if shutil.which("shellcheck") is None:
+        pytest.fail("shellcheck is not installed (apt-get install shellcheck; .ci/run installs it)")
+    scripts = [INSTALL] + sorted((REPO / "scripts").glob("*.sh")) + [REPO / ".ci/run"]
+    proc = subprocess.run(["shellcheck", "--shell=bash", "--severity=style"] + [str(s) for s in scripts],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
