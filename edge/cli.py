@@ -77,6 +77,58 @@ def cmd_model_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_detect(args: argparse.Namespace) -> int:
+    import cv2
+
+    from edge.draw import draw_skeletons
+    from edge.parse import parse_poses
+    from edge.pose import open_pose_model
+    from edge.specs import KEYPOINTS
+
+    config = _load_config(args)
+    image = _read_image(args.image)
+    model = open_pose_model(config)
+    try:
+        heatmaps, pafs, transform = model.maps(image)
+    finally:
+        model.close()
+    keypoints, scores = parse_poses(heatmaps, pafs, model.spec.topology)
+    keypoints = transform.keypoints_to_frame(keypoints)
+    height, width = image.shape[:2]
+    people = [{"score": round(float(score), 3),
+               "keypoints": {name: [round(float(x * width), 1), round(float(y * height), 1), round(float(c), 3)]
+                             for name, (x, y, c) in zip(KEYPOINTS, person) if c > 0}}
+              for person, score in zip(keypoints, scores)]
+    if args.out:
+        if not cv2.imwrite(args.out, draw_skeletons(image, keypoints, model.spec.topology, scores)):
+            raise SystemExit("fallwatch: cannot write %s" % args.out)
+    print(json.dumps({"image": args.image, "width": width, "height": height, "model": model.spec.name,
+                      "png": args.out, "people": people}))
+    return EXIT_OK
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from edge.evaluate import EvaluateError, evaluate, format_table, totals
+    from edge.pose import open_pose_model
+
+    config = _load_config(args)
+    cache = Path(args.cache) if args.cache else Path(config.paths.state_dir) / "evaluate-cache"
+    try:
+        results = evaluate(Path(args.dataset), config, cache, lambda: open_pose_model(config), args.max_fps)
+    except EvaluateError as exc:
+        print("fallwatch: %s" % exc, file=sys.stderr)
+        return EXIT_USAGE
+    print(format_table(results))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump({"clips": [dict(file=r.file, label=r.label, fall_start_s=r.fall_start_s, alert_t=r.alert_t,
+                                      latency_s=r.latency_s, alerts=r.alerts,
+                                      events=[{k: e[k] for k in ("type", "t", "track_id", "confidence", "features")
+                                               if k in e} for e in r.events]) for r in results],
+                       "totals": totals(results)}, fh, indent=1)
+    return EXIT_OK
+
+
 def cmd_config_show(args: argparse.Namespace) -> int:
     config = _load_config(args)
     import yaml
@@ -88,6 +140,177 @@ def cmd_config_show(args: argparse.Namespace) -> int:
 def cmd_config_check(args: argparse.Namespace) -> int:
     config = _load_config(args)
     print("%s: ok" % (config.source or "built-in defaults"))
+    return EXIT_OK
+
+
+def cmd_mqtt_test(args: argparse.Namespace) -> int:
+    from edge.mqttcheck import format_report, run_checks
+
+    config = _load_config(args)
+    steps = run_checks(config, timeout_s=args.timeout)
+    print(format_report(config, steps), flush=True)
+    return EXIT_FAIL if any(step.ok is False for step in steps) else EXIT_OK
+
+
+def doctor_checks() -> tuple:
+    from edge.doctor import CHECK_NAMES
+
+    return CHECK_NAMES
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    import os
+
+    from edge import doctor
+    from edge.board import detect_board
+    from edge.config import ConfigError, default_config_path, load_config
+
+    path = args.config
+    if path is None:
+        found = default_config_path()
+        path = found if found.is_file() else None
+    _setup_logging(args.log_level or "warning")
+    env = dict(doctor.service_env(), **os.environ)  # the service's EnvironmentFile, as systemd gives it
+    board = detect_board()
+    checks = []
+    show = None if args.json else (lambda check: print(doctor.format_check(check), flush=True))
+    if not args.json:
+        print("fallwatch doctor: %s" % (path or "built-in defaults"), flush=True)
+    try:
+        config = load_config(path, env=env)
+    except ConfigError as exc:
+        fix = ("run it with sudo: the configuration is readable by root and group fallwatch only"
+               if "Permission denied" in str(exc) else
+               "correct that key (config.yaml documents every key), then run doctor again")
+        checks.append(doctor.Check("config", doctor.FAIL, str(exc), fix))
+        if show:
+            show(checks[-1])
+        for check in (doctor.check_board(board, "onnxruntime"), doctor.check_python(board),
+                      doctor.check_jtop(board), doctor.check_service(doctor.service_state(), board)):
+            checks.append(check)
+            if show:
+                show(check)
+    else:
+        checks.append(doctor.Check("config", doctor.OK, "%s: valid, %d camera(s), backend %s" % (
+            config.source or "built-in defaults", len(config.cameras), config.engine.backend)))
+        if show:
+            show(checks[-1])
+        checks += doctor.run_checks(config, board, cameras=not args.no_cameras, mqtt=not args.no_mqtt,
+                                    progress=show, only=args.only)
+    if args.json:
+        print(json.dumps([dict(name=c.name, status=c.status, message=c.message, fix=c.fix) for c in checks],
+                         indent=2))
+    else:
+        print(doctor.summary(checks))
+    return doctor.exit_status(checks)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from edge.config import load_config
+    from edge.daemon import serve
+    from edge.notify import Notifier, Watchdog
+    from edge.sinks import open_sinks
+
+    config = _load_config(args)
+    if args.camera:
+        config = _one_camera(config, args.camera)
+    if not config.cameras:
+        print("fallwatch: no cameras configured: add at least one under cameras: in %s"
+              % (config.source or "config.yaml"), file=sys.stderr)
+        return EXIT_USAGE
+    first = config.cameras[0]
+    try:
+        sinks = open_sinks(args.events_out, args.record_skeletons, args.stats_out, args.preview,
+                           [c.name for c in config.cameras], preview_fps=first.max_fps or first.fps)
+    except OSError as exc:
+        print("fallwatch: %s" % exc, file=sys.stderr)
+        return EXIT_FAIL
+    if config.mqtt.enabled:
+        from edge.mqtt import MqttSink
+        from edge.outbox import OutboxError
+
+        try:
+            sinks.add(MqttSink(config).start(), first=True)
+        except (OutboxError, OSError) as exc:
+            sinks.close()
+            print("fallwatch: %s" % exc, file=sys.stderr)
+            return EXIT_FAIL
+    source, camera = config.source, args.camera
+
+    def reload_config():
+        fresh = load_config(source)
+        return _one_camera(fresh, camera) if camera else fresh
+
+    return serve(config, sinks, reload_config=reload_config, watchdog=Watchdog(Notifier()))
+
+
+def _one_camera(config, uri: str):
+    """``config`` with its cameras replaced by one camera named ``cam`` reading ``uri``."""
+    import dataclasses
+
+    from edge.config import CameraConfig
+
+    if "://" not in uri and not uri.startswith("/dev/"):
+        uri = str(Path(uri).resolve())
+    return dataclasses.replace(config, cameras=(CameraConfig(name="cam", uri=uri),))
+
+
+def _frame_rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1000:
+        raise argparse.ArgumentTypeError("%r is not a frame rate: give frames per second, 0 to 1000 (0 = every frame)"
+                                         % text)
+    return value
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    import datetime
+
+    from edge.replay import ReplayError, is_skeleton_file, replay_skeletons, replay_video
+    from edge.sinks import open_sinks
+
+    config = _load_config(args)
+    start_wall = 0.0
+    if args.start_time:
+        try:
+            moment = datetime.datetime.fromisoformat(args.start_time.replace("Z", "+00:00"))
+        except ValueError:
+            print("fallwatch: --start-time %r: expected ISO 8601, e.g. 2024-05-01T12:00:00Z" % args.start_time,
+                  file=sys.stderr)
+            return EXIT_USAGE
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=datetime.timezone.utc)
+        start_wall = moment.timestamp()
+    skeletons = is_skeleton_file(args.input)
+    try:
+        sinks = open_sinks(args.events_out, args.record_skeletons, None, args.preview, [args.camera],
+                           preview_fps=args.max_fps or 10.0)
+    except OSError as exc:
+        print("fallwatch: %s" % exc, file=sys.stderr)
+        return EXIT_FAIL
+    model = None
+    try:
+        if skeletons:
+            if args.preview:
+                log.warning("--preview: a skeleton JSONL has no images; no preview is written")
+            summary = replay_skeletons(args.input, config, sinks, max_fps=args.max_fps, start_wall=start_wall)
+        else:
+            from edge.pose import open_pose_model
+
+            model = open_pose_model(config)
+            summary = replay_video(args.input, config, model, sinks, camera=args.camera, max_fps=args.max_fps,
+                                   start_wall=start_wall)
+    except ReplayError as exc:
+        print("fallwatch: %s" % exc, file=sys.stderr)
+        return EXIT_FAIL
+    finally:
+        if model is not None:
+            model.close()
+        sinks.close()
+    print(json.dumps(summary.to_dict()), file=sys.stderr)
     return EXIT_OK
 
 
@@ -140,29 +363,137 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="PNG", help="where to write the picture (default: <image>_maps.png here)")
     p.set_defaults(func=cmd_model_check)
 
+    p = sub.add_parser(
+        "detect", help="find the people in an image: skeletons as JSON, and drawn over the image",
+        description="Runs the configured model and the pose parser on IMAGE and prints every person "
+                    "found as JSON: a score and, for each keypoint found, [x, y, confidence] in the "
+                    "image's pixels. With --out, also draws the skeletons over the image.")
+    p.add_argument("image", help="an image file (JPEG, PNG, ...)")
+    p.add_argument("--out", metavar="PNG", help="write the image with the skeletons drawn over it")
+    p.set_defaults(func=cmd_detect)
+
+    p = sub.add_parser(
+        "evaluate", help="run fall detection over a labelled folder of clips and report recall and false alerts",
+        description="Replays every clip listed in DATASET/labels.csv (columns file, label = fall | adl, "
+                    "fall_start_s) through the daemon's pipeline and prints a table: per clip whether and "
+                    "when fall_detected came, and the totals (recall, false alerts per ADL clip, median "
+                    "and worst time from fall start to alert). The skeletons of each clip are cached "
+                    "(keyed by the clip and the model, views and tracker settings), so a second run with "
+                    "other `fall:` thresholds takes seconds.")
+    p.add_argument("dataset", metavar="DATASET", help="a folder with labels.csv, e.g. ../shared/data/gmdcsa24")
+    p.add_argument("--cache", metavar="DIR", help="skeleton cache (default: <paths.state_dir>/evaluate-cache)")
+    p.add_argument("--max-fps", type=float, metavar="N", help="process at most N frames per second of video")
+    p.add_argument("--json", metavar="FILE", help="also write the results and every event as JSON")
+    p.set_defaults(func=cmd_evaluate)
+
     conf = sub.add_parser("config", help="check or print the configuration")
     conf_sub = _Sub(conf.add_subparsers(dest="config_command", metavar="ACTION"))
     conf_sub.add_parser("check", help="validate the configuration and exit (status 2 when invalid)"
                         ).set_defaults(func=cmd_config_check)
     conf_sub.add_parser("show", help="print the effective configuration, secrets hidden"
                         ).set_defaults(func=cmd_config_show)
+
+    p = sub.add_parser(
+        "mqtt-test", help="connect to the MQTT broker step by step and say exactly what fails",
+        description="Uses the mqtt: settings of the configuration, one line per step (ok / FAIL with the fix / "
+                    "skip): DNS (resolve mqtt.host), TCP (connect to mqtt.port), TLS (handshake, certificate "
+                    "check), login (user name and password; the password is never printed), publish (a test "
+                    "event, QoS 1, on <topic_prefix>/<device_id>/mqtt-test, never a camera's topic), delivery "
+                    "(the event must come back to a subscription on that topic: this is what catches an ACL "
+                    "that denies publishing under MQTT 3.1.1, where the broker acknowledges and drops it). "
+                    "The test client id is <client_id>-test, so a running daemon stays connected.",
+        epilog="Exit status: 0 when no step failed, 1 when one did, 2 bad configuration or usage.")
+    p.add_argument("--timeout", type=float, default=5.0, metavar="S",
+                   help="seconds to wait for each answer from the broker (default: 5)")
+    p.set_defaults(func=cmd_mqtt_test)
+
+    p = sub.add_parser(
+        "doctor", help="check that this device can do the job, and say what to fix",
+        description="One line per check (ok / warn / fail), with the fix under each warn and fail: the "
+                    "configuration; board and JetPack release; Python and NumPy; the inference runtime "
+                    "(TensorRT, CUDA, pycuda, or ONNX Runtime); OpenCV's GStreamer support; each camera "
+                    "opens and delivers frames; the TensorRT engine matches this device and model; the "
+                    "model runs on a real camera frame; the MQTT broker is reachable and accepts the "
+                    "login; disk space for the outbox; jtop; the fallwatch service. Run it with sudo "
+                    "to read /etc/fallwatch (and stop the service first to test local cameras).",
+        epilog="Exit status: 0 when nothing failed (warnings allowed), 1 when a check failed.")
+    p.add_argument("--no-cameras", action="store_true",
+                   help="do not open the cameras (and so do not run the model on a frame)")
+    p.add_argument("--no-mqtt", action="store_true", help="do not connect to the MQTT broker")
+    p.add_argument("--json", action="store_true", help="print the checks as a JSON list instead of text")
+    p.add_argument("--only", action="append", metavar="CHECK", choices=doctor_checks(),
+                   help="run only this check (repeatable): %s; the config is always checked"
+                        % ", ".join(doctor_checks()))
+    p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser(
+        "run", help="the daemon: cameras in, tracked skeletons and events out (what the service runs)",
+        description="Opens every configured camera (csi://N, v4l2:///dev/videoN, /dev/videoN, rtsp://..., "
+                    "video files) and runs capture -> preprocess -> engine -> parse -> track -> fall "
+                    "detector -> outputs until stopped. Events go to stdout as JSON lines (or --events-out), "
+                    "and over MQTT when mqtt.enabled. A camera that fails or stalls is reopened with backoff "
+                    "while the others go on. SIGTERM/SIGINT stop cleanly within 2 s; SIGHUP reloads the "
+                    "configuration (cameras, tracker, daemon settings; the model when it changed; output "
+                    "files and MQTT stay as started). Figures are logged every daemon.stats_interval_s.",
+        epilog="Exit status: 0 after a stop signal or when every camera ended (video files without loop), "
+               "1 on a fatal error (the reason is logged), 2 bad configuration or usage.")
+    p.add_argument("--events-out", metavar="FILE.jsonl", help="write events to this file instead of stdout")
+    p.add_argument("--record-skeletons", metavar="FILE.jsonl",
+                   help="record every processed frame's skeletons (never images) as JSON lines, for "
+                        "`fallwatch replay` and tuning")
+    p.add_argument("--stats-out", metavar="FILE.jsonl",
+                   help="write the periodic stats (and the final ones at the end) as JSON lines to this file")
+    p.add_argument("--preview", metavar="FILE.mp4",
+                   help="write an annotated video (skeletons, track ids) for debugging; with several "
+                        "cameras, FILE-<camera>.mp4 each")
+    p.add_argument("--camera", metavar="URI",
+                   help="read only this camera (csi://N, /dev/videoN, rtsp://..., a video file) instead of "
+                        "the configured cameras; it is named cam")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "replay", help="run the daemon's pipeline on a video file or a skeleton JSONL, as fast as possible",
+        description="Runs exactly the daemon's pipeline (the same stages, tracker and fall detector) on "
+                    "INPUT, every frame in order, timed by the input's own timestamps (frame index / frame "
+                    "rate for a video, the t field of a skeleton JSONL), not the clock: the same input "
+                    "gives the same output. Events go to stdout as JSON lines (or --events-out), each "
+                    "with t, the seconds since the start of the input; a summary goes to stderr.")
+    p.add_argument("input", help="a video file, or a skeleton JSONL (.jsonl) from `fallwatch run --record-skeletons`")
+    p.add_argument("--events-out", metavar="FILE.jsonl", help="write events to this file instead of stdout")
+    p.add_argument("--record-skeletons", metavar="FILE.jsonl",
+                   help="write the skeletons of every processed frame, with their track ids")
+    p.add_argument("--preview", metavar="FILE.mp4", help="write an annotated video (video input only)")
+    p.add_argument("--camera", default="replay",
+                   help="camera name in the output (video input; default: replay); when it names a configured "
+                        "camera, that camera's flip and max_fps apply")
+    p.add_argument("--max-fps", type=_frame_rate, default=None, metavar="N",
+                   help="process at most N frames per second of input time (default: the camera's max_fps, "
+                        "else every frame)")
+    p.add_argument("--start-time", metavar="ISO8601",
+                   help="wall-clock time of the input's start, for event timestamps (default: "
+                        "1970-01-01T00:00:00Z + t)")
+    p.set_defaults(func=cmd_replay)
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     from edge.engines import EngineError
     from edge.models import ModelFetchError
+    from edge.outbox import OutboxError
     from edge.specs import SpecError
 
     args = build_parser().parse_args(argv)
     _setup_logging(args.log_level or "info")
     try:
         return args.func(args)
-    except (EngineError, ModelFetchError, SpecError) as exc:
+    except (EngineError, ModelFetchError, SpecError, OutboxError) as exc:
         print("fallwatch: %s" % exc, file=sys.stderr)
         return EXIT_FAIL
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # e.g. piped into head
+        sys.stderr.close()
+        return EXIT_OK
 
 
 if __name__ == "__main__":

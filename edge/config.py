@@ -111,8 +111,8 @@ class ModelConfig(_Section):
     onnx: Optional[Path] = setting(None, "the ONNX model; null = the default model under models_dir")
     input_height: int = setting(368, "network input height, pixels", between=(32, 2048))
     input_width: int = setting(432, "network input width, pixels", between=(32, 2048))
-    resize: str = setting("letterbox", "how frames of another aspect ratio are fitted",
-                          choices=("letterbox", "stretch"))
+    resize: str = setting("stretch", "how frames of another aspect ratio are fitted (stretch finds more people; "
+                          "BENCHMARKS.md, Views)", choices=("letterbox", "stretch"))
 
 
 @dataclass(frozen=True)
@@ -121,6 +121,22 @@ class EngineConfig(_Section):
     threads: int = setting(0, "ONNX Runtime intra-op threads, 0 = library default", between=(0, 64))
     engine_file: Optional[Path] = setting(
         None, "TensorRT engine; null = <state_dir>/engines/<model>_<H>x<W>_<precision>.engine")
+    precision: str = setting("int8", "precision of the TensorRT engine (its default file name; fallwatch-calibrate's "
+                             "default)", choices=("int8", "fp16", "fp32"))
+
+
+def _check_polygon(points: Tuple[Tuple[float, ...], ...]) -> Optional[str]:
+    if len(points) < 3 or any(len(p) != 2 or not (0.0 <= p[0] <= 1.0 and 0.0 <= p[1] <= 1.0) for p in points):
+        return "expected at least 3 corners [x, y], each between 0 and 1 (fractions of the frame)"
+    return None
+
+
+@dataclass(frozen=True)
+class ZoneConfig(_Section):
+    kind: str = setting("ignore", "ignore: no fall alerts for people lying here (a bed, a sofa); floor: once "
+                        "any floor zone exists, alerts only there", choices=("ignore", "floor"))
+    polygon: Tuple[Tuple[float, ...], ...] = setting(
+        (), "corners [x, y] as fractions of the frame width and height (0..1), at least 3", check=_check_polygon)
 
 
 @dataclass(frozen=True)
@@ -136,6 +152,8 @@ class CameraConfig(_Section):
                              between=(0, 240))
     flip: str = setting("none", "image orientation correction",
                         choices=("none", "horizontal", "vertical", "rotate_180", "rotate_90_cw", "rotate_90_ccw"))
+    loop: bool = setting(False, "video files only: play the file again from the start when it ends (testing)")
+    zones: Tuple[ZoneConfig, ...] = section(tuple, "zones of this camera's picture for the fall detector")
 
 
 @dataclass(frozen=True)
@@ -145,6 +163,35 @@ class TlsConfig(_Section):
     cert_file: Optional[Path] = setting(None, "client certificate, PEM")
     key_file: Optional[Path] = setting(None, "client private key, PEM")
     insecure: bool = setting(False, "skip hostname verification (testing only)")
+
+
+@dataclass(frozen=True)
+class OutboxConfig(_Section):
+    file: Optional[Path] = setting(None, "the SQLite event outbox; null = <state_dir>/outbox.sqlite3")
+    max_events: int = setting(10000, "events kept at most while the broker is unreachable; the oldest go first",
+                              between=(1, 10000000))
+    max_age_s: float = setting(604800, "events older than this are dropped unsent, seconds (604800 = 7 days)",
+                               between=(60, 31536000))
+
+
+@dataclass(frozen=True)
+class HomeAssistantConfig(_Section):
+    enabled: bool = setting(True, "announce a binary_sensor per camera through Home Assistant MQTT discovery")
+    discovery_prefix: str = setting("homeassistant", "Home Assistant's discovery topic prefix",
+                                    pattern=r"[^#+/\s]+(/[^#+/\s]+)*",
+                                    hint="topic levels separated by /, without #, + or spaces")
+    birth_topic: Optional[str] = setting(None, "Home Assistant's birth topic; null = <discovery_prefix>/status",
+                                         pattern=r"[^#+\s]+", hint="a topic without #, + or spaces")
+
+
+@dataclass(frozen=True)
+class SnapshotConfig(_Section):
+    enabled: bool = setting(False, "publish a retained JPEG of the skeleton at each fall on <camera>/snapshot")
+    mode: str = setting("blank", "what is under the skeleton: blank (nothing) or blur (the frame, blurred)",
+                        choices=("blank", "blur"))
+    blur_sigma_px: float = setting(12, "Gaussian blur sigma in snapshot pixels (mode blur)", between=(1, 200))
+    width_px: int = setting(640, "snapshot width in pixels; the height keeps the frame's aspect", between=(64, 4096))
+    jpeg_quality: int = setting(80, "JPEG quality, 1 (small) to 100 (best)", between=(1, 100))
 
 
 @dataclass(frozen=True)
@@ -167,6 +214,134 @@ class MqttConfig(_Section):
     password_file: Optional[Path] = setting(None, "a file whose first line is the password")
     allow_plain_password: bool = setting(False, "allow a password over plain TCP to a non-loopback host")
     tls: TlsConfig = section(TlsConfig, "TLS settings")
+    inflight_max: int = setting(20, "events published but not yet acknowledged, at most", between=(1, 1000))
+    connect_timeout_s: float = setting(10, "a connection attempt (TCP, TLS, CONNACK) may take this long, seconds",
+                                       between=(1, 300))
+    reconnect_min_s: float = setting(1, "first wait before reconnecting, seconds; doubles per failed attempt",
+                                     between=(0.1, 3600))
+    reconnect_max_s: float = setting(60, "longest wait between reconnection attempts, seconds (at least reconnect_min_s)",
+                                     between=(0.1, 86400))
+    stats_interval_s: float = setting(30, "publish <device>/stats this often, seconds; 0 = never", between=(0, 86400))
+    close_timeout_s: float = setting(5, "at shutdown, wait this long for acknowledgements in flight, seconds",
+                                     between=(0, 300))
+    outbox: OutboxConfig = section(OutboxConfig, "the durable event outbox")
+    homeassistant: HomeAssistantConfig = section(HomeAssistantConfig, "Home Assistant MQTT discovery")
+    snapshot: SnapshotConfig = section(SnapshotConfig, "skeleton snapshots")
+
+
+@dataclass(frozen=True)
+class DaemonConfig(_Section):
+    stats_interval_s: float = setting(30, "log the daemon's figures and hand them to the outputs this often, "
+                                      "seconds; 0 = never", between=(0, 86400))
+    queue_size: int = setting(1, "frames preprocessed ahead of the engine, and waiting for post-processing, at most "
+                              "(more adds latency, not speed)", between=(1, 64))
+    reconnect_min_s: float = setting(0.5, "first wait before reopening a failed camera, seconds; doubles per "
+                                     "failure", between=(0.01, 3600))
+    reconnect_max_s: float = setting(30, "longest wait before reopening a failed camera, seconds",
+                                     between=(0.01, 86400))
+    stall_timeout_s: float = setting(5, "a streaming camera with no frame for this long is reopened, seconds",
+                                     between=(0.1, 3600))
+    open_timeout_s: float = setting(20, "opening a camera may take this long before it counts as stalled, seconds",
+                                    between=(0.1, 3600))
+
+
+@dataclass(frozen=True)
+class TrackerConfig(_Section):
+    max_match_distance_heights: float = setting(
+        0.5, "a person matches a track when their keypoints are on average at most this far apart, in "
+        "person heights (the larger side of the skeleton's box)", between=(0.01, 10))
+    max_speed_heights_per_s: float = setting(
+        2, "the match distance grows by this much per second a track goes unseen, person heights per second",
+        between=(0, 100))
+    max_missed_s: float = setting(2, "a track keeps its id this long without being seen, seconds", between=(0, 3600))
+    min_hits: int = setting(3, "frames in a row a new person must be seen in before getting a track id",
+                            between=(1, 100))
+    min_keypoint_confidence: float = setting(0.05, "keypoints below this confidence count as missing",
+                                             between=(0, 1))
+    min_common_keypoints: int = setting(2, "fewer keypoints in common: compare skeleton box centres instead",
+                                        between=(1, 18))
+    min_person_size: float = setting(0.05, "smallest person height used to scale distances, fraction of the "
+                                     "frame height", between=(0.001, 1))
+    size_memory_s: float = setting(5, "a track's person size is the largest side of its skeleton's box over this "
+                                   "much past, seconds (a person half seen or falling keeps their size)",
+                                   between=(0, 3600))
+    history_s: float = setting(10, "each track keeps this much past for the fall detector, seconds",
+                               between=(0, 3600))
+
+
+@dataclass(frozen=True)
+class ViewsConfig(_Section):
+    policy: str = setting("auto", "when the frame is also run rotated by 90 degrees (people lying on the floor): "
+                          "always, never, or auto (while a track looks like a fall, and hold_s after)",
+                          choices=("auto", "always", "never"))
+    rotated_views: str = setting("both", "the extra views: both (90 degrees clockwise and counter-clockwise), cw "
+                                 "or ccw", choices=("both", "cw", "ccw"))
+    hold_s: float = setting(3, "auto: extra views keep running this long after the last suspicious moment, seconds",
+                            between=(0, 3600))
+    suspicious_torso_angle_deg: float = setting(
+        60, "auto: a track whose torso (hips to neck) is this far from vertical is suspicious, degrees",
+        between=(0, 180))
+    suspicious_torso_s: float = setting(
+        1, "auto: ... once its torso has been so for this long, seconds (bending down for a moment is not)",
+        between=(0, 60))
+    suspicious_descent_bh_per_s: float = setting(
+        0.5, "auto: a track whose hips go down this fast is suspicious, body heights per second", between=(0, 100))
+    descent_window_s: float = setting(0.5, "auto: the descent speed is measured over this much of a track's past, "
+                                      "seconds", between=(0.01, 60))
+    lost_near_floor_s: float = setting(2, "auto: a track lost inside the picture (not walking out through an edge) or "
+                                       "after going down stays suspicious this long after it was last seen, seconds",
+                                       between=(0, 3600))
+    lost_edge_margin: float = setting(0.03, "auto: 'inside the picture' means last seen at least this far from every "
+                                      "border, fraction of the frame", between=(0, 0.5))
+    lost_drop_bh: float = setting(0.15, "auto: 'going down' means last seen at least this far below its highest "
+                                  "point of the last seconds, body heights", between=(0, 10))
+    probe_every_s: float = setting(0, "auto: run the extra views once this often even when nothing is suspicious, "
+                                   "seconds; 0 = never", between=(0, 86400))
+    merge_distance: float = setting(0.45, "one person seen in two views: skeletons whose parts are at most this far "
+                                    "apart (median, in person sizes) are merged", between=(0, 10))
+    merge_box_overlap: float = setting(0.5, "... and so are skeletons whose boxes (widened by 10%) cover at least this "
+                                       "fraction of the smaller box", between=(0, 1))
+
+
+@dataclass(frozen=True)
+class FallConfig(_Section):
+    """Thresholds of edge/fall.py (bh = the person's own body height); see FallParams."""
+
+    min_keypoint_confidence: float = setting(0.1, "keypoints below this confidence count as missing", between=(0, 1))
+    descent_window_s: float = setting(1.5, "a descent is measured over at most this much past, seconds",
+                                      between=(0.2, 10))
+    min_descent_bh: float = setting(0.35, "the head must go down at least this far, body heights", between=(0.05, 2))
+    min_descent_speed_bh_per_s: float = setting(0.5, "... at least this fast, body heights per second",
+                                                between=(0.05, 10))
+    confirm_within_s: float = setting(3.0, "after a descent the person must be down within this time, seconds",
+                                      between=(0.2, 30))
+    min_down_s: float = setting(0.6, "and stay down this long before fall_detected, seconds", between=(0, 30))
+    max_head_height_bh: float = setting(0.35, "down: head at most this high above the floor, body heights",
+                                        between=(0.05, 1.5))
+    max_head_height_lying_bh: float = setting(
+        0.5, "down: or this high when the torso is lying (see lying_torso_angle_deg), body heights",
+        between=(0.05, 1.5))
+    max_hip_height_bh: float = setting(0.35, "down: and the hips (when seen) at most this high, body heights",
+                                       between=(0.05, 1.5))
+    lying_torso_angle_deg: float = setting(50.0, "a torso this far from vertical counts as lying, degrees",
+                                           between=(10, 90))
+    max_floor_head_bh: float = setting(0.2, "lying on the floor: head and hips at most this high, body heights",
+                                       between=(0.01, 1.0))
+    floor_lying_s: float = setting(1.5, "lying on the floor this long is a fall even without a fast descent, "
+                                   "seconds", between=(0.2, 600))
+    upright_torso_angle_deg: float = setting(30.0, "the floor under a person is learned only while their torso "
+                                             "is at most this far from vertical, degrees", between=(5, 80))
+    up_head_height_bh: float = setting(0.6, "up again: head at least this high above the floor, body heights",
+                                       between=(0.1, 2))
+    min_up_s: float = setting(2.0, "up for this long -> fall_cleared, seconds", between=(0, 600))
+    long_lie_s: float = setting(60.0, "still not up this long after fall_detected -> long_lie, seconds",
+                                between=(1, 86400))
+    cooldown_s: float = setting(10.0, "no new fall_detected for a person this soon after fall_cleared, seconds",
+                                between=(0, 86400))
+    size_memory_s: float = setting(10.0, "a person's size is a high quantile over this much past, seconds",
+                                   between=(1, 600))
+    min_size_px: float = setting(20.0, "people smaller than this (body height, pixels) are not judged",
+                                 between=(1, 2000))
 
 
 @dataclass(frozen=True)
@@ -179,6 +354,10 @@ class Config(_Section):
     engine: EngineConfig = section(EngineConfig, "the inference engine")
     cameras: Tuple[CameraConfig, ...] = section(lambda: (CameraConfig(),), "the cameras")
     mqtt: MqttConfig = section(MqttConfig, "the MQTT connection")
+    daemon: DaemonConfig = section(DaemonConfig, "the daemon (fallwatch run)")
+    tracker: TrackerConfig = section(TrackerConfig, "the person tracker")
+    views: ViewsConfig = section(ViewsConfig, "rotated views for people lying on the floor")
+    fall: FallConfig = section(FallConfig, "fall detection thresholds")
     # Not a key: the absolute path of the file loaded, None for the built-in defaults.
     source: Optional[Path] = field(default=None, compare=False, metadata=dict(internal=True))
 
@@ -253,7 +432,7 @@ def iter_schema(cls: Optional[type] = None, prefix: str = "") -> Iterator[Tuple[
         tp, key = _hints(cls)[f.name], prefix + f.name
         if _section_type(tp):
             yield from iter_schema(tp, key + ".")
-        elif typing.get_origin(tp) is tuple:
+        elif typing.get_origin(tp) is tuple and _section_type(typing.get_args(tp)[0]):
             yield from iter_schema(typing.get_args(tp)[0], key + "[i].")
         else:
             yield key, f
@@ -307,7 +486,11 @@ def _value(tp: Any, value: Any, key: str, meta: Mapping[str, Any], ctx: _Ctx) ->
         if not isinstance(value, list):
             wrong()
         item = typing.get_args(tp)[0]
-        return tuple(_value(item, v, "%s[%d]" % (key, i), {}, ctx) for i, v in enumerate(value))
+        items = tuple(_value(item, v, "%s[%d]" % (key, i), {}, ctx) for i, v in enumerate(value))
+        reason = meta["check"](items) if meta.get("check") else None
+        if reason:
+            _fail(ctx, key, "got %s; %s" % (_show(given, secret), reason))
+        return items
     if value is None or isinstance(value, bool) is not (tp is bool):
         wrong()
     if tp is float and isinstance(value, int):

@@ -57,7 +57,14 @@ class PoseModel:
 def open_pose_model(config) -> PoseModel:
     """Load the spec and engine that ``config`` names; errors say what to fix."""
     spec = load_spec(config.model.spec)
-    engine = create_engine(config.engine.backend, model_path(config), threads=config.engine.threads)
+    onnx = model_path(config)
+    if config.engine.backend == "tensorrt":
+        from edge.engines.tensorrt import engine_path_for  # imports nothing of TensorRT itself
+
+        engine = create_engine("tensorrt", onnx, engine_file=engine_path_for(config, onnx),
+                               input_hw=input_hw(config), precision=config.engine.precision)
+    else:
+        engine = create_engine(config.engine.backend, onnx, threads=config.engine.threads)
     if engine.input_name != spec.input_tensor:
         raise EngineError("the model's input is %r but spec %s expects %r: is model.spec right for %s?"
                           % (engine.input_name, spec.name, spec.input_tensor, model_path(config)))

@@ -31,12 +31,15 @@ def model_onnx() -> Path:
 
 @pytest.fixture(scope="session")
 def pose_model(model_onnx):
-    """The default model on ONNX Runtime, letterboxed 368x432, as the daemon would run it."""
+    """The default model on ONNX Runtime at 368x432, resized as the default configuration says
+    (model.resize), as the daemon would run it."""
+    from edge.config import load_config
     from edge.engines.onnxruntime import OnnxRuntimeEngine
     from edge.pose import PoseModel
     from edge.specs import load_spec
 
-    model = PoseModel(load_spec("openpose-mobilenet-thin"), OnnxRuntimeEngine(model_onnx), (368, 432), "letterbox")
+    resize = load_config(None, env={}).model.resize
+    model = PoseModel(load_spec("openpose-mobilenet-thin"), OnnxRuntimeEngine(model_onnx), (368, 432), resize)
     yield model
     model.close()
 
