@@ -103,16 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config(args: argparse.Namespace):
-    from edge.config import default_config_path, load_config_or_exit
+    from edge.cli import load_config_for
 
-    path = args.config
-    if path is None:
-        found = default_config_path()
-        path = found if found.is_file() else None
-    config = load_config_or_exit(path)
-    logging.basicConfig(stream=sys.stderr, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-    logging.getLogger().setLevel(getattr(logging, (args.log_level or config.log_level).upper(), logging.INFO))
-    return config
+    return load_config_for(args)
 
 
 def _usage(message: str) -> int:

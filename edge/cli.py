@@ -6,7 +6,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import List, Optional
 
 from edge import __version__
 
@@ -20,7 +20,9 @@ def _setup_logging(level: str) -> None:
     logging.getLogger().setLevel(getattr(logging, level.upper(), logging.INFO))
 
 
-def _load_config(args: argparse.Namespace):
+def load_config_for(args: argparse.Namespace):
+    """The configuration a command names (``args.config``, else the default places), loaded or
+    exit status 2; logging set to ``args.log_level`` or the config's level. Shared by every CLI."""
     from edge.config import default_config_path, load_config_or_exit
 
     path = args.config
@@ -44,33 +46,40 @@ def _read_image(path: str):
 def cmd_model_fetch(args: argparse.Namespace) -> int:
     from edge.models import fetch_default_model
 
-    config = _load_config(args)
+    config = load_config_for(args)
     path = fetch_default_model(config.paths.models_dir, (config.model.input_height, config.model.input_width),
                                log=log.info)
     print(path)
     return EXIT_OK
 
 
-def cmd_model_check(args: argparse.Namespace) -> int:
-    import cv2
-
-    from edge.mapview import render_maps, strongest_peaks
+def _image_maps(args: argparse.Namespace):
+    """The configured model run once on ``args.image``: ``(image, spec, heatmaps, pafs, transform)``."""
     from edge.pose import open_pose_model
-    from edge.specs import KEYPOINT_INDEX
 
-    config = _load_config(args)
+    config = load_config_for(args)
     image = _read_image(args.image)
     model = open_pose_model(config)
     try:
         heatmaps, pafs, transform = model.maps(image)
     finally:
         model.close()
+    return image, model.spec, heatmaps, pafs, transform
+
+
+def cmd_model_check(args: argparse.Namespace) -> int:
+    import cv2
+
+    from edge.mapview import render_maps, strongest_peaks
+    from edge.specs import KEYPOINT_INDEX
+
+    image, spec, heatmaps, pafs, transform = _image_maps(args)
     out = Path(args.out or Path(args.image).stem + "_maps.png")
     if not cv2.imwrite(str(out), render_maps(image, heatmaps, pafs, transform)):
         raise SystemExit("fallwatch: cannot write %s" % out)
     necks = strongest_peaks(heatmaps[KEYPOINT_INDEX["neck"]], transform, image.shape[:2])
     print(json.dumps({
-        "image": args.image, "png": str(out), "model": model.spec.name,
+        "image": args.image, "png": str(out), "model": spec.name,
         "heatmaps": list(heatmaps.shape), "pafs": list(pafs.shape),
         "neck_peaks": [{"x": round(x, 1), "y": round(y, 1), "score": round(s, 3)} for x, y, s in necks],
     }, indent=2))
@@ -82,17 +91,10 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
     from edge.draw import draw_skeletons
     from edge.parse import parse_poses
-    from edge.pose import open_pose_model
     from edge.specs import KEYPOINTS
 
-    config = _load_config(args)
-    image = _read_image(args.image)
-    model = open_pose_model(config)
-    try:
-        heatmaps, pafs, transform = model.maps(image)
-    finally:
-        model.close()
-    keypoints, scores = parse_poses(heatmaps, pafs, model.spec.topology)
+    image, spec, heatmaps, pafs, transform = _image_maps(args)
+    keypoints, scores = parse_poses(heatmaps, pafs, spec.topology)
     keypoints = transform.keypoints_to_frame(keypoints)
     height, width = image.shape[:2]
     people = [{"score": round(float(score), 3),
@@ -100,9 +102,9 @@ def cmd_detect(args: argparse.Namespace) -> int:
                              for name, (x, y, c) in zip(KEYPOINTS, person) if c > 0}}
               for person, score in zip(keypoints, scores)]
     if args.out:
-        if not cv2.imwrite(args.out, draw_skeletons(image, keypoints, model.spec.topology, scores)):
+        if not cv2.imwrite(args.out, draw_skeletons(image, keypoints, spec.topology, scores)):
             raise SystemExit("fallwatch: cannot write %s" % args.out)
-    print(json.dumps({"image": args.image, "width": width, "height": height, "model": model.spec.name,
+    print(json.dumps({"image": args.image, "width": width, "height": height, "model": spec.name,
                       "png": args.out, "people": people}))
     return EXIT_OK
 
@@ -111,7 +113,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from edge.evaluate import EvaluateError, evaluate, format_table, totals
     from edge.pose import open_pose_model
 
-    config = _load_config(args)
+    config = load_config_for(args)
     cache = Path(args.cache) if args.cache else Path(config.paths.state_dir) / "evaluate-cache"
     try:
         results = evaluate(Path(args.dataset), config, cache, lambda: open_pose_model(config), args.max_fps)
@@ -130,7 +132,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_config_show(args: argparse.Namespace) -> int:
-    config = _load_config(args)
+    config = load_config_for(args)
     import yaml
 
     print(yaml.safe_dump(config.to_dict(redact=True), sort_keys=False), end="")
@@ -138,7 +140,7 @@ def cmd_config_show(args: argparse.Namespace) -> int:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    config = _load_config(args)
+    config = load_config_for(args)
     print("%s: ok" % (config.source or "built-in defaults"))
     return EXIT_OK
 
@@ -146,7 +148,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 def cmd_mqtt_test(args: argparse.Namespace) -> int:
     from edge.mqttcheck import format_report, run_checks
 
-    config = _load_config(args)
+    config = load_config_for(args)
     steps = run_checks(config, timeout_s=args.timeout)
     print(format_report(config, steps), flush=True)
     return EXIT_FAIL if any(step.ok is False for step in steps) else EXIT_OK
@@ -211,7 +213,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from edge.notify import Notifier, Watchdog
     from edge.sinks import open_sinks
 
-    config = _load_config(args)
+    config = load_config_for(args)
     if args.camera:
         config = _one_camera(config, args.camera)
     if not config.cameras:
@@ -272,7 +274,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from edge.replay import ReplayError, is_skeleton_file, replay_skeletons, replay_video
     from edge.sinks import open_sinks
 
-    config = _load_config(args)
+    config = load_config_for(args)
     start_wall = 0.0
     if args.start_time:
         try:
