@@ -20,7 +20,7 @@ from typing import Dict, Optional, Sequence, Tuple
 
 from calibration.data import TensorSet
 from calibration.frames import sample_indices
-from calibration.progress import Progress
+from calibration.progress import Progress, counted
 
 log = logging.getLogger("fallwatch.calibration")
 
@@ -59,20 +59,13 @@ def _reader_class():
         """Feeds ONNX Runtime's calibrator from a :class:`TensorSet`, batch by batch, with a progress bar."""
 
         def __init__(self, data: TensorSet, input_name: str, batch_size: int, progress: bool) -> None:
-            self._batches = data.batches(batch_size)
+            bar = Progress("calibrating (onnxruntime)", len(data)) if progress else None
+            self._batches = counted(data.batches(batch_size), bar)
             self._name = input_name
-            self._bar = Progress("calibrating (onnxruntime)", len(data)) if progress else None
 
         def get_next(self) -> Optional[Dict[str, object]]:
             batch = next(self._batches, None)
-            if batch is None:
-                if self._bar is not None:
-                    self._bar.close()
-                    self._bar = None
-                return None
-            if self._bar is not None:
-                self._bar.update(len(batch))
-            return {self._name: batch}
+            return None if batch is None else {self._name: batch}
 
     return Reader
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import IO, Optional
+from typing import IO, Iterable, Iterator, Optional, Sized, TypeVar
+
+T = TypeVar("T")
 
 
 class Progress:
@@ -48,3 +50,14 @@ class Progress:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def counted(batches: Iterable[T], bar: Optional[Progress]) -> Iterator[T]:
+    """The batches, each counted on ``bar`` (by its length) as it is handed out; the bar is closed
+    once they run out. ``bar`` None: the batches as they are."""
+    for batch in batches:
+        if bar is not None:
+            bar.update(len(batch) if isinstance(batch, Sized) else 1)
+        yield batch
+    if bar is not None:
+        bar.close()

@@ -17,7 +17,7 @@ import numpy as np
 
 from calibration.cache import read_cache, write_cache
 from calibration.data import TensorSet
-from calibration.progress import Progress
+from calibration.progress import Progress, counted
 from calibration.shapes import ShapeError, plan_input
 from edge.engines import EngineError
 from edge.engines.metadata import EngineMetadata, make_metadata, metadata_path, utc_now
@@ -51,10 +51,10 @@ def make_calibrator(trt: Any, cuda: Any, kind: str, data: Optional[TensorSet], b
         def __init__(self) -> None:
             base.__init__(self)
             self.batches_given = 0
-            self._batches = data.batches(batch_size, drop_last=True) if data is not None else iter(())
-            self._device: Any = None
             total = (len(data) // batch_size) * batch_size if data is not None else 0
-            self._bar = Progress("calibrating (TensorRT %s)" % kind, total) if progress and total else None
+            bar = Progress("calibrating (TensorRT %s)" % kind, total) if progress and total else None
+            self._batches = counted(data.batches(batch_size, drop_last=True) if data is not None else iter(()), bar)
+            self._device: Any = None
 
         def get_batch_size(self) -> int:
             return batch_size
@@ -62,16 +62,11 @@ def make_calibrator(trt: Any, cuda: Any, kind: str, data: Optional[TensorSet], b
         def get_batch(self, names: List[str], p_str: Any = None) -> Optional[List[int]]:
             batch = next(self._batches, None)
             if batch is None:
-                if self._bar is not None:
-                    self._bar.close()
-                    self._bar = None
                 return None
             if self._device is None:
                 self._device = cuda.mem_alloc(batch.nbytes)
             cuda.memcpy_htod(self._device, np.ascontiguousarray(batch, dtype=np.float32))
             self.batches_given += 1
-            if self._bar is not None:
-                self._bar.update(len(batch))
             return [int(self._device)] * len(names)
 
         def read_calibration_cache(self) -> Optional[bytes]:
