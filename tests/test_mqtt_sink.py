@@ -181,6 +181,7 @@ def test_snapshot_at_a_fall_is_retained_and_private(broker: Broker, tmp_path: Pa
 
 
 def test_emit_refuses_what_it_cannot_send(broker: Broker, tmp_path: Path) -> None:
+    sub = Subscriber(broker, ("#",), client_id="numpy-check", persistent=False).start()
     sink = start_sink(tmp_path, broker, stats_interval_s=0)
     with pytest.raises(ValueError, match="without event_id"):
         sink.emit({"type": "fall_detected", "camera": "room1"})
@@ -189,7 +190,15 @@ def test_emit_refuses_what_it_cannot_send(broker: Broker, tmp_path: Path) -> Non
     e = event(1, "fall_detected")
     e["confidence"], e["bbox"] = np.float32(0.75), np.array([0.1, 0.2, 0.3, 0.4])
     sink.emit(e)  # NumPy values become JSON numbers
-    payload = json.loads(sink.outbox.pending(0, 1)[0].payload)
+    # read it where it arrives: the outbox may already have been emptied by the broker's PUBACK
+    deadline = time.monotonic() + 10
+    falls: List[bytes] = []
+    while not falls and time.monotonic() < deadline:
+        falls = [p for _, t, p, _ in sub.snapshot() if t.endswith("/room1/fall")]
+        time.sleep(0.05)
+    sub.stop()
+    assert falls, "the event never reached the broker"
+    payload = json.loads(falls[0])
     assert payload["confidence"] == 0.75 and payload["bbox"] == pytest.approx([0.1, 0.2, 0.3, 0.4])
     sink.close()
     with pytest.raises(RuntimeError, match="after close"):
