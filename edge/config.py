@@ -313,6 +313,8 @@ class FallConfig(_Section):
     min_descent_bh: float = setting(0.35, "the head must go down at least this far, body heights", between=(0.05, 2))
     min_descent_speed_bh_per_s: float = setting(0.5, "... at least this fast, body heights per second",
                                                 between=(0.05, 10))
+    gap_s: float = setting(0.4, "a person unseen this long, then back low, may carry a fast descent seen before "
+                           "the gap across it, seconds", between=(0.05, 30))
     confirm_within_s: float = setting(3.0, "after a descent the person must be down within this time, seconds",
                                       between=(0.2, 30))
     min_down_s: float = setting(0.6, "and stay down this long before fall_detected, seconds", between=(0, 30))

@@ -17,6 +17,11 @@ Per observation (one skeleton of one track, pixels of the frame):
 * ``torso_angle_deg`` — the neck-to-hips axis from vertical (0 upright, 90 horizontal).
 * ``descent`` — how far the head (or, when it is missing, the neck, shoulders or hips) went
   down within the last ``descent_window_s``, in body heights, and how fast (bh per second).
+  The network often loses a person in the middle of a fall (motion blur, legs in the air): when
+  a track comes back after at least ``gap_s`` unseen, within ``confirm_within_s``, and its head
+  was already going down at ``min_descent_speed_bh_per_s`` or faster (at least half of
+  ``min_descent_bh``) when it was lost, the descent is measured from before the gap to now, at
+  the speed seen before it.
 
 States: ``normal`` -> (fast descent) ``descending`` -> (down for ``min_down_s`` within
 ``confirm_within_s``) ``fallen``: ``fall_detected`` -> (still not up after ``long_lie_s``)
@@ -30,7 +35,10 @@ somebody first seen lying (in bed, say) never has one and never raises this.
 
 "Down" means the head is low (``max_head_height_bh``, or ``max_head_height_lying_bh`` when the
 torso is at least ``lying_torso_angle_deg`` from vertical) and the hips, when seen, are low
-(``max_hip_height_bh``); when the hips are not seen the torso must be lying. Sitting on
+(``max_hip_height_bh``); when the hips are not seen the torso must be lying. A frame that cannot
+tell (torso angle unknown, and the head low enough only for a lying person, or the hips unseen)
+neither starts nor stops the
+``min_down_s`` clock: half-detected lying people do not reset it. Sitting on
 a chair or the floor keeps the head high; bending to pick something up keeps the hips high;
 lying down on a bed is slow. Zones (normalised polygons) suppress alerts where lying is normal
 (``ignore``) or, when any ``floor`` zone exists, allow them only there.
@@ -69,6 +77,7 @@ class FallParams:
 
     min_keypoint_confidence: float = 0.1  # parts below this count as missing
     descent_window_s: float = 1.5  # a descent is measured over at most this much past
+    gap_s: float = 0.4  # a track unseen this long, then back, may carry a descent across the gap
     min_descent_bh: float = 0.35  # the head must go down at least this far ...
     min_descent_speed_bh_per_s: float = 0.5  # ... at least this fast on average
     confirm_within_s: float = 3.0  # after a descent, the person must be down within this time
@@ -260,8 +269,8 @@ class FallDetector:
             st.sizes.popleft()
         size = float(np.quantile([s for _, s in st.sizes], 0.8)) if st.sizes else math.nan
         st.recent.append(obs)
-        while st.recent and st.recent[0].t < obs.t - p.descent_window_s:
-            st.recent.popleft()
+        while st.recent and st.recent[0].t < obs.t - p.descent_window_s - p.confirm_within_s:
+            st.recent.popleft()  # a descent across a gap looks back this far
         # The floor is learned only from an upright torso with the legs below the hips (standing or
         # sitting): during a slow collapse the feet may be up on a chair, nowhere near the floor.
         upright = not math.isnan(obs.torso_angle_deg) and obs.torso_angle_deg < p.upright_torso_angle_deg
@@ -286,35 +295,65 @@ class FallDetector:
         """How far (bh) and how fast (bh/s) the head went down to where it is now, from any
         earlier point in the descent window. A descent counts when some earlier point is at least
         ``min_descent_bh`` higher and was left at ``min_descent_speed_bh_per_s`` or faster; then
-        this returns the largest such drop and the highest such speed, else ``(largest drop, 0)``."""
+        this returns the largest such drop and the highest such speed, else ``(largest drop, 0)``.
+        After a gap in the track (see the module's notes) the descent may be carried across it."""
         p = self.params
         drops, speeds = [], []
         for old in st.recent:
             dt = obs.t - old.t
-            if dt >= 0.1:
+            if 0.1 <= dt <= p.descent_window_s:
                 drops.append((obs.head_y - old.head_y) / size)
                 speeds.append(drops[-1] / dt)
-        if not drops:
-            return 0.0, 0.0
         d, v = np.array(drops), np.array(speeds)
         fast = (d >= p.min_descent_bh) & (v >= p.min_descent_speed_bh_per_s)
         if fast.any():
             return float(d[fast].max()), float(v[fast].max())
-        return float(np.nanmax(d)), 0.0
+        carried = self._descent_across_gap(st, obs, size)
+        if carried is not None:
+            return carried
+        return (float(np.nanmax(d)), 0.0) if drops else (0.0, 0.0)
+
+    def _descent_across_gap(self, st: _TrackState, obs: Observation, size: float
+                            ) -> Optional[Tuple[float, float]]:
+        """(drop, speed) when the track was lost while going down fast and is back low enough."""
+        p = self.params
+        if len(st.recent) < 3:
+            return None
+        prev = st.recent[-2]
+        gap = obs.t - prev.t
+        if not p.gap_s <= gap <= p.confirm_within_s:
+            return None
+        before = [o for o in st.recent if prev.t - p.descent_window_s <= o.t < prev.t]
+        onset = [((prev.head_y - o.head_y) / size, (prev.head_y - o.head_y) / size / (prev.t - o.t))
+                 for o in before if prev.t - o.t >= 0.1]
+        fast_onset = [v for dv, v in onset if dv >= 0.5 * p.min_descent_bh and v >= p.min_descent_speed_bh_per_s]
+        if not fast_onset:
+            return None
+        drop = (obs.head_y - min(o.head_y for o in before)) / size
+        if not drop >= p.min_descent_bh:
+            return None
+        return float(drop), float(max(fast_onset))
 
     def _heights(self, obs: Observation, floor: float, size: float) -> Tuple[float, float]:
         return (floor - obs.head_y) / size, (floor - obs.hip_y) / size
 
-    def _is_down(self, obs: Observation, head_h: float, hip_h: float) -> bool:
+    def _is_down(self, obs: Observation, head_h: float, hip_h: float) -> Optional[bool]:
         """Head low (lower still when the torso is upright, so sitting on the floor is not down)
-        and hips low; with the hips unseen, the head low and the torso lying."""
+        and hips low; with the hips unseen, the head low and the torso lying. None when the frame
+        cannot tell: the torso's angle unknown and the head low enough only for a lying person."""
         p = self.params
-        lying = not math.isnan(obs.torso_angle_deg) and obs.torso_angle_deg >= p.lying_torso_angle_deg
-        if math.isnan(head_h) or head_h > (p.max_head_height_lying_bh if lying else p.max_head_height_bh):
+        if not math.isnan(hip_h) and hip_h > p.max_hip_height_bh:
             return False
-        if not math.isnan(hip_h):
-            return hip_h <= p.max_hip_height_bh
-        return lying
+        if math.isnan(head_h) or head_h > p.max_head_height_lying_bh:
+            return False
+        if math.isnan(obs.torso_angle_deg):
+            if head_h > p.max_head_height_bh:
+                return None
+            return True if not math.isnan(hip_h) else None
+        lying = obs.torso_angle_deg >= p.lying_torso_angle_deg
+        if not lying:
+            return head_h <= p.max_head_height_bh and not math.isnan(hip_h)
+        return True
 
     def _on_floor(self, obs: Observation, head_h: float, hip_h: float) -> bool:
         """Lying flat at floor level (not on a bed: its top is well above max_floor_head_bh)."""
@@ -362,7 +401,7 @@ class FallDetector:
             drop, speed = self._descent(st, obs, st.frozen_size)
             if speed > st.descent["descent_bh_per_s"]:
                 st.descent.update(drop_bh=drop, descent_bh_per_s=speed)
-            if down:
+            if down:  # True; None (cannot tell) leaves the clock as it is
                 st.down_since = obs.t if st.down_since is None else st.down_since
                 if obs.t - st.down_since >= p.min_down_s:
                     reason = self._in_zone(obs)
@@ -372,8 +411,9 @@ class FallDetector:
                     st.state, st.fallen_at, st.up_since, st.long_lie_sent = FALLEN, obs.t, None, False
                     return self._event("fall_detected", st, obs, head_h, hip_h)
             else:
-                st.down_since = None
-                if obs.t - st.descent["t"] > p.confirm_within_s:
+                if down is not None:
+                    st.down_since = None
+                if st.down_since is None and obs.t - st.descent["t"] > p.confirm_within_s:
                     st.state = NORMAL
             return None
         # FALLEN

@@ -13,8 +13,14 @@ seconds and the frame size in pixels. Matching:
   ``max_match_distance_heights`` plus ``max_speed_heights_per_s`` times the seconds since the track
   was last seen cannot match (a person missed for a moment, or filmed at a low frame rate, may
   have moved further: a fall moves the head by about a body height in half a second).
-* Confirmed tracks are matched first, by minimum total distance (Hungarian assignment), then
-  tentative tracks with the detections left; a detection left over starts a tentative track.
+* All tracks are matched at once, by minimum total distance (Hungarian assignment). A tentative
+  track gets only what no confirmed track can take, unless it has twice been seen *beside* a
+  confirmed track: matched in a frame where a confirmed track, within whose gate it was, took
+  another detection. Such a track is somebody (or something) else, and only carries a handicap of
+  ``TENTATIVE_HANDICAP`` person heights: a confirmed person missed for a frame does not take over
+  a detection that clearly continues it (a ghost on the bed's pillow must not become the person
+  standing next to it), while a second skeleton of one person (two views that were not merged)
+  does not steal that person's track. A detection left over starts a tentative track.
 * A tentative track gets its id once matched in ``min_hits`` frames in a row (a one-frame ghost
   never gets one); it is dropped at its first miss. A confirmed track survives up to
   ``max_missed_s`` seconds without a match (a person hidden for a moment keeps the id).
@@ -33,6 +39,9 @@ import numpy as np
 
 NUM_KEYPOINTS = 18
 _FAR = 1e6  # cost of a pair that may not match
+TENTATIVE_HANDICAP = 0.1  # person heights added to the distances of a tentative track seen beside others
+_UNPROVEN_HANDICAP = 1e3  # ... and of any other tentative track: it gets what no confirmed track can take
+_BESIDE_FRAMES = 2  # frames seen beside a confirmed track that prove a tentative track is somebody else
 
 
 @dataclass(frozen=True)
@@ -107,6 +116,7 @@ class Track:
                  size_px: float = 0.0, size_memory_s: float = 0.0) -> None:
         self.id = 0
         self.hits = 1
+        self.beside = 0  # frames this tentative track was matched while a confirmed track near it took another
         self.first_t = self.last_t = t
         self.keypoints = keypoints
         self.bbox = bbox
@@ -231,15 +241,18 @@ class Tracker:
         unseen = np.array([max(0.0, t - tr.last_t) for tr in tracks])
         return self.params.max_match_distance_heights + self.params.max_speed_heights_per_s * unseen
 
-    def _match(self, tracks: List[Track], keypoints: np.ndarray, boxes: np.ndarray, free: List[int],
-               frame_size: Tuple[int, int], t: float) -> List[Tuple[int, int]]:
-        """Pairs (track index, detection index) among ``free`` detections within the gate."""
-        if not tracks or not free:
-            return []
-        d = self.distances(tracks, keypoints[free], boxes[free], frame_size)
+    def _match(self, tracks: List[Track], keypoints: np.ndarray, boxes: np.ndarray,
+               frame_size: Tuple[int, int], t: float) -> Tuple[List[Tuple[int, int]], np.ndarray]:
+        """Pairs (track index, detection index) within the gate, tentative tracks handicapped,
+        and which (track, detection) pairs were within the gate."""
+        if not tracks or not len(keypoints):
+            return [], np.zeros((len(tracks), len(keypoints)), dtype=bool)
+        d = self.distances(tracks, keypoints, boxes, frame_size)
         within = d <= self.gates(tracks, t)[:, None]
-        cost = np.where(within, d, _FAR)
-        return [(r, free[c]) for r, c in assign(cost) if within[r, c]]
+        handicap = np.array([0.0 if tr.confirmed else TENTATIVE_HANDICAP if tr.beside >= _BESIDE_FRAMES
+                             else _UNPROVEN_HANDICAP for tr in tracks])
+        cost = np.where(within, d + handicap[:, None], _FAR)
+        return [(r, c) for r, c in assign(cost) if within[r, c]], within
 
     def update(self, keypoints: np.ndarray, t: float, frame_size: Tuple[int, int]) -> np.ndarray:
         """Match this frame's people; returns each detection's track id (``(N,)`` int64, 0 while
@@ -249,25 +262,29 @@ class Tracker:
         boxes = skeleton_bbox(kp, p.min_keypoint_confidence)
         sizes = box_size_px(boxes, frame_size)
         ids = np.zeros(len(kp), dtype=np.int64)
-        free = list(range(len(kp)))
+        free = set(range(len(kp)))
         matched_tracks = set()
-        for group in ([tr for tr in self._tracks if tr.confirmed], [tr for tr in self._tracks if not tr.confirmed]):
-            for ti, di in self._match(group, kp, boxes, free, frame_size, t):
-                track = group[ti]
-                track._observe(kp[di], boxes[di], t, float(sizes[di]))
-                if not track.confirmed and track.hits >= p.min_hits:
-                    track.id = next(self._ids)
-                ids[di] = track.id
-                matched_tracks.add(id(track))
-                free.remove(di)
+        pairs, within = self._match(self._tracks, kp, boxes, frame_size, t)
+        took_other = [ti for ti, _ in pairs if self._tracks[ti].confirmed]
+        for ti, di in pairs:
+            track = self._tracks[ti]
+            if not track.confirmed and within[took_other, di].any():
+                track.beside += 1
+            track._observe(kp[di], boxes[di], t, float(sizes[di]))
+            if not track.confirmed and track.hits >= p.min_hits:
+                track.id = next(self._ids)
+            ids[di] = track.id
+            matched_tracks.add(id(track))
+            free.discard(di)
         survivors = []
         for track in self._tracks:
             if id(track) in matched_tracks:
                 survivors.append(track)
             elif track.confirmed and track.missed_s(t) <= p.max_missed_s:
                 survivors.append(track)
-        for di in free:
+        for di in sorted(free):
             track = Track(kp[di], boxes[di], t, p.history_s, float(sizes[di]), p.size_memory_s)
+            track.beside = int(within[took_other, di].any())
             if p.min_hits <= 1:
                 track.id = next(self._ids)
                 ids[di] = track.id

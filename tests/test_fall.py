@@ -107,6 +107,58 @@ def test_jittery_keypoints(seed):
     assert run(sequence(DAILY_LIFE["dropping onto a chair"], 30, 8.0, noise_px=3.0, seed=seed)) == []
 
 
+def unseen(frames, start, end):
+    """The frames with those in [start, end) dropped: the network lost the person meanwhile."""
+    return [(t, kp) for t, kp in frames if not start <= t < end]
+
+
+@pytest.mark.parametrize("fps", RATES)
+def test_a_fall_the_network_loses_halfway_down_is_caught_when_the_person_is_found_lying(fps):
+    """Backwards onto a bed, legs in the air: the person is lost halfway down (about 0.3 body
+    heights below standing, going down fast: not yet a descent by itself) and found lying 1.3 s
+    later. The descent seen before the gap carries across it."""
+    frames = unseen(sequence([(0, STANDING), (2.0, STANDING), (3.0, LYING_BED)], fps, 8.0), 2.62, 3.9)
+    events = run(frames)
+    assert kinds(events) == ["fall_detected"], events
+    assert 3.9 <= events[0]["t"] <= 3.9 + 2.0
+    assert events[0]["features"]["descent_bh_per_s"] >= 0.5 and events[0]["features"]["drop_bh"] >= 0.35
+    # without the carry (a gap shorter than gap_s never counts as one) the same frames raise nothing
+    assert run(frames, FallDetector(FallParams(gap_s=2.0))) == []
+
+
+@pytest.mark.parametrize("fps", RATES)
+def test_going_to_bed_unseen_is_not_a_fall(fps):
+    """Sitting down on the bed briskly, a second sitting there, then lying back while the network
+    has lost them: nothing was going down fast when they were lost."""
+    keyframes = [(0, STANDING), (2.0, STANDING), (2.5, SITTING_BED), (3.5, SITTING_BED), (4.5, LYING_BED)]
+    assert run(unseen(sequence(keyframes, fps, 10.0), 3.45, 5.0)) == []
+    # nor lying down slowly with the middle unseen
+    assert run(unseen(sequence(DAILY_LIFE["lying down slowly on a bed"], fps, 10.0), 4.5, 6.0)) == []
+
+
+@pytest.mark.parametrize("fps", RATES)
+def test_a_person_gone_longer_than_confirm_within_s_is_not_carried(fps):
+    frames = unseen(sequence([(0, STANDING), (2.0, STANDING), (3.0, LYING_BED)], fps, 10.0), 2.62, 5.7)
+    assert run(frames) == []
+
+
+@pytest.mark.parametrize("fps", (15, 30))
+def test_frames_that_cannot_tell_do_not_reset_the_down_clock(fps):
+    """On the floor, every other frame shows only the face (no neck, shoulders or hips: no torso
+    angle). Those frames cannot tell whether the person is down; they must not restart min_down_s."""
+    frames = sequence(FALLS["sideways to the right"][0], fps, 8.0)
+    face_only = [0, 14, 15, 16, 17]
+    flicker = []
+    for i, (t, kp) in enumerate(frames):
+        if t > 2.8 and i % 2:
+            kp = kp.copy()
+            kp[[j for j in range(18) if j not in face_only]] = 0.0
+        flicker.append((t, kp))
+    events = run(flicker)
+    assert kinds(events) == ["fall_detected"]
+    assert events[0]["t"] <= 2.8 + 2.0
+
+
 @pytest.mark.parametrize("fps", RATES)
 def test_long_lie_then_getting_up_clears_the_fall(fps):
     keyframes = [(0, STANDING), (2.0, STANDING), (2.8, LYING_RIGHT), (70.0, LYING_RIGHT), (71.5, SITTING_FLOOR),

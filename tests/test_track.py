@@ -95,6 +95,41 @@ def test_a_ghost_seen_once_never_gets_an_id_nor_uses_one():
     assert newcomer[-1].tolist() == [1, 2]  # the ghost did not use up id 2
 
 
+def lying(cx_px: float, y_px: float, length_px: float) -> np.ndarray:
+    """(18, 3) the template turned on its side (head to the left), centred at (cx_px, y_px)."""
+    xy = TEMPLATE[:, ::-1] * np.array([-1.0, 1.0]) * length_px + np.array([cx_px + 0.5 * length_px, y_px])
+    kp = np.zeros((18, 3))
+    kp[:, 0], kp[:, 1], kp[:, 2] = xy[:, 0] / W, xy[:, 1] / H, 0.5
+    return kp
+
+
+def test_a_person_missed_for_a_frame_does_not_take_over_a_ghost_next_to_them():
+    """A ghost (a pillow the network takes for somebody lying) sits beside a standing person; when
+    the person is missed for one frame the ghost, which continues its own tentative track, must not
+    become the person (their track would "fall" onto the pillow)."""
+    tracker = Tracker(TrackerParams(min_hits=3))
+    standing = [person(320, 60, 300) for _ in range(4)]
+    ghost = lying(200, 230, 130)
+    for k in range(4):
+        tracker.update(frames(standing[k], ghost), k / 15, (W, H))
+    assert [tr.id for tr in tracker.tracks] == [1, 2]
+    assert tracker.update(frames(ghost), 4 / 15, (W, H)).tolist() == [2]  # the person is missed
+    assert tracker.update(frames(person(322, 60, 300), ghost), 5 / 15, (W, H)).tolist() == [1, 2]
+
+
+def test_a_missed_person_does_not_take_a_tentative_ghost_either():
+    """The same with the ghost still tentative (seen twice, min_hits 3): it is not handed to the
+    person missed for a frame, and gets its own id on its third sighting."""
+    tracker = Tracker(TrackerParams(min_hits=3))
+    ghost = lying(200, 230, 130)
+    for k in range(3):
+        tracker.update(frames(person(320, 60, 300)), k / 15, (W, H))
+    for k in (3, 4):
+        assert tracker.update(frames(person(320, 60, 300), ghost), k / 15, (W, H)).tolist() == [1, 0]
+    assert tracker.update(frames(ghost), 5 / 15, (W, H)).tolist() == [2]
+    assert tracker.update(frames(person(322, 60, 300), ghost), 6 / 15, (W, H)).tolist() == [1, 2]
+
+
 def test_a_track_survives_missed_frames_up_to_max_missed_s_and_ids_are_never_reused():
     params = TrackerParams(min_hits=1, max_missed_s=1.0)
     tracker = Tracker(params)
