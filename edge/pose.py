@@ -5,6 +5,7 @@ Wires preprocess -> engine -> decode for the commands that look at single images
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Tuple
@@ -16,6 +17,7 @@ from edge.preprocess import Transform, preprocess
 from edge.specs import ModelSpec, decode, load_spec
 
 DEFAULT_SPEC = "openpose-mobilenet-thin"
+log = logging.getLogger("fallwatch.pose")
 
 
 def model_path(config) -> Path:
@@ -68,4 +70,18 @@ def open_pose_model(config) -> PoseModel:
     if engine.input_name != spec.input_tensor:
         raise EngineError("the model's input is %r but spec %s expects %r: is model.spec right for %s?"
                           % (engine.input_name, spec.name, spec.input_tensor, model_path(config)))
+    _warn_if_batch_too_small(engine, config)
     return PoseModel(spec, engine, input_hw(config), config.model.resize)
+
+
+def _warn_if_batch_too_small(engine, config) -> None:
+    """An engine built for fewer images per batch than views.policy may ask for still works (the
+    views run in several passes, each costing a full inference), so this warns instead of refusing."""
+    from edge.views import max_views
+
+    most = getattr(engine, "max_batch", None)
+    wanted = max_views(config.views.policy, config.views.rotated_views)
+    if most is not None and 0 < most < wanted:
+        log.warning("the engine takes at most %d image(s) per batch but views.policy %s can ask for %d: those "
+                    "frames will run in %d passes; rebuild it with fallwatch-calibrate --batch-size %d",
+                    most, config.views.policy, wanted, -(-wanted // most), wanted)

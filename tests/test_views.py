@@ -68,6 +68,27 @@ def test_max_views_is_the_batch_the_engine_needs():
         max_views("sometimes")
 
 
+def test_an_engine_with_a_smaller_batch_than_the_views_need_is_reported_at_start(tmp_path, caplog):
+    """Such an engine still works (the views run in passes), so opening it warns and says how to fix it."""
+    from types import SimpleNamespace
+
+    from edge.config import load_config
+    from edge.pose import _warn_if_batch_too_small
+
+    auto = load_config(None, env={})
+    path = tmp_path / "never.yaml"
+    path.write_text("views:\n  policy: never\n")
+    never = load_config(path, env={})
+    with caplog.at_level("WARNING", logger="fallwatch.pose"):
+        _warn_if_batch_too_small(SimpleNamespace(max_batch=3), auto)
+        _warn_if_batch_too_small(SimpleNamespace(max_batch=1), never)
+        _warn_if_batch_too_small(SimpleNamespace(), auto)  # ONNX Runtime: no fixed maximum
+        assert caplog.messages == []
+        _warn_if_batch_too_small(SimpleNamespace(max_batch=1), auto)
+    assert caplog.messages == ["the engine takes at most 1 image(s) per batch but views.policy auto can ask for 3: "
+                               "those frames will run in 3 passes; rebuild it with fallwatch-calibrate --batch-size 3"]
+
+
 # ------------------------------------------------------------------------------------ merging
 
 W, H = 640, 480
