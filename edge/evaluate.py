@@ -3,8 +3,10 @@
 The folder holds videos and a ``labels.csv`` with the columns ``file`` (relative path),
 ``label`` (``fall`` or ``adl``) and ``fall_start_s`` (empty for ``adl``), as in GMDCSA24. Each
 clip is replayed once through the whole pipeline (``fallwatch replay``) and its skeletons are
-cached as a skeleton JSONL, keyed by the clip's bytes and every setting that changes the
-skeletons (model, views, tracker, ``max_fps``). Detection then runs on the cached skeletons, so
+cached as a skeleton JSONL, keyed by the clip's bytes, every setting that changes the
+skeletons (model, views, tracker, ``max_fps``) and the source of the code that makes them
+(:data:`SKELETON_CODE`: the views policy reads the tracks, so even a tracker change can change
+which skeletons are found). Detection then runs on the cached skeletons, so
 trying other ``fall`` thresholds takes seconds, not minutes.
 """
 from __future__ import annotations
@@ -66,9 +68,24 @@ def read_labels(folder: Path) -> List[Dict[str, str]]:
     return rows
 
 
-def skeleton_key(video: Path, config: Any, max_fps: Optional[float]) -> str:
-    """What the cached skeletons of ``video`` depend on: its bytes and the settings before fall detection."""
+# The files, under edge/, whose code shapes the skeletons a replay records.
+SKELETON_CODE = ("preprocess.py", "parse.py", "views.py", "track.py", "pipeline.py", "replay.py", "specs")
+
+
+def _code_digest(root: Path = Path(__file__).resolve().parent) -> bytes:
     digest = hashlib.sha256()
+    for name in SKELETON_CODE:
+        path = root / name
+        for f in sorted(path.rglob("*")) if path.is_dir() else [path]:
+            if f.is_file() and f.suffix in (".py", ".yaml"):
+                digest.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes())
+    return digest.digest()
+
+
+def skeleton_key(video: Path, config: Any, max_fps: Optional[float]) -> str:
+    """What the cached skeletons of ``video`` depend on: its bytes, the settings before fall
+    detection and the code that produces skeletons."""
+    digest = hashlib.sha256(_code_digest())
     with open(video, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)

@@ -41,6 +41,33 @@ def test_evaluate_replays_once_then_reuses_the_cached_skeletons(tmp_path, model_
     assert set(report["totals"]) >= {"recall", "false_alerts_per_adl_clip", "median_latency_s", "worst_latency_s"}
 
 
+def test_the_cache_key_follows_the_skeleton_code_and_settings(tmp_path):
+    """A cached clip is stale when the code that made its skeletons (or a setting before fall
+    detection) changed; fall thresholds do not matter."""
+    from edge import evaluate as ev
+    from edge.config import load_config
+
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"not really a video")
+    base = load_config(None, env={})
+    key = ev.skeleton_key(video, base, None)
+    for name, text in (("fall", "fall:\n  long_lie_s: 5\n"), ("tracker", "tracker:\n  min_hits: 2\n")):
+        path = tmp_path / (name + ".yaml")
+        path.write_text(text)
+        other = ev.skeleton_key(video, load_config(path, env={}), None)
+        assert (other == key) == (name == "fall"), name
+    assert ev.skeleton_key(video, base, 5.0) != key
+    code = tmp_path / "code"
+    code.mkdir()
+    for name in ev.SKELETON_CODE:
+        (code / name).write_text("# " + name) if name.endswith(".py") else (code / name).mkdir()
+    before = ev._code_digest(code)
+    (code / "specs" / "a.yaml").write_text("x: 1\n")
+    after_spec = ev._code_digest(code)
+    (code / "track.py").write_text("# changed")
+    assert len({before, after_spec, ev._code_digest(code)}) == 3
+
+
 def test_bad_labels_are_a_usage_error(tmp_path):
     (tmp_path / "labels.csv").write_text("file,label,fall_start_s\nnope.mp4,fall,1.0\n")
     with pytest.raises(EvaluateError, match="nope.mp4 does not exist"):
