@@ -37,10 +37,9 @@ somebody first seen lying (in bed, say) never has one and never raises this.
 torso is at least ``lying_torso_angle_deg`` from vertical) and the hips, when seen, are low
 (``max_hip_height_bh``); when the hips are not seen the torso must be lying. A frame that cannot
 tell (torso angle unknown, and the head low enough only for a lying person, or the hips unseen)
-neither starts nor stops the
-``min_down_s`` clock: half-detected lying people do not reset it. Sitting on
-a chair or the floor keeps the head high; bending to pick something up keeps the hips high;
-lying down on a bed is slow. Zones (normalised polygons) suppress alerts where lying is normal
+neither starts nor stops the ``min_down_s`` clock: half-detected lying people do not reset it.
+Sitting on a chair or the floor keeps the head high; bending to pick something up keeps the hips
+high; lying down on a bed is slow. Zones (normalised polygons) suppress alerts where lying is normal
 (``ignore``) or, when any ``floor`` zone exists, allow them only there.
 """
 from __future__ import annotations
