@@ -298,3 +298,31 @@ def test_bad_zone_is_rejected_with_its_key_path(tmp_path, polygon):
     path.write_text("cameras:\n  - name: hall\n    zones:\n      - kind: floor\n        polygon: %s\n" % polygon)
     with pytest.raises(ConfigError, match=r"cameras\[0\]\.zones\[0\]\.polygon: got .*at least 3 corners"):
         load_config(path, env={})
+
+
+def test_a_hostile_stream_through_the_tracker_and_detector_never_crashes_or_alerts():
+    """What the network could hand the daemon: NaN and infinite coordinates, parts far outside the
+    frame, a person for one frame, 50 jittering people, time running backwards, empty frames."""
+    from edge.config import load_config
+    from edge.pipeline import CameraTail, create_detector
+    from edge.track import TrackerParams
+
+    config = load_config(None, env={})
+    tail = CameraTail("hall", "dev1", TrackerParams.from_config(config.tracker), create_detector(config, "hall"))
+    rng = np.random.default_rng(5)
+    standing = sequence([(0, STANDING)], 15, 0.1)[0][1]
+    places = rng.uniform(0, 0.8, (50, 1))  # where each of the 50 stands (so tracks do form)
+    t, most_tracks = 0.0, 0
+    for i in range(400):
+        t += 1 / 15 if i % 97 else -3.0  # now and then the clock jumps back
+        n = int(rng.integers(0, 51)) if i % 5 else 50
+        people = np.repeat(standing[None], n, axis=0)
+        people[:, :, 0] = people[:, :, 0] * 0.2 + places[:n]
+        people[:, :, :2] += rng.normal(0, 0.01, (n, 18, 2))
+        if n:
+            hostile = rng.random((n, 18)) < 0.1
+            people[hostile] = rng.choice([np.nan, np.inf, -np.inf, 1e9, -5.0], size=(int(hostile.sum()), 1))
+        _, events = tail.process(people, t, t, FRAME)
+        assert events == [], (i, events)
+        most_tracks = max(most_tracks, len(tail.tracker.tracks))
+    assert most_tracks >= 10  # the stream did reach the detector as tracks
