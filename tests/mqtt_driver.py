@@ -9,8 +9,10 @@ returns the driver prints ``emitted <event_id>`` (flushed): from that moment the
 so a test may SIGKILL this process at any time and require every printed id to arrive. After the
 last event it closes the sink (drain, ``offline``) and prints ``closed``.
 
-The durability tests run this instead of ``fallwatch run``/``replay`` until the daemon and the fall
-detector exist; they need only the stream of emitted event ids, whatever produces it.
+tests/test_mqtt_durability.py runs this for its many-event cases (hundreds of events in seconds,
+several protocols) beside its test of the real ``fallwatch run`` on fall videos, which gives a
+few dozen events a minute: the checks need only the stream of emitted event ids, whatever
+produces it.
 """
 from __future__ import annotations
 

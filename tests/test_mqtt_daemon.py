@@ -1,9 +1,11 @@
 """``fallwatch run`` with MQTT on: the real daemon on a real video, publishing through MqttSink to a real broker.
 
-There is no fall detector yet (issue 6), so no fall events: this checks the wiring the events will
-take (status, camera state, Home Assistant discovery, the daemon's stats, offline at the end).
-When fall detection lands, test_mqtt_durability.py's Producer can run this same command on the
-fall videos instead of tests/mqtt_driver.py.
+The clip here is the first 0.6 s of an everyday-activity video (somebody eating, seated on a bed),
+far too short for a fall, so no fall event comes: this checks the wiring around the events
+(status, camera state, Home Assistant discovery, the daemon's stats, offline at the end) and that
+an unusable outbox stops the daemon with a clear message. Fall events from the real daemon on
+real fall videos, through broker restarts and a SIGKILL: tests/test_mqtt_durability.py
+(``test_the_real_daemon_on_looped_fall_videos_loses_no_event``).
 """
 from __future__ import annotations
 
