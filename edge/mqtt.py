@@ -263,7 +263,8 @@ class MqttSink:
         """Counters and outbox figures, as in the ``mqtt`` part of the stats message."""
         with self._lock:
             out: Dict[str, Any] = dict(self.counters)
-        out.update(connected=self._connected, outbox_depth=self.outbox.depth(), outbox_dropped=self.outbox.dropped)
+        out.update(connected=self._connected, outbox_depth=self.outbox.depth(), outbox_dropped=self.outbox.dropped,
+                   outbox_in_memory_only=self.outbox.volatile)
         age = self.outbox.oldest_age_s()
         out["outbox_oldest_age_s"] = None if age is None else round(age, 1)
         return out

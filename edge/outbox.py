@@ -13,6 +13,12 @@ The outbox knows nothing about MQTT: a row is (seq, event_id, camera, payload by
 Bounds: at most ``max_events`` rows and none older than ``max_age_s``. When a bound is hit the
 oldest rows go first; every such drop is logged with the event ids' range and counted in
 :attr:`Outbox.dropped`. Thread-safe: one connection behind one lock.
+
+When the file cannot be written (disk full, a failing SD card), an event is not refused: it is
+kept in memory (an attached in-memory database with the same table, sharing the ``seq`` order),
+logged as an error and counted in :attr:`Outbox.volatile`, and still published. It is lost only
+if the process stops before the broker acknowledges it. Writes go back to the file as soon as it
+takes them again.
 """
 from __future__ import annotations
 
@@ -38,6 +44,10 @@ CREATE TABLE IF NOT EXISTS events (
 """
 
 
+# The rows of the file and of memory together (see append).
+_ALL = "(SELECT * FROM main.events UNION ALL SELECT * FROM mem.events)"
+
+
 class OutboxError(RuntimeError):
     """The outbox file cannot be opened or written; the message names the file and what to do."""
 
@@ -60,6 +70,9 @@ class Outbox:
         self.max_events = max_events
         self.max_age_s = max_age_s
         self.dropped = 0  # events dropped by the bounds since this object was made
+        self.volatile = 0  # events kept in memory only because the file could not be written
+        self._disk_failing = False
+        self._mem_high = 0  # the largest seq given to an event kept in memory
         self._clock = clock
         self._lock = threading.Lock()
         try:
@@ -71,6 +84,8 @@ class Outbox:
                                   "file system" % (self.path, mode))
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute(_SCHEMA)
+            self._db.execute("ATTACH DATABASE ':memory:' AS mem")
+            self._db.execute(_SCHEMA.replace("EXISTS events", "EXISTS mem.events"))
         except (sqlite3.Error, OSError) as exc:
             raise OutboxError("%s: cannot open the event outbox (%s); check that paths.state_dir is writable "
                               "and the file is not corrupt (move it away to start empty)" % (self.path, exc)) from None
@@ -80,31 +95,78 @@ class Outbox:
     def append(self, event_id: str, camera: str, payload: bytes) -> int:
         """Store one event durably (fsynced when this returns); returns its seq.
 
-        Makes room first when the outbox holds ``max_events`` rows (the oldest go)."""
+        Makes room first when the outbox holds ``max_events`` rows (the oldest go). When the file
+        cannot be written the event is kept in memory instead (see the module's notes)."""
         with self._lock:
+            # After events went to memory, file rows take explicit seqs above theirs, so one order
+            # holds and a publisher's "sent up to seq N" cursor never skips a row.
+            main_seq = self._main_seq_locked()
+            after = self._mem_high if self._mem_high > main_seq else None
+            self._make_room_locked()
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
-                    self._expire_locked("max_age_s=%gs" % self.max_age_s)
-                    count = self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
-                    if count >= self.max_events:
-                        self._drop_oldest_locked(count - self.max_events + 1, "max_events=%d" % self.max_events)
-                    cur = self._db.execute(
-                        "INSERT INTO events (event_id, camera, created_s, payload) VALUES (?, ?, ?, ?)",
-                        (event_id, camera, self._clock(), sqlite3.Binary(payload)))
+                    seq = self._insert_locked("main", event_id, camera, payload, after)
                     self._db.execute("COMMIT")
                 except BaseException:
                     self._db.execute("ROLLBACK")
                     raise
             except sqlite3.Error as exc:
-                raise OutboxError("%s: cannot store event %s (%s); is the disk full or read-only?"
-                                  % (self.path, event_id, exc)) from None
-            return int(cur.lastrowid)
+                seq = self._insert_locked("mem", event_id, camera, payload, max(main_seq, self._mem_high))
+                self._mem_high = seq
+                self.volatile += 1
+                log.error("outbox %s: cannot store event %s on disk (%s): it is kept in memory and will be sent, but "
+                          "is lost if fallwatch stops before the broker acknowledges it; is the disk full or "
+                          "read-only?", self.path, event_id, exc)
+                self._disk_failing = True
+                return seq
+            if self._disk_failing:
+                self._disk_failing = False
+                log.warning("outbox %s: the disk takes events again", self.path)
+            return seq
+
+    def _make_room_locked(self) -> None:
+        """Apply the bounds before a new row: too old rows go, then the oldest beyond max_events - 1."""
+        dropped = self.dropped
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._expire_locked("max_age_s=%gs" % self.max_age_s)
+                count = self._count_locked()
+                if count >= self.max_events:
+                    self._drop_oldest_locked(count - self.max_events + 1, "max_events=%d" % self.max_events)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            self.dropped = dropped
+            log.error("outbox %s: cannot apply its bounds (%s)", self.path, exc)
+
+    def _insert_locked(self, db: str, event_id: str, camera: str, payload: bytes, after: Optional[int]) -> int:
+        values = (event_id, camera, self._clock(), sqlite3.Binary(payload))
+        if after is None:
+            cur = self._db.execute("INSERT INTO %s.events (event_id, camera, created_s, payload) VALUES (?, ?, ?, ?)"
+                                   % db, values)
+        else:
+            cur = self._db.execute("INSERT INTO %s.events (seq, event_id, camera, created_s, payload) "
+                                   "VALUES (?, ?, ?, ?, ?)" % db, (int(after) + 1,) + values)
+        return int(cur.lastrowid)
+
+    def _main_seq_locked(self) -> int:
+        """The largest seq the file ever gave out (AUTOINCREMENT's record of it)."""
+        row = self._db.execute("SELECT seq FROM main.sqlite_sequence WHERE name = 'events'").fetchone()
+        return int(row[0]) if row else 0
+
+    def _count_locked(self) -> int:
+        return int(self._db.execute("SELECT (SELECT COUNT(*) FROM main.events) + (SELECT COUNT(*) FROM mem.events)"
+                                    ).fetchone()[0])
 
     def delete(self, seq: int) -> None:
         """Forget an acknowledged event (no error if it is already gone)."""
         with self._lock:
-            self._db.execute("DELETE FROM events WHERE seq = ?", (seq,))
+            for db in ("main", "mem"):
+                self._db.execute("DELETE FROM %s.events WHERE seq = ?" % db, (seq,))
 
     def expire(self) -> int:
         """Drop events older than ``max_age_s``; returns how many went."""
@@ -120,17 +182,18 @@ class Outbox:
 
     def _expire_locked(self, bound: str) -> int:
         cutoff = self._clock() - self.max_age_s
-        oldest = self._db.execute("SELECT created_s FROM events ORDER BY seq LIMIT 1").fetchone()
-        if oldest is None or oldest[0] >= cutoff:
+        oldest = self._db.execute("SELECT MIN(created_s) FROM %s" % _ALL).fetchone()[0]
+        if oldest is None or oldest >= cutoff:
             return 0
-        n = self._db.execute("SELECT COUNT(*) FROM events WHERE created_s < ?", (cutoff,)).fetchone()[0]
+        n = self._db.execute("SELECT COUNT(*) FROM %s WHERE created_s < ?" % _ALL, (cutoff,)).fetchone()[0]
         return self._drop_oldest_locked(n, bound)
 
     def _drop_oldest_locked(self, n: int, bound: str) -> int:
-        rows = self._db.execute("SELECT seq, event_id FROM events ORDER BY seq LIMIT ?", (n,)).fetchall()
+        rows = self._db.execute("SELECT seq, event_id FROM %s ORDER BY seq LIMIT ?" % _ALL, (n,)).fetchall()
         if not rows:
             return 0
-        self._db.execute("DELETE FROM events WHERE seq <= ?", (rows[-1][0],))
+        for db in ("main", "mem"):
+            self._db.execute("DELETE FROM %s.events WHERE seq <= ?" % db, (rows[-1][0],))
         self.dropped += len(rows)
         log.warning("outbox %s hit its bound %s: dropped the %d oldest unacknowledged event(s) (%s .. %s); "
                     "the broker has been unreachable or refusing events: check the MQTT log lines above",
@@ -143,19 +206,19 @@ class Outbox:
         """Up to ``limit`` rows with seq > ``after_seq``, oldest first."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT seq, event_id, camera, created_s, payload FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+                "SELECT seq, event_id, camera, created_s, payload FROM %s WHERE seq > ? ORDER BY seq LIMIT ?" % _ALL,
                 (after_seq, limit)).fetchall()
         return [Row(int(s), e, c, float(t), bytes(p)) for s, e, c, t, p in rows]
 
     def depth(self) -> int:
         """How many events wait for an acknowledgement."""
         with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+            return self._count_locked()
 
     def oldest_age_s(self) -> Optional[float]:
         """Age of the oldest waiting event in seconds, None when empty."""
         with self._lock:
-            t = self._db.execute("SELECT MIN(created_s) FROM events").fetchone()[0]
+            t = self._db.execute("SELECT MIN(created_s) FROM %s" % _ALL).fetchone()[0]
         return None if t is None else max(0.0, self._clock() - t)
 
     def close(self) -> None:

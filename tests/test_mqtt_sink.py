@@ -203,3 +203,37 @@ def test_emit_refuses_what_it_cannot_send(broker: Broker, tmp_path: Path) -> Non
     sink.close()
     with pytest.raises(RuntimeError, match="after close"):
         sink.emit(event(2, "fall_detected"))
+
+
+def test_events_the_disk_cannot_take_are_still_delivered(broker: Broker, tmp_path: Path,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    """The outbox file may not grow (a real SQLITE_FULL, as on a full SD card): the events are
+    kept in memory, said in one error line each, counted in stats, and arrive in order."""
+    sub = Subscriber(broker, ("fallwatch/dev1/+/fall",), persistent=False).start()
+    sink = start_sink(tmp_path, broker, stats_interval_s=0)
+    try:
+        sink.emit(event(0, "fall_detected"))
+        pages = sink.outbox._db.execute("PRAGMA main.page_count").fetchone()[0]
+        sink.outbox._db.execute("PRAGMA main.max_page_count = %d" % pages)
+        with caplog.at_level("ERROR", logger="fallwatch.outbox"):
+            for i in range(1, 4):
+                e = event(i, "fall_cleared" if i % 2 else "fall_detected")
+                e["padding"] = "x" * 20000  # needs new pages
+                sink.emit(e)
+        assert sub.wait_for(lambda m: len(m) >= 4, 10)
+        assert sink.snapshot_counters()["outbox_in_memory_only"] == 3
+        assert len([r for r in caplog.records if r.levelname == "ERROR"]) == 3
+        assert wait_for_empty(sink)
+    finally:
+        sink.close()
+        sub.stop()
+    assert [json.loads(p)["event_id"] for _, _, p, _ in sub.snapshot()] == ["drv-%06d" % i for i in range(4)]
+
+
+def wait_for_empty(sink: MqttSink, timeout_s: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while sink.outbox.depth():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True

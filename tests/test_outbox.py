@@ -133,3 +133,50 @@ def test_unusable_location_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(OutboxError) as info:
         Outbox(tmp_path / "file" / "o.sqlite3")
     assert str(info.value).startswith(str(tmp_path / "file" / "o.sqlite3")) and "paths.state_dir" in str(info.value)
+
+
+def fill_the_disk(outbox: Outbox) -> None:
+    """A real SQLITE_FULL ("database or disk is full"): the file may not grow by another page."""
+    pages = outbox._db.execute("PRAGMA main.page_count").fetchone()[0]
+    outbox._db.execute("PRAGMA main.max_page_count = %d" % pages)
+
+
+def test_a_full_disk_keeps_events_in_memory_in_order_and_says_so(tmp_path: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    big = b"x" * 20000  # bigger than a page: every event needs new pages
+    path = tmp_path / "outbox.sqlite3"
+    with Outbox(path) as outbox:
+        outbox.append("a", "room1", big)
+        fill_the_disk(outbox)
+        with caplog.at_level(logging.WARNING, logger="fallwatch.outbox"):
+            outbox.append("b", "room1", big)
+            outbox.append("c", "room2", big)
+        assert outbox.volatile == 2 and outbox.depth() == 3
+        errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+        assert len(errors) == 2 and "cannot store event b on disk" in errors[0]
+        assert "is lost if fallwatch stops before the broker acknowledges it" in errors[0]
+        rows = outbox.pending(0, 10)
+        assert [r.event_id for r in rows] == ["a", "b", "c"] and rows[0].seq < rows[1].seq < rows[2].seq
+        assert rows[1].payload == big
+        outbox.delete(rows[2].seq)  # acknowledged
+        outbox._db.execute("PRAGMA main.max_page_count = 1073741823")  # space again
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="fallwatch.outbox"):
+            d = outbox.append("d", "room1", big)
+        assert "the disk takes events again" in caplog.text
+        assert d > rows[2].seq  # after every seq given out, even one already acknowledged
+        outbox.delete(rows[1].seq)
+        e = outbox.append("e", "room1", big)
+        assert e > d and [r.event_id for r in outbox.pending(0, 10)] == ["a", "d", "e"]
+        assert [r.event_id for r in outbox.pending(rows[2].seq, 10)] == ["d", "e"]
+    with Outbox(path) as outbox:  # what was on disk survives a restart
+        assert [r.event_id for r in outbox.pending(0, 10)] == ["a", "d", "e"]
+
+
+def test_bounds_apply_to_events_kept_in_memory_too(tmp_path: Path) -> None:
+    with Outbox(tmp_path / "outbox.sqlite3", max_events=3) as outbox:
+        outbox.append("a", "room1", b"x" * 20000)
+        fill_the_disk(outbox)
+        for name in "bcd":
+            outbox.append(name, "room1", b"x" * 20000)
+        assert [r.event_id for r in outbox.pending(0, 10)] == ["b", "c", "d"] and outbox.dropped == 1
