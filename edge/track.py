@@ -13,14 +13,15 @@ seconds and the frame size in pixels. Matching:
   ``max_match_distance_heights`` plus ``max_speed_heights_per_s`` times the seconds since the track
   was last seen cannot match (a person missed for a moment, or filmed at a low frame rate, may
   have moved further: a fall moves the head by about a body height in half a second).
-* All tracks are matched at once, by minimum total distance (Hungarian assignment). A tentative
-  track gets only what no confirmed track can take, unless it has twice been seen *beside* a
-  confirmed track: matched in a frame where a confirmed track, within whose gate it was, took
-  another detection. Such a track is somebody (or something) else, and only carries a handicap of
-  ``TENTATIVE_HANDICAP`` person heights: a confirmed person missed for a frame does not take over
-  a detection that clearly continues it (a ghost on the bed's pillow must not become the person
-  standing next to it), while a second skeleton of one person (two views that were not merged)
-  does not steal that person's track. A detection left over starts a tentative track.
+* Confirmed tracks are matched first, by minimum total distance (Hungarian assignment), together
+  with the tentative tracks that have twice been seen *beside* a confirmed track: matched in a
+  frame where a confirmed track, within whose gate they were, took another detection. Such a
+  track is somebody (or something) else and only carries a handicap of ``TENTATIVE_HANDICAP``
+  person heights: a confirmed person missed for a frame does not take over a detection that
+  clearly continues it (a ghost on the bed's pillow must not become the person standing next to
+  it). Then the other tentative tracks get what is left, so a second skeleton of one person (two
+  views that were not merged) cannot steal that person's track. A detection left over starts a
+  tentative track.
 * A tentative track gets its id once matched in ``min_hits`` frames in a row (a one-frame ghost
   never gets one); it is dropped at its first miss. A confirmed track survives up to
   ``max_missed_s`` seconds without a match (a person hidden for a moment keeps the id).
@@ -40,7 +41,6 @@ import numpy as np
 NUM_KEYPOINTS = 18
 _FAR = 1e6  # cost of a pair that may not match
 TENTATIVE_HANDICAP = 0.1  # person heights added to the distances of a tentative track seen beside others
-_UNPROVEN_HANDICAP = 1e3  # ... and of any other tentative track: it gets what no confirmed track can take
 _BESIDE_FRAMES = 2  # frames seen beside a confirmed track that prove a tentative track is somebody else
 
 
@@ -241,18 +241,16 @@ class Tracker:
         unseen = np.array([max(0.0, t - tr.last_t) for tr in tracks])
         return self.params.max_match_distance_heights + self.params.max_speed_heights_per_s * unseen
 
-    def _match(self, tracks: List[Track], keypoints: np.ndarray, boxes: np.ndarray,
-               frame_size: Tuple[int, int], t: float) -> Tuple[List[Tuple[int, int]], np.ndarray]:
-        """Pairs (track index, detection index) within the gate, tentative tracks handicapped,
-        and which (track, detection) pairs were within the gate."""
-        if not tracks or not len(keypoints):
-            return [], np.zeros((len(tracks), len(keypoints)), dtype=bool)
-        d = self.distances(tracks, keypoints, boxes, frame_size)
-        within = d <= self.gates(tracks, t)[:, None]
-        handicap = np.array([0.0 if tr.confirmed else TENTATIVE_HANDICAP if tr.beside >= _BESIDE_FRAMES
-                             else _UNPROVEN_HANDICAP for tr in tracks])
-        cost = np.where(within, d + handicap[:, None], _FAR)
-        return [(r, c) for r, c in assign(cost) if within[r, c]], within
+    def _match(self, rows: List[int], free: List[int], d: np.ndarray, within: np.ndarray
+               ) -> List[Tuple[int, int]]:
+        """Pairs (track index, detection index) of tracks ``rows`` and detections ``free`` within
+        the gate, by minimum total distance; tentative tracks carry TENTATIVE_HANDICAP."""
+        if not rows or not free:
+            return []
+        handicap = np.array([0.0 if self._tracks[r].confirmed else TENTATIVE_HANDICAP for r in rows])
+        sub_d, sub_within = d[np.ix_(rows, free)], within[np.ix_(rows, free)]
+        cost = np.where(sub_within, sub_d + handicap[:, None], _FAR)
+        return [(rows[r], free[c]) for r, c in assign(cost) if sub_within[r, c]]
 
     def update(self, keypoints: np.ndarray, t: float, frame_size: Tuple[int, int]) -> np.ndarray:
         """Match this frame's people; returns each detection's track id (``(N,)`` int64, 0 while
@@ -262,10 +260,19 @@ class Tracker:
         boxes = skeleton_bbox(kp, p.min_keypoint_confidence)
         sizes = box_size_px(boxes, frame_size)
         ids = np.zeros(len(kp), dtype=np.int64)
+        if self._tracks and len(kp):
+            d = self.distances(self._tracks, kp, boxes, frame_size)
+            within = d <= self.gates(self._tracks, t)[:, None]
+        else:
+            d = within = np.zeros((len(self._tracks), len(kp)), dtype=bool)
+        first = [i for i, tr in enumerate(self._tracks) if tr.confirmed or tr.beside >= _BESIDE_FRAMES]
+        second = [i for i, tr in enumerate(self._tracks) if not (tr.confirmed or tr.beside >= _BESIDE_FRAMES)]
+        pairs = self._match(first, list(range(len(kp))), d, within)
+        taken = {di for _, di in pairs}
+        pairs += self._match(second, [i for i in range(len(kp)) if i not in taken], d, within)
+        took_other = [ti for ti, _ in pairs if self._tracks[ti].confirmed]
         free = set(range(len(kp)))
         matched_tracks = set()
-        pairs, within = self._match(self._tracks, kp, boxes, frame_size, t)
-        took_other = [ti for ti, _ in pairs if self._tracks[ti].confirmed]
         for ti, di in pairs:
             track = self._tracks[ti]
             if not track.confirmed and within[took_other, di].any():

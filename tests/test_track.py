@@ -130,6 +130,19 @@ def test_a_missed_person_does_not_take_a_tentative_ghost_either():
     assert tracker.update(frames(person(322, 60, 300), ghost), 6 / 15, (W, H)).tolist() == [1, 2]
 
 
+def test_a_second_skeleton_seen_once_never_pushes_the_person_off_their_detection():
+    """One frame shows the person twice (two views not merged): the extra skeleton starts a
+    tentative track. Next frame the person is where they were and something else appears within
+    their gate: the person keeps their own detection; the one-off tentative track gets nothing."""
+    tracker = Tracker(TrackerParams(min_hits=3))
+    for k in range(3):
+        tracker.update(frames(person(320, 60, 300)), k / 15, (W, H))
+    assert tracker.update(frames(person(320, 60, 300), person(345, 70, 290)), 3 / 15, (W, H)).tolist() == [1, 0]
+    got = tracker.update(frames(person(321, 60, 300), person(250, 60, 300)), 4 / 15, (W, H))
+    assert got.tolist() == [1, 0]
+    assert tracker._tracks[0].id == 1 and tracker._tracks[0].keypoints[1, 0] == pytest.approx(321 / W)
+
+
 def test_a_track_survives_missed_frames_up_to_max_missed_s_and_ids_are_never_reused():
     params = TrackerParams(min_hits=1, max_missed_s=1.0)
     tracker = Tracker(params)
