@@ -13,26 +13,17 @@ import re
 import secrets
 import time
 from pathlib import Path
-from typing import Callable, List
+from typing import List
 
 import pytest
 
-from mosquitto import DEFAULT_ACL, Broker, Subscriber, broker, certs, write_config  # noqa: F401 (fixtures)
+from mosquitto import DEFAULT_ACL, Broker, Subscriber, broker, certs, wait_until, write_config  # noqa: F401 (fixtures)
 from mqtt_driver import make_event
 
 from edge.config import load_config
 from edge.mqtt import MqttSink
 
 CAMERAS = ["room1", "room2"]
-
-
-def wait_until(predicate: Callable[[], bool], timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 def errors(caplog: pytest.LogCaptureFixture) -> List[str]:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from conftest import shared_data
 
-from mosquitto import Broker, Subscriber, broker, certs, write_config  # noqa: F401 (fixtures)
+from mosquitto import Broker, Subscriber, broker, certs, wait_until, write_config  # noqa: F401 (fixtures)
 from mqtt_driver import make_event
 
 from edge.config import load_config
@@ -223,17 +223,8 @@ def test_events_the_disk_cannot_take_are_still_delivered(broker: Broker, tmp_pat
         assert sub.wait_for(lambda m: len(m) >= 4, 10)
         assert sink.snapshot_counters()["outbox_in_memory_only"] == 3
         assert len([r for r in caplog.records if r.levelname == "ERROR"]) == 3
-        assert wait_for_empty(sink)
+        assert wait_until(lambda: sink.outbox.depth() == 0, 5)
     finally:
         sink.close()
         sub.stop()
     assert [json.loads(p)["event_id"] for _, _, p, _ in sub.snapshot()] == ["drv-%06d" % i for i in range(4)]
-
-
-def wait_for_empty(sink: MqttSink, timeout_s: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while sink.outbox.depth():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
