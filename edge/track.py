@@ -260,18 +260,15 @@ class Tracker:
         boxes = skeleton_bbox(kp, p.min_keypoint_confidence)
         sizes = box_size_px(boxes, frame_size)
         ids = np.zeros(len(kp), dtype=np.int64)
-        if self._tracks and len(kp):
+        d = np.zeros((len(self._tracks), len(kp)))
+        if d.size:
             d = self.distances(self._tracks, kp, boxes, frame_size)
-            within = d <= self.gates(self._tracks, t)[:, None]
-        else:
-            d = within = np.zeros((len(self._tracks), len(kp)), dtype=bool)
-        first = [i for i, tr in enumerate(self._tracks) if tr.confirmed or tr.beside >= _BESIDE_FRAMES]
-        second = [i for i, tr in enumerate(self._tracks) if not (tr.confirmed or tr.beside >= _BESIDE_FRAMES)]
-        pairs = self._match(first, list(range(len(kp))), d, within)
-        taken = {di for _, di in pairs}
-        pairs += self._match(second, [i for i in range(len(kp)) if i not in taken], d, within)
+        within = d <= self.gates(self._tracks, t)[:, None]
+        proven = [tr.confirmed or tr.beside >= _BESIDE_FRAMES for tr in self._tracks]
+        pairs = self._match([i for i, ok in enumerate(proven) if ok], list(range(len(kp))), d, within)
+        free = set(range(len(kp))) - {di for _, di in pairs}
+        pairs += self._match([i for i, ok in enumerate(proven) if not ok], sorted(free), d, within)
         took_other = [ti for ti, _ in pairs if self._tracks[ti].confirmed]
-        free = set(range(len(kp)))
         matched_tracks = set()
         for ti, di in pairs:
             track = self._tracks[ti]
