@@ -63,50 +63,30 @@ def sample_indices(total: int, count: int) -> List[int]:
     return sorted({int(round(i)) for i in np.linspace(0, total - 1, count)})
 
 
-def _frame_count(path: Path) -> int:
-    """Frames in a video, counted by decoding (container headers are often wrong)."""
-    import cv2
-
-    cap = cv2.VideoCapture(str(path))
-    n = 0
-    try:
-        while cap.grab():
-            n += 1
-    finally:
-        cap.release()
-    return n
-
-
 def video_frames(path: Path, count: int) -> Iterator[Frame]:
-    """``count`` frames spread evenly over the video file (every frame when it has fewer)."""
-    import cv2
+    """``count`` frames spread evenly over the video file (every frame when it has fewer), read with
+    the daemon's video reader (edge.video)."""
+    from edge.video import VideoError, VideoReader, count_frames
 
     path = Path(path)
     if not path.is_file():
         raise FramesError("--video %s: no such file" % path)
-    cap = cv2.VideoCapture(str(path))
-    if not cap.isOpened():
-        cap.release()
-        raise FramesError("--video %s: OpenCV cannot open it as a video (is it a format FFmpeg decodes?)" % path)
-    cap.release()
-    total = _frame_count(path)
-    if total == 0:
-        raise FramesError("--video %s: no frame could be decoded" % path)
-    wanted = set(sample_indices(total, count))
-    cap = cv2.VideoCapture(str(path))
     try:
-        index = 0
-        while wanted and index <= max(wanted):
-            if index in wanted:
-                ok, image = cap.read()
-                if not ok:
+        total = count_frames(path)
+        if total == 0:
+            raise FramesError("--video %s: no frame could be decoded" % path)
+        wanted = set(sample_indices(total, count))
+        with VideoReader(path) as reader:
+            for index in range(max(wanted) + 1):
+                if index in wanted:
+                    image = reader.read()
+                    if image is None:
+                        break
+                    yield Frame("%s#%d" % (path, index), image)
+                elif not reader.grab():
                     break
-                yield Frame("%s#%d" % (path, index), image)
-            elif not cap.grab():
-                break
-            index += 1
-    finally:
-        cap.release()
+    except VideoError as exc:
+        raise FramesError("--video: %s" % exc) from None
 
 
 def camera_frames(uri: str, count: int, interval_s: float = 0.2, timeout_s: float = 10.0,

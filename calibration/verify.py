@@ -1,7 +1,7 @@
 """Does the built model still see people as the FP32 model does?
 
-Both models run on the same held-out preprocessed frames; both outputs go through
-:func:`edge.specs.decode` and :func:`edge.parse.parse_poses`. People are matched by Object Keypoint
+Both models run on the same held-out preprocessed frames; both outputs go through the camera
+pipeline's decode and parse stages (:func:`edge.specs.decode`, :func:`edge.pipeline.parse_views`). People are matched by Object Keypoint
 Similarity (OKS, as in COCO) with the FP32 people as the reference:
 
 * ``OKS(a, b) = mean over a's found keypoints k of exp(-d_k^2 / (2 * area * (2 * sigma_k)^2))`` with
@@ -21,7 +21,7 @@ from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, 
 
 import numpy as np
 
-from edge.parse import parse_poses
+from edge.pipeline import parse_views
 from edge.specs import ModelSpec, decode
 
 # COCO sigmas (nose .026, eyes .025, ears .035, shoulders .079, elbows .072, wrists .062, hips .107,
@@ -154,11 +154,9 @@ def compare(reference: Runner, other: Runner, batches: Iterable[np.ndarray], spe
             err.sum_abs += float(diff.sum())
             err.count += diff.size
             err.reference_max_abs = max(err.reference_max_abs, float(np.abs(a).max()))
-        heat_a, paf_a = decode(spec, out_ref)
-        heat_b, paf_b = decode(spec, out_other)
-        for n in range(heat_a.shape[0]):
-            people_a, _ = parse_poses(heat_a[n], paf_a[n], spec.limbs)
-            people_b, _ = parse_poses(heat_b[n], paf_b[n], spec.limbs)
+        parsed_a = parse_views(spec, *decode(spec, out_ref))
+        parsed_b = parse_views(spec, *decode(spec, out_other))
+        for (people_a, _), (people_b, _) in zip(parsed_a, parsed_b):
             scores = [score for _, _, score in match_people(people_a, people_b, size_wh, match_oks)]
             report.add_frame(len(people_a), len(people_b), scores)
             if groups is not None:

@@ -53,18 +53,20 @@ def cmd_model_fetch(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _image_maps(args: argparse.Namespace):
-    """The configured model run once on ``args.image``: ``(image, spec, heatmaps, pafs, transform)``."""
+def _on_image(args: argparse.Namespace, job):
+    """``job(pipeline, image)`` on ``args.image`` with the configured model in a camera pipeline:
+    ``(image, spec, what job returned)``."""
+    from edge.pipeline import CameraPipeline
     from edge.pose import open_pose_model
 
     config = load_config_for(args)
     image = _read_image(args.image)
     model = open_pose_model(config)
     try:
-        heatmaps, pafs, transform = model.maps(image)
+        result = job(CameraPipeline("image", config, model), image)
     finally:
         model.close()
-    return image, model.spec, heatmaps, pafs, transform
+    return image, model.spec, result
 
 
 def cmd_model_check(args: argparse.Namespace) -> int:
@@ -73,7 +75,7 @@ def cmd_model_check(args: argparse.Namespace) -> int:
     from edge.mapview import render_maps, strongest_peaks
     from edge.specs import KEYPOINT_INDEX
 
-    image, spec, heatmaps, pafs, transform = _image_maps(args)
+    image, spec, (heatmaps, pafs, transform) = _on_image(args, lambda pipeline, image: pipeline.maps(image))
     out = Path(args.out or Path(args.image).stem + "_maps.png")
     if not cv2.imwrite(str(out), render_maps(image, heatmaps, pafs, transform)):
         raise SystemExit("fallwatch: cannot write %s" % out)
@@ -90,22 +92,20 @@ def cmd_detect(args: argparse.Namespace) -> int:
     import cv2
 
     from edge.draw import draw_skeletons
-    from edge.parse import parse_poses
     from edge.specs import KEYPOINTS
 
-    image, spec, heatmaps, pafs, transform = _image_maps(args)
-    keypoints, scores = parse_poses(heatmaps, pafs, spec.topology)
-    keypoints = transform.keypoints_to_frame(keypoints)
+    image, spec, people = _on_image(args, lambda pipeline, image: pipeline.detect(image))
+    keypoints, scores = people.keypoints, people.scores
     height, width = image.shape[:2]
-    people = [{"score": round(float(score), 3),
-               "keypoints": {name: [round(float(x * width), 1), round(float(y * height), 1), round(float(c), 3)]
-                             for name, (x, y, c) in zip(KEYPOINTS, person) if c > 0}}
-              for person, score in zip(keypoints, scores)]
+    found = [{"score": round(float(score), 3),
+              "keypoints": {name: [round(float(x * width), 1), round(float(y * height), 1), round(float(c), 3)]
+                            for name, (x, y, c) in zip(KEYPOINTS, person) if c > 0}}
+             for person, score in zip(keypoints, scores)]
     if args.out:
         if not cv2.imwrite(args.out, draw_skeletons(image, keypoints, spec.topology, scores)):
             raise SystemExit("fallwatch: cannot write %s" % args.out)
     print(json.dumps({"image": args.image, "width": width, "height": height, "model": spec.name,
-                      "png": args.out, "people": people}))
+                      "png": args.out, "people": found}))
     return EXIT_OK
 
 

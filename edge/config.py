@@ -153,6 +153,9 @@ class CameraConfig(_Section):
     flip: str = setting("none", "image orientation correction",
                         choices=("none", "horizontal", "vertical", "rotate_180", "rotate_90_cw", "rotate_90_ccw"))
     loop: bool = setting(False, "video files only: play the file again from the start when it ends (testing)")
+    realtime: bool = setting(True, "video files only: true plays the file at its own frame rate, like a camera "
+                             "(frames the pipeline cannot keep up with are dropped); false reads every frame at the "
+                             "pipeline's pace, timed by its place in the file, as `fallwatch replay` does")
     zones: Tuple[ZoneConfig, ...] = section(tuple, "zones of this camera's picture for the fall detector")
 
 

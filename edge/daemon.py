@@ -27,12 +27,9 @@ import threading
 import time
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
-from edge.pipeline import (CameraTail, RateLimiter, create_detector, create_view_policy, find_people, prepare,
-                           run_engine)
-from edge.views import ViewParams
+from edge.pipeline import CameraPipeline, RateLimiter
 from edge.sources import CameraSource, SourceError, SourceSettings
 from edge.timing import StageTimer
-from edge.track import TrackerParams
 
 log = logging.getLogger("fallwatch.daemon")
 
@@ -56,13 +53,16 @@ def source_settings(config: Any) -> SourceSettings:
 
 
 class Daemon:
-    """The pipeline for one configuration. ``model``: an open :class:`edge.pose.PoseModel` (kept by
-    the caller across reloads); ``sinks``: a :class:`edge.sinks.SinkSet`-like object; ``clock``:
-    the stream clock of frames (seconds); ``ids``: the track id counter shared across reloads."""
+    """Threads and queues around one :class:`~edge.pipeline.CameraPipeline` per camera, for one
+    configuration. ``model``: an open :class:`edge.pose.PoseModel` (kept by the caller across
+    reloads); ``sinks``: a :class:`edge.sinks.SinkSet`-like object; ``clock``: the stream clock of
+    frames (seconds); ``ids``: the track id counter shared across reloads; ``make_detector``:
+    camera name -> fall detector (default: edge.pipeline.create_detector)."""
 
     def __init__(self, config: Any, model: Any, sinks: Any, clock: Callable[[], float],
                  ids: Optional[Iterator[int]] = None, watchdog: Any = None,
-                 source_factory: Callable[..., Any] = CameraSource) -> None:
+                 source_factory: Callable[..., Any] = CameraSource,
+                 make_detector: Optional[Callable[[str], Any]] = None) -> None:
         self.config = config
         self.model = model
         self.sinks = sinks
@@ -75,13 +75,11 @@ class Daemon:
         self._lock = threading.Lock()
         ids = ids if ids is not None else itertools.count(1)
         settings = source_settings(config)
-        params = TrackerParams.from_config(config.tracker)
         self.sources = [source_factory(cam, settings, clock=clock, on_frame=self._wake.set) for cam in config.cameras]
         self.limiters = [RateLimiter(cam.max_fps) for cam in config.cameras]
-        self.tails = {cam.name: CameraTail(cam.name, config.device_id, params, create_detector(config, cam.name), ids,
-                                           views=create_view_policy(config))
-                      for cam in config.cameras}
-        self.view_params = ViewParams.from_config(config.views)
+        self.pipelines = {cam.name: CameraPipeline(cam.name, config, model,
+                                                   make_detector(cam.name) if make_detector else None, ids)
+                          for cam in config.cameras}
         size = config.daemon.queue_size
         self._engine_q: "queue.Queue[Any]" = queue.Queue()
         self._engine_slots = threading.Semaphore(size)  # a frame is taken only when a slot is free
@@ -117,7 +115,7 @@ class Daemon:
             thread.start()
         log.info("pipeline running: %d camera(s) (%s), engine %s, fall detection: %s",
                  len(self.sources), ", ".join(s.name for s in self.sources), type(self.model.engine).__name__,
-                 ", ".join(sorted({type(t.detector).__name__ for t in self.tails.values()})))
+                 ", ".join(sorted({type(p.detector).__name__ for p in self.pipelines.values()})))
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -197,7 +195,6 @@ class Daemon:
         return None
 
     def _schedule_loop(self) -> None:
-        model = self.model
         start = 0
         while not self._stop.is_set():
             # Take a frame only when the engine has room for it, so that the frame preprocessed
@@ -215,28 +212,21 @@ class Daemon:
             i, frame = found
             start = i + 1
             with self.timer.measure("preprocess"):
-                job = prepare(frame, model.spec, model.input_hw, model.resize,
-                              self.tails[frame.camera].rotations(frame.t))
+                job = self.pipelines[frame.camera].prepare(frame)
             self._engine_q.put(job)
 
     def _engine_loop(self) -> None:
-        engine = self.model.engine
         while not self._stop.is_set():
             job = self._get(self._engine_q)
             if job is None:
                 return
             self._engine_slots.release()
-            started = time.perf_counter()
             with self.timer.measure("engine"):
-                outputs = run_engine(job, engine)
-            views = self.tails[job.frame.camera].views
-            if views is not None:
-                views.stats.note_inference(len(job.transforms), time.perf_counter() - started)
+                outputs = self.pipelines[job.frame.camera].infer(job)
             if not self._put(self._post_q, (job, outputs)):
                 return
 
     def _post_loop(self) -> None:
-        spec = self.model.spec
         failures = 0
         while not self._stop.is_set():
             item = self._get(self._post_q)
@@ -245,10 +235,10 @@ class Daemon:
             job, outputs = item
             frame = job.frame
             try:
-                people = find_people(outputs, job, spec, timer=self.timer, views=self.view_params)
+                pipeline = self.pipelines[frame.camera]
+                people = pipeline.find_people(job, outputs, self.timer)
                 size = (frame.image.shape[1], frame.image.shape[0])
-                record, events = self.tails[frame.camera].process(people, frame.t, frame.wall, size,
-                                                                  image=frame.image, timer=self.timer)
+                record, events = pipeline.track(people, frame.t, frame.wall, size, image=frame.image, timer=self.timer)
                 with self.timer.measure("sinks"):
                     self.sinks.frame(record)
                     for event in events:
@@ -267,7 +257,7 @@ class Daemon:
                                % (failures, type(exc).__name__, exc))
                     return
                 continue
-            self.timer.record("latency", self.clock() - frame.t)
+            self.timer.record("latency", self.clock() - (frame.t if frame.captured is None else frame.captured))
             with self._lock:
                 self.completed += 1
                 self.processed[frame.camera] += 1
@@ -303,7 +293,7 @@ class Daemon:
             status = source.status().to_dict()
             status["frames_processed"] = processed[source.name]
             status["fps_processed"] = round((processed[source.name] - last_processed.get(source.name, 0)) / span, 2)
-            views = self.tails[source.name].views
+            views = self.pipelines[source.name].views
             if views is not None:
                 status["views"] = views.stats.as_dict()
             cameras[source.name] = status

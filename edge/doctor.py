@@ -263,6 +263,7 @@ def check_inference(config: Any, frame: Any) -> Check:
         return Check("inference", WARN, "skipped: no camera delivered a frame to run on",
                      "fix the camera first; then doctor runs the model on one of its frames")
     from edge.engines import EngineError
+    from edge.pipeline import CameraPipeline
     from edge.pose import open_pose_model
 
     try:
@@ -271,9 +272,10 @@ def check_inference(config: Any, frame: Any) -> Check:
         return Check("inference", FAIL, "cannot load the model: %s" % exc,
                      "run `fallwatch model fetch`, and on a Jetson build the engine (see README, On a Jetson)")
     try:
-        model.maps(frame)  # the first run includes one-off set-up; time the second
+        pipeline = CameraPipeline("doctor", config, model)
+        pipeline.maps(frame)  # the first run includes one-off set-up; time the second
         t0 = time.perf_counter()
-        heatmaps, pafs, _ = model.maps(frame)
+        heatmaps, pafs, _ = pipeline.maps(frame)
         ms = (time.perf_counter() - t0) * 1000.0
     except Exception as exc:
         return Check("inference", FAIL, "the model failed on a camera frame: %s" % str(exc).replace("\n", " "),

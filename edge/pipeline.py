@@ -1,20 +1,26 @@
-"""The stages between a frame and its events, shared by the daemon (threads) and replay (one loop).
+"""One camera's frame path, the same for every command.
 
-``prepare`` (preprocess) -> ``run_engine`` -> ``find_people`` (decode, parse, back to frame
-coordinates) -> :class:`CameraTail` (track, fall detector, events). Each stage is a plain
-function of the one before it, so ``fallwatch run`` and ``fallwatch replay`` compute exactly the
-same thing; only who calls the stages, and when, differs.
+``fallwatch run`` (edge.daemon: threads and queues around it), ``replay`` and ``evaluate``
+(edge.replay: a reader and the file's clock around it), ``detect``, ``model check`` and ``doctor``
+(one image) all go through a :class:`CameraPipeline`::
 
-An :class:`InferenceJob` holds a batch of views of one frame (upright, and rotated by 90 degrees
-while someone may be on the floor: edge.views), each with the :class:`~edge.preprocess.Transform`
-that maps its people back to the frame; :func:`find_people` parses every view and merges the
-people. Each camera's :class:`CameraTail` owns its :class:`~edge.views.ViewPolicy`, which looks at
-the tracks after each frame and says which views the next frames need.
+    frame -> views -> preprocess -> engine -> decode -> parse -> merge -> frame coordinates
+          -> track -> fall detector -> events
+
+Each arrow is one method, so the daemon can run them on different threads: :meth:`prepare`
+(views and preprocess: an :class:`InferenceJob`), :meth:`infer` (the engine), :meth:`decode`,
+:meth:`parse` (every view's people, merged, in frame coordinates: :class:`People`) and
+:meth:`track` (tracker, fall detector, events: a :class:`FrameRecord` and the events);
+:meth:`process` runs them all for one frame. Its stages can be handed in (a model with any engine,
+a fall detector), and a pipeline without a model tracks recorded skeletons (skeleton replay).
+The camera's :class:`~edge.views.ViewPolicy` looks at the tracks after each frame and says which
+views the next frames need.
 """
 from __future__ import annotations
 
 import datetime
 import logging
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
@@ -49,51 +55,25 @@ class InferenceJob:
     rotations: Tuple[int, ...] = (0,)
 
 
-def prepare(frame: Frame, spec: ModelSpec, input_hw: Tuple[int, int], resize: str,
-            rotations: Sequence[int] = (0,)) -> InferenceJob:
-    """Preprocess stage: the frame's views (``rotations``, upright first) as one engine batch."""
-    batch, transforms = make_views(frame.image, spec, input_hw, resize, tuple(rotations))
-    return InferenceJob(frame, batch, tuple(transforms), tuple(rotations))
-
-
-def run_engine(job: InferenceJob, engine) -> Dict[str, np.ndarray]:
-    """Engine stage: raw outputs by tensor name, batch first."""
-    return engine.run(job.batch)
-
-
 @dataclass(frozen=True)
 class People:
-    """The people of one frame: ``keypoints`` ``(N, 18, 3)`` float64 normalised to the frame and
-    ``view`` ``(N,)``, the rotation (degrees) of the view each person was kept from."""
+    """The people of one frame: ``keypoints`` ``(N, 18, 3)`` float64 normalised to the frame,
+    ``view`` ``(N,)``, the rotation (degrees) of the view each person was kept from, and the
+    parser's person ``scores`` ``(N,)`` (None for recorded skeletons)."""
 
     keypoints: np.ndarray
     view: np.ndarray
+    scores: Optional[np.ndarray] = None
 
     def __len__(self) -> int:
         return int(self.keypoints.shape[0])
 
 
-def find_people(outputs: Dict[str, np.ndarray], job: InferenceJob, spec: ModelSpec,
-                params: Optional[ParseParams] = None, timer: Optional[StageTimer] = None,
-                views: ViewParams = ViewParams()) -> People:
-    """Decode and parse stages, then one list of people: every view's people mapped back to the
-    frame and merged (one person seen in two views counts once, see edge.views.merge_people).
-    Keypoints ``(x, y, confidence)`` are normalised to [0, 1] of the frame (clipped to it),
-    (0, 0, 0) for a missing part, rounded to :data:`COORD_DECIMALS` so that a recorded skeleton
-    JSONL replays bit-identically."""
-    timer = timer or StageTimer(1)
-    with timer.measure("decode"):
-        heatmaps, pafs = decode(spec, outputs)
-    with timer.measure("parse"):
-        per_view, scores = [], []
-        for i in range(len(job.transforms)):
-            keypoints, person_scores = parse_poses(heatmaps[i], pafs[i], spec.topology, params)
-            per_view.append(keypoints)
-            scores.append(person_scores)
-        size = (job.frame.image.shape[1], job.frame.image.shape[0])
-        keypoints, _, view = merge_people(per_view, scores, job.transforms, size, views.merge_distance,
-                                          views.merge_box_overlap)
-    return People(quantise_keypoints(keypoints), np.asarray(job.rotations, np.int64)[view])
+def parse_views(spec: ModelSpec, heatmaps: np.ndarray, pafs: np.ndarray, params: Optional[ParseParams] = None
+                ) -> List[Tuple[np.ndarray, np.ndarray]]:
+    """The parse stage for a batch of canonical maps (batch first): ``(keypoints, scores)`` of each
+    batch row, in that row's normalised network-input coordinates (DESIGN.md contract 1)."""
+    return [parse_poses(heatmaps[i], pafs[i], spec.topology, params) for i in range(heatmaps.shape[0])]
 
 
 def quantise_keypoints(keypoints: np.ndarray) -> np.ndarray:
@@ -150,45 +130,115 @@ class FrameRecord:
                 "people": self.people}
 
 
+def camera_config(config: Any, camera: str) -> Any:
+    """The configured camera named ``camera``, or None."""
+    return next((c for c in config.cameras if c.name == camera), None)
+
+
 def create_detector(config: Any, camera: str) -> FallDetector:
     """The fall detector for ``camera``: thresholds from ``config.fall``, the camera's zones.
 
     Its ``update(tracks, t, frame_size)`` gets the camera's confirmed tracks still alive
     (:class:`edge.track.Track`), the frame time in seconds and (width, height) in pixels, and
-    returns events with at least ``type``, ``track_id`` and ``confidence``; :class:`CameraTail`
+    returns events with at least ``type``, ``track_id`` and ``confidence``; :class:`CameraPipeline`
     adds ``event_id``, ``device``, ``camera``, ``timestamp`` and ``t``.
     """
-    cam = next((c for c in config.cameras if c.name == camera), None)
+    cam = camera_config(config, camera)
     zones = FallParams.zones_from_config(cam) if cam is not None else ()
     return FallDetector(FallParams.from_config(config.fall), zones)
 
 
-def create_view_policy(config: Any) -> ViewPolicy:
-    """A camera's policy for rotated views (``config.views``)."""
-    return ViewPolicy(ViewParams.from_config(config.views))
+class CameraPipeline:
+    """Everything between one camera's frames and its events.
 
+    ``model``: an open :class:`edge.pose.PoseModel` (spec, engine, input size, resize), shared
+    by the cameras of a process, or None to track recorded skeletons only. ``detector``: a fall
+    detector (default: :func:`create_detector`). ``ids``: the track id counter (shared across
+    cameras and reloads). ``view_policy``: whether the tracks are watched for rotated views
+    (default: when there is a model to run them). One thread per stage, frames in time order.
+    """
 
-class CameraTail:
-    """Track, detect and make events for one camera; feed it frames in time order."""
-
-    def __init__(self, camera: str, device: str, tracker_params: TrackerParams, detector: Any,
-                 ids: Optional[Iterator[int]] = None, views: Optional[ViewPolicy] = None) -> None:
+    def __init__(self, camera: str, config: Any, model: Any = None, detector: Any = None,
+                 ids: Optional[Iterator[int]] = None, parse_params: Optional[ParseParams] = None,
+                 view_policy: Optional[bool] = None) -> None:
         self.camera = camera
-        self.device = device
-        self.tracker = Tracker(tracker_params, ids)
-        self.detector = detector
-        self.views = views  # None when no frames are inferred (skeleton replay)
+        self.device = config.device_id
+        self.model = model
+        self.parse_params = parse_params
+        self.view_params = ViewParams.from_config(config.views)
+        watch = model is not None if view_policy is None else view_policy
+        self.views = ViewPolicy(self.view_params) if watch else None
+        self.tracker = Tracker(TrackerParams.from_config(config.tracker), ids)
+        self.detector = detector if detector is not None else create_detector(config, camera)
+
+    # ---------------------------------------------------------------- frame -> people
 
     def rotations(self, t: float) -> Tuple[int, ...]:
-        """The views the frame at time ``t`` needs (upright only without a view policy)."""
+        """The views the frame at time ``t`` needs (upright only without a model)."""
         return self.views.views_for(t) if self.views is not None else (0,)
 
-    def process(self, people: Union[People, np.ndarray], t: float, wall: float, size: Tuple[int, int],
-                image: Optional[np.ndarray] = None, timer: Optional[StageTimer] = None
-                ) -> Tuple[FrameRecord, List[Dict[str, Any]]]:
-        """People of one frame (:class:`People` from :func:`find_people`, or keypoints ``(N, 18, 3)``
-        normalised) at frame time ``t`` -> the frame record and the events it caused; then the view
-        policy looks at the tracks. ``size`` is (width, height)."""
+    def prepare(self, frame: Frame, rotations: Optional[Sequence[int]] = None) -> InferenceJob:
+        """Views and preprocess: the frame's views (``rotations``, upright first; default: what the
+        view policy asks for at ``frame.t``) as one engine batch."""
+        model = self.model
+        rotations = tuple(rotations) if rotations is not None else self.rotations(frame.t)
+        batch, transforms = make_views(frame.image, model.spec, model.input_hw, model.resize, rotations)
+        return InferenceJob(frame, batch, tuple(transforms), rotations)
+
+    def infer(self, job: InferenceJob) -> Dict[str, np.ndarray]:
+        """The engine: raw outputs by tensor name, batch first (counted in the view statistics)."""
+        started = time.perf_counter()
+        outputs = self.model.engine.run(job.batch)
+        if self.views is not None:
+            self.views.stats.note_inference(len(job.transforms), time.perf_counter() - started)
+        return outputs
+
+    def decode(self, outputs: Dict[str, np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
+        """Raw outputs -> canonical ``(heatmaps (V, K[+1], h, w), pafs (V, 2L, h', w'))``."""
+        return decode(self.model.spec, outputs)
+
+    def parse(self, job: InferenceJob, heatmaps: np.ndarray, pafs: np.ndarray) -> People:
+        """Parse every view, map its people back to the frame and merge them (one person seen in two
+        views counts once, see edge.views.merge_people). Keypoints ``(x, y, confidence)`` are
+        normalised to [0, 1] of the frame (clipped to it), (0, 0, 0) for a missing part, rounded to
+        :data:`COORD_DECIMALS` so that a recorded skeleton JSONL replays bit-identically."""
+        parsed = parse_views(self.model.spec, heatmaps, pafs, self.parse_params)
+        size = (job.frame.image.shape[1], job.frame.image.shape[0])
+        keypoints, scores, view = merge_people([k for k, _ in parsed], [s for _, s in parsed], job.transforms,
+                                               size, self.view_params.merge_distance,
+                                               self.view_params.merge_box_overlap)
+        return People(quantise_keypoints(keypoints), np.asarray(job.rotations, np.int64)[view], scores)
+
+    def find_people(self, job: InferenceJob, outputs: Dict[str, np.ndarray],
+                    timer: Optional[StageTimer] = None) -> People:
+        """:meth:`decode` then :meth:`parse`, each timed."""
+        timer = timer or StageTimer(1)
+        with timer.measure("decode"):
+            heatmaps, pafs = self.decode(outputs)
+        with timer.measure("parse"):
+            return self.parse(job, heatmaps, pafs)
+
+    def maps(self, image: np.ndarray) -> Tuple[np.ndarray, np.ndarray, Transform]:
+        """One image's upright view -> canonical ``(heatmaps (K[+1], h, w), pafs (2L, h', w'),
+        transform)`` (``model check``, ``doctor``)."""
+        job = self.prepare(still_frame(image, self.camera), (0,))
+        heatmaps, pafs = self.decode(self.infer(job))
+        return heatmaps[0], pafs[0], job.transforms[0]
+
+    def detect(self, image: np.ndarray) -> People:
+        """The people in one image, in the views ``views.policy`` runs on a still image (``always``:
+        every view; otherwise upright), untracked (``detect``)."""
+        job = self.prepare(still_frame(image, self.camera))
+        return self.parse(job, *self.decode(self.infer(job)))
+
+    # ---------------------------------------------------------------- people -> events
+
+    def track(self, people: Union[People, np.ndarray], t: float, wall: float, size: Tuple[int, int],
+              image: Optional[np.ndarray] = None, timer: Optional[StageTimer] = None
+              ) -> Tuple[FrameRecord, List[Dict[str, Any]]]:
+        """People of one frame (:class:`People`, or keypoints ``(N, 18, 3)`` normalised) at frame time
+        ``t`` -> the frame record and the events it caused; then the view policy looks at the
+        tracks. ``size`` is (width, height)."""
         timer = timer or StageTimer(1)
         t = round(float(t), TIME_DECIMALS)
         view = people.view if isinstance(people, People) else None
@@ -206,6 +256,18 @@ class CameraTail:
         events = [self._complete(e, by_id, t, wall) for e in raw_events]
         record = FrameRecord(self.camera, t, wall, size[0], size[1], keypoints, ids, image, view)
         return record, events
+
+    def process(self, frame: Frame, timer: Optional[StageTimer] = None
+                ) -> Tuple[FrameRecord, List[Dict[str, Any]]]:
+        """Every stage, in one thread, for one frame."""
+        timer = timer or StageTimer(1)
+        with timer.measure("preprocess"):
+            job = self.prepare(frame)
+        with timer.measure("engine"):
+            outputs = self.infer(job)
+        people = self.find_people(job, outputs, timer)
+        image = frame.image
+        return self.track(people, frame.t, frame.wall, (image.shape[1], image.shape[0]), image=image, timer=timer)
 
     def _complete(self, event: Dict[str, Any], tracks: Dict[int, Track], t: float, wall: float) -> Dict[str, Any]:
         track = tracks.get(int(event.get("track_id", 0)))
@@ -226,6 +288,11 @@ class CameraTail:
         for k, v in event.items():
             out.setdefault(k, v)
         return out
+
+
+def still_frame(image: np.ndarray, camera: str = "image") -> Frame:
+    """A single image as a frame at t = 0 (``detect``, ``model check``, ``doctor``)."""
+    return Frame(camera, 0, 0.0, 0.0, image)
 
 
 class RateLimiter:

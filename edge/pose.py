@@ -1,7 +1,7 @@
-"""The configured pose network as one object: frame in, canonical maps out.
+"""The configured pose network as one object: its spec, its engine, its input size and resize.
 
-Wires preprocess -> engine -> decode for the commands that look at single images
-(``model check``, ``detect``); the daemon uses the same stages.
+:func:`open_pose_model` loads what the configuration names; :class:`edge.pipeline.CameraPipeline`
+runs it.
 """
 from __future__ import annotations
 
@@ -10,11 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Tuple
 
-import numpy as np
-
 from edge.engines import Engine, EngineError, create_engine
-from edge.preprocess import Transform, preprocess
-from edge.specs import ModelSpec, decode, load_spec
+from edge.specs import ModelSpec, load_spec
 
 DEFAULT_SPEC = "openpose-mobilenet-thin"
 log = logging.getLogger("fallwatch.pose")
@@ -45,12 +42,6 @@ class PoseModel:
     engine: Engine
     input_hw: Tuple[int, int]
     resize: str
-
-    def maps(self, frame: np.ndarray) -> Tuple[np.ndarray, np.ndarray, Transform]:
-        """One BGR frame -> canonical ``(heatmaps (18[+1], h, w), pafs (2L, h', w'), transform)``."""
-        tensor, transform = preprocess(frame, self.spec, self.input_hw, self.resize)
-        heatmaps, pafs = decode(self.spec, self.engine.run(tensor))
-        return heatmaps[0], pafs[0], transform
 
     def close(self) -> None:
         self.engine.close()

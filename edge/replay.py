@@ -2,8 +2,8 @@
 
 Every frame of the input is taken in order (none dropped for being late; ``max_fps`` picks frames
 by their timestamps exactly as the daemon does), as fast as the machine allows, in one thread,
-through the same stage functions (edge.pipeline) and the same tracker and fall detector as
-``fallwatch run``. Time is the input's: a video frame's ``t`` is its index / the file's frame
+through the same :class:`~edge.pipeline.CameraPipeline` as ``fallwatch run``: replay only adds
+a reader (edge.video) and the input's clock. Time is the input's: a video frame's ``t`` is its index / the file's frame
 rate, a JSONL line's ``t`` is its ``t`` field; events carry that ``t`` and a ``timestamp`` of
 ``start_wall + t`` (by default the epoch, 1970-01-01T00:00:00Z, so output is deterministic).
 The same input gives the same output, byte for byte.
@@ -15,17 +15,14 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional, Set, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, Optional, Set, Tuple, Union
 
-import cv2
 import numpy as np
 
-from edge.pipeline import (CameraTail, People, RateLimiter, create_detector, create_view_policy, find_people, prepare,
-                           run_engine)
-from edge.views import ViewParams
-from edge.sources import Frame, correct_orientation
+from edge.pipeline import CameraPipeline, People, RateLimiter, camera_config
+from edge.sources import Frame
 from edge.timing import StageTimer
-from edge.track import TrackerParams
+from edge.video import VideoError, VideoReader
 
 log = logging.getLogger("fallwatch.replay")
 
@@ -70,13 +67,7 @@ def is_skeleton_file(path: Union[str, Path]) -> bool:
         return False
 
 
-def _camera_config(config: Any, name: str) -> Any:
-    return next((c for c in config.cameras if c.name == name), None)
-
-
-def _tail(config: Any, camera: str, views: bool = False) -> CameraTail:
-    return CameraTail(camera, config.device_id, TrackerParams.from_config(config.tracker),
-                      create_detector(config, camera), views=create_view_policy(config) if views else None)
+DetectorFactory = Callable[[str], Any]  # camera name -> fall detector (default: edge.pipeline.create_detector)
 
 
 def _deliver(sinks: Any, record: Any, events: Any, summary: ReplaySummary, timer: StageTimer) -> None:
@@ -91,60 +82,40 @@ def _deliver(sinks: Any, record: Any, events: Any, summary: ReplaySummary, timer
 
 
 def replay_video(path: Union[str, Path], config: Any, model: Any, sinks: Any, camera: str = DEFAULT_CAMERA,
-                 max_fps: Optional[float] = None, start_wall: float = 0.0) -> ReplaySummary:
+                 max_fps: Optional[float] = None, start_wall: float = 0.0,
+                 make_detector: Optional[DetectorFactory] = None) -> ReplaySummary:
     """Run the pipeline on every frame of a video file. ``model``: an open edge.pose.PoseModel.
     When ``camera`` names a configured camera, its ``flip`` and ``max_fps`` apply (``max_fps``
     given here overrides)."""
-    cam = _camera_config(config, camera)
-    flip = cam.flip if cam is not None else "none"
+    cam = camera_config(config, camera)
     if max_fps is None:
         max_fps = cam.max_fps if cam is not None else 0.0
-    if not Path(path).is_file():
-        raise ReplayError("%s: no such video file" % path)
-    cap = cv2.VideoCapture(str(path))
-    if not cap.isOpened():
-        raise ReplayError("%s: cannot open it as a video (OpenCV's FFmpeg cannot decode it)" % path)
-    fps = cap.get(cv2.CAP_PROP_FPS)
-    if not fps or not np.isfinite(fps) or fps <= 0:
-        cap.release()
-        raise ReplayError("%s: the file does not say its frame rate, so frame times are unknown" % path)
+    try:
+        reader = VideoReader(path, cam.flip if cam is not None else "none")
+    except VideoError as exc:
+        raise ReplayError(str(exc)) from None
     summary = ReplaySummary(str(path), "video")
     timer = StageTimer(4096)
-    tail, limiter = _tail(config, camera, views=True), RateLimiter(max_fps)
-    view_params = ViewParams.from_config(config.views)
+    pipeline = CameraPipeline(camera, config, model, make_detector(camera) if make_detector else None)
+    limiter = RateLimiter(max_fps)
     started = time.monotonic()
     next_log = started + 10
     try:
-        index = 0
-        while True:
-            ok, image = cap.read()
-            if not ok or image is None:
-                break
-            t = index / fps
-            index += 1
-            summary.frames_read += 1
-            if not limiter.take(t):
-                continue
-            image = correct_orientation(image, flip)
-            frame = Frame(camera, index - 1, t, start_wall + t, image)
-            with timer.measure("preprocess"):
-                job = prepare(frame, model.spec, model.input_hw, model.resize, tail.rotations(t))
-            started_engine = time.perf_counter()
-            with timer.measure("engine"):
-                outputs = run_engine(job, model.engine)
-            tail.views.stats.note_inference(len(job.transforms), time.perf_counter() - started_engine)
-            people = find_people(outputs, job, model.spec, timer=timer, views=view_params)
-            record, events = tail.process(people, t, frame.wall, (image.shape[1], image.shape[0]),
-                                          image=image, timer=timer)
-            _deliver(sinks, record, events, summary, timer)
-            if time.monotonic() >= next_log:
-                next_log = time.monotonic() + 10
-                log.info("replay %s: %d frames processed, t = %.1f s", path, summary.frames_processed, t)
-    finally:
-        cap.release()
+        with reader:
+            for index, t, image in reader.frames():
+                summary.frames_read += 1
+                if not limiter.take(t):
+                    continue
+                record, events = pipeline.process(Frame(camera, index, t, start_wall + t, image), timer)
+                _deliver(sinks, record, events, summary, timer)
+                if time.monotonic() >= next_log:
+                    next_log = time.monotonic() + 10
+                    log.info("replay %s: %d frames processed, t = %.1f s", path, summary.frames_processed, t)
+    except VideoError as exc:
+        raise ReplayError(str(exc)) from None
     summary.seconds = time.monotonic() - started
     summary.stages = timer.summary()
-    summary.views = tail.views.stats.as_dict()
+    summary.views = pipeline.views.stats.as_dict()
     return summary
 
 
@@ -180,7 +151,7 @@ def read_skeletons(path: Union[str, Path]) -> Iterator[Tuple[int, Dict[str, Any]
 
 
 def replay_skeletons(path: Union[str, Path], config: Any, sinks: Any, max_fps: Optional[float] = None,
-                     start_wall: float = 0.0) -> ReplaySummary:
+                     start_wall: float = 0.0, make_detector: Optional[DetectorFactory] = None) -> ReplaySummary:
     """Run tracking, fall detection and the outputs on a skeleton JSONL, line by line. Track ids in
     the file are ignored: people are tracked again, exactly as the daemon tracks them. A camera
     named in the configuration uses its ``max_fps`` unless ``max_fps`` is given."""
@@ -188,7 +159,7 @@ def replay_skeletons(path: Union[str, Path], config: Any, sinks: Any, max_fps: O
         raise ReplayError("%s: no such file" % path)
     summary = ReplaySummary(str(path), "skeletons")
     timer = StageTimer(4096)
-    tails: Dict[str, CameraTail] = {}
+    pipelines: Dict[str, CameraPipeline] = {}
     limiters: Dict[str, RateLimiter] = {}
     last_t: Dict[str, float] = {}
     started = time.monotonic()
@@ -200,16 +171,16 @@ def replay_skeletons(path: Union[str, Path], config: Any, sinks: Any, max_fps: O
                               % (path, number, camera, t, last_t[camera]))
         last_t[camera] = t
         summary.frames_read += 1
-        if camera not in tails:
-            cam = _camera_config(config, camera)
-            tails[camera] = _tail(config, camera)
+        if camera not in pipelines:
+            cam = camera_config(config, camera)
+            pipelines[camera] = CameraPipeline(camera, config, None, make_detector(camera) if make_detector else None)
             limiters[camera] = RateLimiter(max_fps if max_fps is not None else (cam.max_fps if cam else 0.0))
         if not limiters[camera].take(t):
             continue
         keypoints = np.asarray([p["keypoints"] for p in record["people"]], dtype=np.float64).reshape(-1, 18, 3)
         view = np.asarray([int(p.get("view", 0)) for p in record["people"]], dtype=np.int64)  # kept as recorded
-        rec, events = tails[camera].process(People(keypoints, view), t, start_wall + t,
-                                            (int(record["width"]), int(record["height"])), timer=timer)
+        rec, events = pipelines[camera].track(People(keypoints, view), t, start_wall + t,
+                                              (int(record["width"]), int(record["height"])), timer=timer)
         _deliver(sinks, rec, events, summary, timer)
     summary.seconds = time.monotonic() - started
     summary.stages = timer.summary()

@@ -24,10 +24,12 @@ import threading
 import time
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple, Union
 
 import cv2
 import numpy as np
+
+from edge.video import VideoError, VideoReader, correct_orientation, usable_fps
 
 log = logging.getLogger("fallwatch.sources")
 
@@ -39,22 +41,6 @@ CONNECTING, STREAMING, RECONNECTING, STALLED, ENDED, STOPPED = (
 NVVIDCONV_FLIP = {"none": 0, "rotate_90_ccw": 1, "rotate_180": 2, "rotate_90_cw": 3,
                   "horizontal": 4, "vertical": 6}
 _NETWORK_SCHEMES = ("rtsp", "rtsps", "http", "https")
-_CPU_FLIP = {
-    "horizontal": lambda img: cv2.flip(img, 1),
-    "vertical": lambda img: cv2.flip(img, 0),
-    "rotate_180": lambda img: cv2.rotate(img, cv2.ROTATE_180),
-    "rotate_90_cw": lambda img: cv2.rotate(img, cv2.ROTATE_90_CLOCKWISE),
-    "rotate_90_ccw": lambda img: cv2.rotate(img, cv2.ROTATE_90_COUNTERCLOCKWISE),
-}
-
-
-def correct_orientation(image: np.ndarray, flip: str) -> np.ndarray:
-    """Apply a camera's ``flip`` (config: none, horizontal, vertical, rotate_180, rotate_90_cw,
-    rotate_90_ccw) to a BGR image on the CPU."""
-    fn = _CPU_FLIP.get(flip)
-    return fn(image) if fn is not None else image
-
-
 class SourceError(RuntimeError):
     """A camera cannot be opened or read; the message names the camera and what to check."""
 
@@ -62,14 +48,17 @@ class SourceError(RuntimeError):
 @dataclass(frozen=True)
 class Frame:
     """One captured image. ``t``: seconds on the stream clock (the daemon's: monotonic seconds
-    since it started; replay: the frame's position in the input); ``wall``: capture time in
-    seconds since the epoch (UTC); ``image``: BGR uint8 (H, W, 3), orientation corrected."""
+    since it started; a video file read with ``realtime: false``, and replay: the frame's position
+    in the file); ``wall``: capture time in seconds since the epoch (UTC); ``image``: BGR uint8
+    (H, W, 3), orientation corrected; ``captured``: when it was captured on the daemon's clock, for
+    latency (None: ``t``)."""
 
     camera: str
     index: int
     t: float
     wall: float
     image: np.ndarray
+    captured: Optional[float] = None
 
 
 @dataclass(frozen=True)
@@ -171,22 +160,22 @@ class Capture:
     def __init__(self, cap: "cv2.VideoCapture", kind: str, flip: str) -> None:
         self._cap = cap
         self.kind = kind
-        self._flip = None if kind == "csi" else _CPU_FLIP.get(flip)
-        fps = cap.get(cv2.CAP_PROP_FPS)
-        self.fps = float(fps) if fps and np.isfinite(fps) and 0 < fps < 1000 else 0.0
+        self._flip = "none" if kind == "csi" else flip  # CSI cameras flip on the GPU (nvvidconv)
+        self.fps = usable_fps(cap.get(cv2.CAP_PROP_FPS))
 
     def read(self) -> Optional[np.ndarray]:
         ok, image = self._cap.read()
         if not ok or image is None or image.ndim != 3 or image.shape[2] != 3:
             return None
-        return self._flip(image) if self._flip else image
+        return correct_orientation(image, self._flip)
 
     def release(self) -> None:
         self._cap.release()
 
 
-def open_capture(camera, settings: SourceSettings = SourceSettings()) -> Capture:
-    """Open ``camera`` (a config.CameraConfig: name, uri, width, height, fps, flip).
+def open_capture(camera, settings: SourceSettings = SourceSettings()) -> Union[Capture, VideoReader]:
+    """Open ``camera`` (a config.CameraConfig: name, uri, width, height, fps, flip); a video file
+    is opened with the one video reader (edge.video).
 
     Raises :class:`SourceError` saying what failed; the caller retries with backoff.
     """
@@ -222,12 +211,10 @@ def open_capture(camera, settings: SourceSettings = SourceSettings()) -> Capture
         hint = ("is the stream reachable and the URL right? (try: ffplay '%s'; for RTSP over TCP set "
                 "OPENCV_FFMPEG_CAPTURE_OPTIONS=rtsp_transport;tcp)" % redact_uri(uri))
     else:
-        if not os.path.exists(target) or os.path.isdir(target):
-            raise SourceError("camera %s: video file %s does not exist" % (name, target))
-        if not os.access(target, os.R_OK):
-            raise SourceError("camera %s: video file %s is not readable (check its permissions)" % (name, target))
-        cap = cv2.VideoCapture(target)
-        hint = "is it a video OpenCV's FFmpeg can decode?"
+        try:
+            return VideoReader(target, camera.flip)
+        except VideoError as exc:
+            raise SourceError("camera %s: %s" % (name, exc)) from None
     if not cap.isOpened():
         cap.release()
         raise SourceError("camera %s: cannot open %s; %s" % (name, redact_uri(uri), hint))
@@ -250,6 +237,8 @@ class CameraSource:
         self._clock, self._wall, self._opener, self._on_frame = clock, wall, opener, on_frame
         self._kind = uri_kind(camera.uri)[0]
         self._lock = threading.Lock()
+        self._taken_cond = threading.Condition(self._lock)  # a frame was taken (realtime: false files wait)
+        self._file_offset = 0.0  # realtime: false: seconds of the file played by earlier loops
         self._stop = threading.Event()
         self._generation = 0
         self._threads: List[threading.Thread] = []
@@ -329,6 +318,7 @@ class CameraSource:
                 return None
             self._taken_index = frame.index
             self._taken += 1
+            self._taken_cond.notify_all()
             return frame
 
     @property
@@ -403,11 +393,15 @@ class CameraSource:
                 if not self._current(generation):
                     return "done", None, False
                 self._progress_t = self._clock()
-            paced = capture.kind == "file"
-            period = 1.0 / (capture.fps or self.camera.fps)
+            is_file = capture.kind == "file"
+            realtime = not is_file or getattr(self.camera, "realtime", True)
+            rate = capture.fps or self.camera.fps
+            period = 1.0 / rate
             start = time.monotonic()
             count = 0
             while self._current(generation):
+                if not realtime and not self._wait_until_taken(generation):
+                    break
                 image = capture.read()
                 now_t, now_wall = self._clock(), self._wall()
                 if image is None:
@@ -418,12 +412,16 @@ class CameraSource:
                     self._announce = False
                     announce("camera %s (%s): streaming %dx%d%s", self.name, redact_uri(self.camera.uri),
                              image.shape[1], image.shape[0], " at %.3g fps" % capture.fps if capture.fps else "")
-                self._publish(generation, image, now_t, now_wall)
+                # realtime: false: the frame's time is its place in the file, as in replay
+                t = now_t if realtime else self._file_offset + count / rate
+                self._publish(generation, image, t, now_wall, now_t)
                 count += 1
-                if paced:  # a file plays at its own frame rate, like a camera
+                if is_file and realtime:  # a file plays at its own frame rate, like a camera
                     delay = start + count * period - time.monotonic()
                     if delay > 0 and self._stop.wait(delay):
                         break
+            if not realtime:
+                self._file_offset += count / rate
         finally:
             capture.release()
         if not self._current(generation):
@@ -440,7 +438,16 @@ class CameraSource:
             return "done", None, got
         return "failed", "camera %s (%s): the stream failed or ended" % (self.name, redact_uri(self.camera.uri)), got
 
-    def _publish(self, generation: int, image: np.ndarray, t: float, wall: float) -> None:
+    def _wait_until_taken(self, generation: int) -> bool:
+        """``realtime: false``: wait until the pipeline took the last frame (waiting for it is
+        progress, not a stall); False when stopped or superseded."""
+        with self._taken_cond:
+            while self._current(generation) and self._latest is not None and self._latest.index > self._taken_index:
+                self._progress_t = self._clock()
+                self._taken_cond.wait(0.1)
+            return self._current(generation)
+
+    def _publish(self, generation: int, image: np.ndarray, t: float, wall: float, captured: float) -> None:
         with self._lock:
             if not self._current(generation):
                 return
@@ -448,8 +455,8 @@ class CameraSource:
                 self._dropped += 1
             index = self._frames
             self._frames += 1
-            self._latest = Frame(self.name, index, t, wall, image)
-            self._progress_t = self._last_frame_t = t
+            self._latest = Frame(self.name, index, t, wall, image, captured)
+            self._progress_t = self._last_frame_t = captured
             self._size = (image.shape[1], image.shape[0])
             self._state, self._last_error = STREAMING, None
         if self._on_frame is not None:

@@ -7,12 +7,12 @@
 ``--falls 0`` runs part 2 only, ``--daemon-seconds 0`` part 1 only.
 
 Part 1, after inference ("confirming frame -> subscriber"): the daemon's own post-inference path
-for one camera, built as ``fallwatch run`` builds it: an :class:`edge.pipeline.CameraTail` with the
+for one camera, built as ``fallwatch run`` builds it: an :class:`edge.pipeline.CameraPipeline` with the
 real tracker, view policy and :class:`edge.fall.FallDetector` of the default configuration, and the
 sink set of ``cmd_run`` (``MqttSink`` with its fsynced SQLite outbox first, then the events JSONL).
 It is fed the skeletons of a real fall clip frame by frame, as the daemon's post thread would,
 until the detector confirms the fall; the time runs from handing that frame to the tail
-(``CameraTail.process``, then ``sinks.frame`` and ``sinks.emit`` as ``Daemon._post_loop`` calls
+(``CameraPipeline.track``, then ``sinks.frame`` and ``sinks.emit`` as ``Daemon._post_loop`` calls
 them) to the subscriber's ``on_message`` for the event (same process, same clock). Each fall uses
 a fresh tail (new tracker and detector: no cooldown), track ids keep counting as in the daemon, and
 the next fall starts only once the event arrived (latency, not throughput). The camera's retained
@@ -67,10 +67,9 @@ from mosquitto import Broker, Subscriber, make_certs, write_config  # noqa: E402
 
 from edge.config import load_config  # noqa: E402
 from edge.mqtt import MqttSink  # noqa: E402
-from edge.pipeline import CameraTail, People, create_detector, create_view_policy  # noqa: E402
+from edge.pipeline import CameraPipeline, People  # noqa: E402
 from edge.replay import read_skeletons  # noqa: E402
 from edge.sinks import open_sinks  # noqa: E402
-from edge.track import TrackerParams  # noqa: E402
 
 DEFAULT_VIDEO = REPO.parent / "shared" / "data" / "gmdcsa24" / "subject1" / "Fall" / "13.mp4"
 MODELS_DIR = REPO / "models"
@@ -169,19 +168,17 @@ def run_tail(broker: Broker, folder: Path, protocol: str, tls: bool, frames: Lis
     sink = MqttSink(config).start()
     sinks.add(sink, first=True)
     wait_connected(sink)
-    params = TrackerParams.from_config(config.tracker)
     ids = itertools.count(1)  # the daemon's track id counter, shared by its cameras and reloads
     sent: Dict[str, Dict[str, float]] = {}
     confirm_t: List[float] = []
     try:
         for n in range(WARMUP + falls):
-            tail = CameraTail(CAMERA, config.device_id, params, create_detector(config, CAMERA), ids,
-                              views=create_view_policy(config))
+            tail = CameraPipeline(CAMERA, config, ids=ids, view_policy=True)
             confirmed = None
             sub.arrived.clear()
             for frame in frames:
                 t0 = time.perf_counter()
-                record, events = tail.process(frame["people"], frame["t"], time.time(), frame["size"])
+                record, events = tail.track(frame["people"], frame["t"], time.time(), frame["size"])
                 t1 = time.perf_counter()
                 sinks.frame(record)
                 for event in events:

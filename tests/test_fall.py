@@ -304,11 +304,10 @@ def test_a_hostile_stream_through_the_tracker_and_detector_never_crashes_or_aler
     """What the network could hand the daemon: NaN and infinite coordinates, parts far outside the
     frame, a person for one frame, 50 jittering people, time running backwards, empty frames."""
     from edge.config import load_config
-    from edge.pipeline import CameraTail, create_detector
-    from edge.track import TrackerParams
+    from edge.pipeline import CameraPipeline
 
     config = load_config(None, env={})
-    tail = CameraTail("hall", "dev1", TrackerParams.from_config(config.tracker), create_detector(config, "hall"))
+    tail = CameraPipeline("hall", config)
     rng = np.random.default_rng(5)
     standing = sequence([(0, STANDING)], 15, 0.1)[0][1]
     places = rng.uniform(0, 0.8, (50, 1))  # where each of the 50 stands (so tracks do form)
@@ -322,7 +321,7 @@ def test_a_hostile_stream_through_the_tracker_and_detector_never_crashes_or_aler
         if n:
             hostile = rng.random((n, 18)) < 0.1
             people[hostile] = rng.choice([np.nan, np.inf, -np.inf, 1e9, -5.0], size=(int(hostile.sum()), 1))
-        _, events = tail.process(people, t, t, FRAME)
+        _, events = tail.track(people, t, t, FRAME)
         assert events == [], (i, events)
         most_tracks = max(most_tracks, len(tail.tracker.tracks))
     assert most_tracks >= 10  # the stream did reach the detector as tracks

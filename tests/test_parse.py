@@ -355,6 +355,14 @@ def _shared_images():
     return SHARED_DATA / "images"
 
 
+def image_maps(model, image):
+    """The model's maps of an image's upright view, through the camera pipeline as the CLI runs it."""
+    from edge.config import load_config
+    from edge.pipeline import CameraPipeline
+
+    return CameraPipeline("test", load_config(None, env={}), model).maps(image)
+
+
 def _frame(path):
     import cv2
 
@@ -368,7 +376,7 @@ def test_apollo_crew(pose_model):
     if not path.is_file():
         pytest.skip("test image %s is absent (../shared/data sits beside the repository in CI)" % path)
     frame = _frame(path)
-    heat, paf, transform = pose_model.maps(frame)
+    heat, paf, transform = image_maps(pose_model, frame)
     keypoints, scores = parse_poses(heat, paf, pose_model.spec.topology)
     same_people((keypoints, scores), oracle_parse(heat, paf, pose_model.spec.topology), heat.shape[1:])
     keypoints = transform.keypoints_to_frame(keypoints)
@@ -397,7 +405,7 @@ def test_same_people_as_the_oracle_on_coco(pose_model):
         pytest.skip("test images %s are absent (../shared/data sits beside the repository in CI)" % folder)
     total = 0
     for path in images:
-        heat, paf, _ = pose_model.maps(_frame(path))
+        heat, paf, _ = image_maps(pose_model, _frame(path))
         result = parse_poses(heat, paf, pose_model.spec.topology)
         same_people(result, oracle_parse(heat, paf, pose_model.spec.topology), heat.shape[1:])
         total += len(result[0])

@@ -154,7 +154,7 @@ def test_missing_cameras_say_what_is_missing(uri, message):
 def test_a_file_that_is_not_a_video(tmp_path):
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(b"this is not a video" * 100)
-    with pytest.raises(SourceError, match="cannot open .*junk.mp4"):
+    with pytest.raises(SourceError, match="junk.mp4.* cannot open"):
         open_capture(CameraConfig(name="c", uri=str(junk)))
 
 
