@@ -20,7 +20,8 @@ from calibration.data import TensorSet
 from calibration.progress import Progress, counted
 from calibration.shapes import ShapeError, plan_input
 from edge.engines import EngineError
-from edge.engines.metadata import EngineMetadata, make_metadata, metadata_path, utc_now
+from edge.engines.metadata import EngineMetadata, make_metadata, metadata_path
+from edge.events import iso_utc
 
 log = logging.getLogger("fallwatch.calibration")
 
@@ -222,7 +223,7 @@ def build_engine(model_path: Path, out_path: Path, input_hw: Tuple[int, int], la
                          engine_bytes=len(engine_bytes), engine_sha256=sha256_bytes(engine_bytes),
                          calibration_cache_sha256=cache_sha,
                          calibrator=options.calibrator if options.precision == "int8" else None,
-                         dla_core=options.dla_core, build_time=utc_now(), build_seconds=round(time.monotonic() - started, 1))
+                         dla_core=options.dla_core, build_time=iso_utc(), build_seconds=round(time.monotonic() - started, 1))
     atomic_write(metadata_path(out_path), meta.to_json())
     return meta
 

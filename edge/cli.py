@@ -146,12 +146,13 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 
 def cmd_mqtt_test(args: argparse.Namespace) -> int:
+    from edge.checks import any_failed
     from edge.mqttcheck import format_report, run_checks
 
     config = load_config_for(args)
     steps = run_checks(config, timeout_s=args.timeout)
     print(format_report(config, steps), flush=True)
-    return EXIT_FAIL if any(step.ok is False for step in steps) else EXIT_OK
+    return EXIT_FAIL if any_failed(steps) else EXIT_OK
 
 
 def doctor_checks() -> tuple:
@@ -165,6 +166,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
     from edge import doctor
     from edge.board import detect_board
+    from edge.checks import CheckResult, format_result
     from edge.config import ConfigError, default_config_path, load_config
 
     path = args.config
@@ -175,7 +177,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     env = dict(doctor.service_env(), **os.environ)  # the service's EnvironmentFile, as systemd gives it
     board = detect_board()
     checks = []
-    show = None if args.json else (lambda check: print(doctor.format_check(check), flush=True))
+    show = None if args.json else (lambda check: print(format_result(check), flush=True))
     if not args.json:
         print("fallwatch doctor: %s" % (path or "built-in defaults"), flush=True)
     try:
@@ -184,7 +186,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         fix = ("run it with sudo: the configuration is readable by root and group fallwatch only"
                if "Permission denied" in str(exc) else
                "correct that key (config.yaml documents every key), then run doctor again")
-        checks.append(doctor.Check("config", doctor.FAIL, str(exc), fix))
+        checks.append(CheckResult("config", doctor.FAIL, str(exc), fix))
         if show:
             show(checks[-1])
         for check in (doctor.check_board(board, "onnxruntime"), doctor.check_python(board),
@@ -193,15 +195,14 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             if show:
                 show(check)
     else:
-        checks.append(doctor.Check("config", doctor.OK, "%s: valid, %d camera(s), backend %s" % (
+        checks.append(CheckResult("config", doctor.OK, "%s: valid, %d camera(s), backend %s" % (
             config.source or "built-in defaults", len(config.cameras), config.engine.backend)))
         if show:
             show(checks[-1])
         checks += doctor.run_checks(config, board, cameras=not args.no_cameras, mqtt=not args.no_mqtt,
                                     progress=show, only=args.only)
     if args.json:
-        print(json.dumps([dict(name=c.name, status=c.status, message=c.message, fix=c.fix) for c in checks],
-                         indent=2))
+        print(json.dumps([c.as_dict() for c in checks], indent=2))
     else:
         print(doctor.summary(checks))
     return doctor.exit_status(checks)
@@ -228,7 +229,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print("fallwatch: %s" % exc, file=sys.stderr)
         return EXIT_FAIL
     if config.mqtt.enabled:
-        from edge.mqtt import MqttSink
+        from edge.publisher import MqttSink
         from edge.outbox import OutboxError
 
         try:
@@ -397,7 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "mqtt-test", help="connect to the MQTT broker step by step and say exactly what fails",
-        description="Uses the mqtt: settings of the configuration, one line per step (ok / FAIL with the fix / "
+        description="Uses the mqtt: settings of the configuration, one line per step (ok / fail with the fix / "
                     "skip): DNS (resolve mqtt.host), TCP (connect to mqtt.port), TLS (handshake, certificate "
                     "check), login (user name and password; the password is never printed), publish (a test "
                     "event, QoS 1, on <topic_prefix>/<device_id>/mqtt-test, never a camera's topic), delivery "

@@ -1,9 +1,10 @@
 """``fallwatch doctor``: can this device do the job, and what to fix — one line per check.
 
-Each check is a small function returning a :class:`Check` (status ``ok`` / ``warn`` / ``fail``, a
-message, and for warn/fail the fix). :func:`run_checks` runs them in order, passing along what one
+Each check is a small function returning a :class:`~edge.checks.CheckResult` (status ``ok`` /
+``warn`` / ``fail``, a message, and for warn/fail the fix, taken from an error's ``fix`` field when
+the error says it). :func:`run_checks` runs them in order, passing along what one
 check learnt (a camera frame for the inference check). Hardware goes through the thin modules that
-own it (edge.engines.*, edge.sources, edge.jetson, edge.mqtt); a check that cannot see what it
+own it (edge.engines.*, edge.sources, edge.jetson, edge.mqttcheck); a check that cannot see what it
 checks (no TensorRT here, say) says so as ``warn`` or ``fail``, never ``ok``.
 """
 from __future__ import annotations
@@ -15,13 +16,12 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from edge.board import SUPPORTED_TEXT, Board, detect_board
+from edge.checks import FAIL, OK, WARN, CheckResult, any_failed
 
-OK, WARN, FAIL = "ok", "warn", "fail"
 SERVICE = "fallwatch.service"
 SERVICE_ENV_FILE = Path("/etc/fallwatch/env")
 OUTBOX_BYTES_PER_EVENT = 4096      # an event's JSON (18 keypoints, bbox, ids) plus SQLite overhead, generous
@@ -29,36 +29,28 @@ DISK_HEADROOM_BYTES = 256 << 20    # engines, logs and SQLite's temporary files
 CAMERA_TIMEOUT_S = 20.0
 CAMERA_FRAMES = 5
 MQTT_TIMEOUT_S = 5.0
-
-
-@dataclass(frozen=True)
-class Check:
-    """One line of the report. ``fix`` says what to do (empty for ok)."""
-
-    name: str
-    status: str
-    message: str
-    fix: str = ""
+BUILD_ENGINE_FIX = "build it on this device with fallwatch-calibrate (sudo ./install.sh does when none exists)"
+MQTT_TEST_HINT = "`fallwatch mqtt-test` shows every step"
 
 
 # ---------------------------------------------------------------- device and runtimes
 
 
-def check_board(board: Board, backend: str) -> Check:
+def check_board(board: Board, backend: str) -> CheckResult:
     """Is this a Jetson with a supported JetPack? Off a Jetson only the CPU backend can work."""
     if board.supported:
-        return Check("board", OK, board.describe())
+        return CheckResult("board", OK, board.describe())
     if board.is_jetson:
-        return Check("board", FAIL, "%s is not supported" % board.describe(),
-                     "flash JetPack 5.1.x or 6.x (%s) with SDK Manager or an SD card image" % SUPPORTED_TEXT)
+        return CheckResult("board", FAIL, "%s is not supported" % board.describe(),
+                           "flash JetPack 5.1.x or 6.x (%s) with SDK Manager or an SD card image" % SUPPORTED_TEXT)
     if backend == "tensorrt":
-        return Check("board", FAIL, "%s, but engine.backend is tensorrt" % board.describe(),
-                     "run on a Jetson with JetPack 5.1.x or 6.x, or set engine.backend: onnxruntime")
-    return Check("board", WARN, "%s: the CPU backend (onnxruntime) works, TensorRT and CSI cameras do not"
-                 % board.describe(), "nothing to fix for CPU use; for a deployment use a Jetson")
+        return CheckResult("board", FAIL, "%s, but engine.backend is tensorrt" % board.describe(),
+                           "run on a Jetson with JetPack 5.1.x or 6.x, or set engine.backend: onnxruntime")
+    return CheckResult("board", WARN, "%s: the CPU backend (onnxruntime) works, TensorRT and CSI cameras do not"
+                       % board.describe(), "nothing to fix for CPU use; for a deployment use a Jetson")
 
 
-def check_python(board: Board, numpy_version: Optional[str] = None) -> Check:
+def check_python(board: Board, numpy_version: Optional[str] = None) -> CheckResult:
     """Python and NumPy: JetPack's OpenCV and TensorRT bindings are built against NumPy 1.x."""
     if numpy_version is None:
         import numpy
@@ -66,21 +58,21 @@ def check_python(board: Board, numpy_version: Optional[str] = None) -> Check:
         numpy_version = numpy.__version__
     text = "Python %s, NumPy %s" % (sys.version.split()[0], numpy_version)
     if board.is_jetson and int(numpy_version.split(".")[0]) >= 2:
-        return Check("python", FAIL, text + ": JetPack's OpenCV and TensorRT need NumPy 1.x",
-                     "/opt/fallwatch/venv/bin/pip install 'numpy<2' (install.sh pins it)")
-    return Check("python", OK, text)
+        return CheckResult("python", FAIL, text + ": JetPack's OpenCV and TensorRT need NumPy 1.x",
+                           "/opt/fallwatch/venv/bin/pip install 'numpy<2' (install.sh pins it)")
+    return CheckResult("python", OK, text)
 
 
-def check_runtime(backend: str) -> Check:
+def check_runtime(backend: str) -> CheckResult:
     """The inference runtime engine.backend needs: TensorRT + CUDA + pycuda, or ONNX Runtime."""
     if backend == "onnxruntime":
         try:
             import onnxruntime
         except ImportError as exc:
-            return Check("runtime", FAIL, "cannot import onnxruntime (%s)" % exc,
-                         "pip install onnxruntime (or the [cpu] extra: pip install 'fallwatch[cpu]')")
-        return Check("runtime", OK, "ONNX Runtime %s (%s)"
-                     % (onnxruntime.__version__, ", ".join(onnxruntime.get_available_providers())))
+            return CheckResult("runtime", FAIL, "cannot import onnxruntime (%s)" % exc,
+                               "pip install onnxruntime (or the [cpu] extra: pip install 'fallwatch[cpu]')")
+        return CheckResult("runtime", OK, "ONNX Runtime %s (%s)"
+                           % (onnxruntime.__version__, ", ".join(onnxruntime.get_available_providers())))
     from edge.engines import EngineError
     from edge.engines.cuda import import_cuda
     from edge.engines.tensorrt import runtime_versions
@@ -89,38 +81,38 @@ def check_runtime(backend: str) -> Check:
         versions = runtime_versions()
         cuda_version = ".".join(str(v) for v in import_cuda().get_version())
     except EngineError as exc:  # the thin modules say what is missing and how to get it
-        return Check("runtime", FAIL, "TensorRT/CUDA/pycuda not usable: %s" % str(exc).replace("\n", " "),
-                     "on JetPack: sudo apt-get install nvidia-tensorrt python3-libnvinfer nvidia-cuda-dev, then "
-                     "run install.sh again (the venv needs --system-site-packages, pycuda built against CUDA)")
+        return CheckResult("runtime", FAIL, "TensorRT/CUDA/pycuda not usable: %s" % str(exc).replace("\n", " "),
+                           "on JetPack: sudo apt-get install nvidia-tensorrt python3-libnvinfer nvidia-cuda-dev, then "
+                           "run install.sh again (the venv needs --system-site-packages, pycuda built against CUDA)")
     versions.update(CUDA=cuda_version, pycuda=getattr(sys.modules.get("pycuda"), "VERSION_TEXT", "?"))
-    return Check("runtime", OK, ", ".join("%s %s" % kv for kv in versions.items()))
+    return CheckResult("runtime", OK, ", ".join("%s %s" % kv for kv in versions.items()))
 
 
 def _is_csi(uri: str) -> bool:
     return uri.startswith("csi://")
 
 
-def check_opencv(camera_uris: Sequence[str], cv2: Any = None) -> Check:
+def check_opencv(camera_uris: Sequence[str], cv2: Any = None) -> CheckResult:
     """OpenCV imports; GStreamer support is required for CSI cameras (nvarguscamerasrc)."""
     if cv2 is None:
         try:
             import cv2
         except ImportError as exc:
-            return Check("opencv", FAIL, "cannot import cv2 (%s)" % exc,
-                         "on a Jetson: sudo apt-get install nvidia-opencv (the venv must see system packages); "
-                         "elsewhere: pip install opencv-python-headless")
+            return CheckResult("opencv", FAIL, "cannot import cv2 (%s)" % exc,
+                               "on a Jetson: sudo apt-get install nvidia-opencv (the venv must see system packages); "
+                               "elsewhere: pip install opencv-python-headless")
     from edge.sources import opencv_has_gstreamer
 
     gst = opencv_has_gstreamer(cv2.getBuildInformation())
     text = "OpenCV %s, GStreamer %s" % (cv2.__version__, "yes" if gst else "no")
     csi = [u for u in camera_uris if _is_csi(u)]
     if gst:
-        return Check("opencv", OK, text)
+        return CheckResult("opencv", OK, text)
     if csi:
-        return Check("opencv", FAIL, text + ": needed for %s" % ", ".join(csi),
-                     "use JetPack's OpenCV (sudo apt-get install nvidia-opencv) and remove pip's opencv-python "
-                     "from the venv: /opt/fallwatch/venv/bin/pip uninstall opencv-python opencv-python-headless")
-    return Check("opencv", OK, text + " (no CSI camera configured, so not needed)")
+        return CheckResult("opencv", FAIL, text + ": needed for %s" % ", ".join(csi),
+                           "use JetPack's OpenCV (sudo apt-get install nvidia-opencv) and remove pip's opencv-python "
+                           "from the venv: /opt/fallwatch/venv/bin/pip uninstall opencv-python opencv-python-headless")
+    return CheckResult("opencv", OK, text + " (no CSI camera configured, so not needed)")
 
 
 # ---------------------------------------------------------------- cameras, engine, inference
@@ -172,7 +164,7 @@ def _shown_uri(uri: str) -> str:
 
 
 def check_camera(camera: Any, service_active: bool = False, timeout_s: float = CAMERA_TIMEOUT_S,
-                 frames: int = CAMERA_FRAMES) -> Tuple[Check, Any]:
+                 frames: int = CAMERA_FRAMES) -> Tuple[CheckResult, Any]:
     """Open one configured camera and read a few frames; returns (check, last frame or None)."""
     name = "camera %s" % camera.name
     t0, uri = time.monotonic(), _shown_uri(camera.uri)
@@ -180,17 +172,17 @@ def check_camera(camera: Any, service_active: bool = False, timeout_s: float = C
     busy = ("; the running fallwatch service probably holds it: stop it (sudo systemctl stop fallwatch) "
             "and run doctor again" if service_active and not camera.uri.startswith(("rtsp", "http")) else "")
     if not finished:
-        return Check(name, FAIL, "%s: no frame within %g s" % (uri, timeout_s),
-                     "check that the camera is connected and %s is right%s" % (_uri_key(camera), busy)), None
+        return CheckResult(name, FAIL, "%s: no frame within %g s" % (uri, timeout_s),
+                           "check that the camera is connected and %s is right%s" % (_uri_key(camera), busy)), None
     if isinstance(result, Exception):
-        return Check(name, FAIL, str(result).replace("\n", " "),
-                     _camera_fix(camera) + busy), None
+        return CheckResult(name, FAIL, str(result).replace("\n", " "),
+                           _camera_fix(camera) + busy), None
     image, n = result
     if n == 0 or image is None:
-        return Check(name, FAIL, "%s opened but delivered no frame" % uri, _camera_fix(camera) + busy), None
+        return CheckResult(name, FAIL, "%s opened but delivered no frame" % uri, _camera_fix(camera) + busy), None
     shape = getattr(image, "shape", None)
     size = "%dx%d" % (shape[1], shape[0]) if shape is not None and len(shape) >= 2 else "?"
-    return Check(name, OK, "%s: %d frames of %s in %.1f s" % (uri, n, size, time.monotonic() - t0)), image
+    return CheckResult(name, OK, "%s: %d frames of %s in %.1f s" % (uri, n, size, time.monotonic() - t0)), image
 
 
 def _uri_key(camera: Any) -> str:
@@ -210,20 +202,10 @@ def _camera_fix(camera: Any) -> str:
     return "check that the file %s exists and is a readable video" % uri
 
 
-def _split_fix(text: str) -> Tuple[str, str]:
-    """An EngineError's "what. Rebuild it: command" as (what, fix)."""
-    for marker in (" Rebuild it on this device: ", " Build it on this device: ", " Rebuild it: ",
-                   " Rebuild the engine: "):
-        if marker in text:
-            what, command = text.split(marker, 1)
-            return what, "build it on this device: " + command
-    return text, "build it on this device with fallwatch-calibrate (sudo ./install.sh does when none exists)"
-
-
-def check_engine(config: Any, board: Board) -> Check:
+def check_engine(config: Any, board: Board) -> CheckResult:
     """The TensorRT engine file exists, is intact, and was built for this device, TensorRT and model."""
     if config.engine.backend != "tensorrt":
-        return Check("engine", OK, "engine.backend is %s: no TensorRT engine needed" % config.engine.backend)
+        return CheckResult("engine", OK, "engine.backend is %s: no TensorRT engine needed" % config.engine.backend)
     from edge.engines import EngineError
     from edge.engines.device import current_device
     from edge.engines.metadata import check_engine as check_engine_file, read_metadata
@@ -234,7 +216,8 @@ def check_engine(config: Any, board: Board) -> Check:
         model = model_path(config)
         path = engine_path_for(config, model)
     except EngineError as exc:
-        return Check("engine", FAIL, str(exc), "run `fallwatch model fetch` (or set model.onnx), then build the engine")
+        return CheckResult("engine", FAIL, exc.what,
+                           exc.fix or "run `fallwatch model fetch` (or set model.onnx), then build the engine")
     try:
         device = current_device()
     except EngineError as exc:  # no TensorRT/CUDA here: check what can be checked without them
@@ -243,25 +226,23 @@ def check_engine(config: Any, board: Board) -> Check:
                 raise EngineError("the TensorRT engine %s does not exist." % path)
             meta = read_metadata(path)
         except EngineError as exc2:
-            what, fix = _split_fix(str(exc2))
-            return Check("engine", FAIL, what, fix)
-        return Check("engine", WARN, "%s (%s, TensorRT %s, %s) present; cannot compare it with this device: %s"
-                     % (path, meta.precision, meta.tensorrt_version, meta.device_name, str(exc).split(". ")[0]),
-                     "fix the runtime line first")
+            return CheckResult("engine", FAIL, exc2.what, exc2.fix or BUILD_ENGINE_FIX)
+        return CheckResult("engine", WARN, "%s (%s, TensorRT %s, %s) present; cannot compare it with this device: %s"
+                           % (path, meta.precision, meta.tensorrt_version, meta.device_name, exc.what.rstrip(".")),
+                           "fix the runtime line first")
     try:
         meta = check_engine_file(path, device, model, input_hw(config), config.engine.precision)
     except EngineError as exc:
-        what, fix = _split_fix(str(exc))
-        return Check("engine", FAIL, what, fix)
-    return Check("engine", OK, "%s: %s, TensorRT %s, built on this %s for %s" % (
+        return CheckResult("engine", FAIL, exc.what, exc.fix or BUILD_ENGINE_FIX)
+    return CheckResult("engine", OK, "%s: %s, TensorRT %s, built on this %s for %s" % (
         path, meta.precision, meta.tensorrt_version, meta.device_name, meta.model_file))
 
 
-def check_inference(config: Any, frame: Any) -> Check:
+def check_inference(config: Any, frame: Any) -> CheckResult:
     """Run the configured model on one real frame; report the time and the map shapes."""
     if frame is None:
-        return Check("inference", WARN, "skipped: no camera delivered a frame to run on",
-                     "fix the camera first; then doctor runs the model on one of its frames")
+        return CheckResult("inference", WARN, "skipped: no camera delivered a frame to run on",
+                           "fix the camera first; then doctor runs the model on one of its frames")
     from edge.engines import EngineError
     from edge.pipeline import CameraPipeline
     from edge.pose import open_pose_model
@@ -269,8 +250,9 @@ def check_inference(config: Any, frame: Any) -> Check:
     try:
         model = open_pose_model(config)
     except EngineError as exc:
-        return Check("inference", FAIL, "cannot load the model: %s" % exc,
-                     "run `fallwatch model fetch`, and on a Jetson build the engine (see README, On a Jetson)")
+        return CheckResult("inference", FAIL, "cannot load the model: %s" % exc.what,
+                           exc.fix or "run `fallwatch model fetch`, and on a Jetson build the engine "
+                                      "(see README, On a Jetson)")
     try:
         pipeline = CameraPipeline("doctor", config, model)
         pipeline.maps(frame)  # the first run includes one-off set-up; time the second
@@ -278,34 +260,37 @@ def check_inference(config: Any, frame: Any) -> Check:
         heatmaps, pafs, _ = pipeline.maps(frame)
         ms = (time.perf_counter() - t0) * 1000.0
     except Exception as exc:
-        return Check("inference", FAIL, "the model failed on a camera frame: %s" % str(exc).replace("\n", " "),
-                     "run `fallwatch model check IMAGE` for details; rebuild the engine if it was built elsewhere")
+        return CheckResult("inference", FAIL, "the model failed on a camera frame: %s" % str(exc).replace("\n", " "),
+                           "run `fallwatch model check IMAGE` for details; rebuild the engine if it was built "
+                           "elsewhere")
     finally:
         model.close()
-    return Check("inference", OK, "%s on %s: %.0f ms for one frame, heatmaps %s"
-                 % (model.spec.name, config.engine.backend, ms, "x".join(str(d) for d in heatmaps.shape)))
+    return CheckResult("inference", OK, "%s on %s: %.0f ms for one frame, heatmaps %s"
+                       % (model.spec.name, config.engine.backend, ms, "x".join(str(d) for d in heatmaps.shape)))
 
 
 # ---------------------------------------------------------------- MQTT, disk, jtop, service
 
 
-def check_mqtt(config: Any) -> Check:
-    """Connect, log in and publish to the broker (edge.mqtt's connection check)."""
+def check_mqtt(config: Any) -> CheckResult:
+    """Connect, log in, publish to the broker and get the event back (edge.mqttcheck, as ``mqtt-test``)."""
     if not config.mqtt.enabled:
-        return Check("mqtt", WARN, "mqtt.enabled is false: alerts go to the log only",
-                     "set mqtt.enabled: true and mqtt.host (and user/password) in the configuration")
-    try:
-        from edge.mqtt import check_connection
-    except ImportError as exc:
-        return Check("mqtt", FAIL, "cannot load the MQTT client (%s)" % exc, "pip install paho-mqtt (>= 2.0)")
+        return CheckResult("mqtt", WARN, "mqtt.enabled is false: alerts go to the log only",
+                           "set mqtt.enabled: true and mqtt.host (and user/password) in the configuration")
+    from edge.mqttcheck import check_connection
+    from edge.mqttclient import ConnectFailure
+
     where = "%s:%d" % (config.mqtt.host, config.mqtt.port)
     try:
         detail = check_connection(config, timeout_s=MQTT_TIMEOUT_S)
-    except Exception as exc:  # ConnectFailure: "<step> failed: <what>; fix: <fix>"
-        text, _, fix = str(exc).replace("\n", " ").partition("; fix: ")
-        return Check("mqtt", FAIL, "%s: %s" % (where, text),
-                     (fix + "; " if fix else "") + "`fallwatch mqtt-test` shows every step")
-    return Check("mqtt", OK, "%s: %s" % (where, detail or "connected, logged in, publish acknowledged"))
+    except ImportError as exc:
+        return CheckResult("mqtt", FAIL, "cannot load the MQTT client (%s)" % exc, "pip install paho-mqtt (>= 2.0)")
+    except ConnectFailure as exc:
+        return CheckResult("mqtt", FAIL, "%s: %s" % (where, exc.what.replace("\n", " ")),
+                           (exc.fix + "; " if exc.fix else "") + MQTT_TEST_HINT)
+    except Exception as exc:  # a bug or an unforeseen failure: still one line
+        return CheckResult("mqtt", FAIL, "%s: %s" % (where, str(exc).replace("\n", " ")), MQTT_TEST_HINT)
+    return CheckResult("mqtt", OK, "%s: %s" % (where, detail or "connected, logged in, publish acknowledged"))
 
 
 def _existing_parent(path: Path) -> Path:
@@ -314,7 +299,7 @@ def _existing_parent(path: Path) -> Path:
     return path
 
 
-def check_disk(config: Any, statvfs: Callable[[str], Any] = os.statvfs) -> Check:
+def check_disk(config: Any, statvfs: Callable[[str], Any] = os.statvfs) -> CheckResult:
     """Free space where the outbox lives, against what a full outbox (mqtt.outbox.max_events) needs."""
     outbox = config.mqtt.outbox.file or Path(config.paths.state_dir) / "outbox.sqlite3"
     where = _existing_parent(Path(outbox).parent)
@@ -324,22 +309,22 @@ def check_disk(config: Any, statvfs: Callable[[str], Any] = os.statvfs) -> Check
     text = "%s: %.0f MiB free, a full outbox (%d events) needs about %.0f MiB" % (
         where, free / 2 ** 20, config.mqtt.outbox.max_events, need / 2 ** 20)
     if free < need:
-        return Check("disk", FAIL, text, "free space on that file system, or lower mqtt.outbox.max_events")
+        return CheckResult("disk", FAIL, text, "free space on that file system, or lower mqtt.outbox.max_events")
     if free < 2 * need:
-        return Check("disk", WARN, text, "free some space soon: the outbox grows while the broker is unreachable")
-    return Check("disk", OK, text)
+        return CheckResult("disk", WARN, text, "free some space soon: the outbox grows while the broker is unreachable")
+    return CheckResult("disk", OK, text)
 
 
-def check_jtop(board: Board, run_dir: Path = Path("/run")) -> Check:
+def check_jtop(board: Board, run_dir: Path = Path("/run")) -> CheckResult:
     """jetson-stats: the jtop service feeds the stats topic with temperatures and power."""
     if not board.is_jetson:
-        return Check("jtop", OK, "not a Jetson: no jtop needed")
+        return CheckResult("jtop", OK, "not a Jetson: no jtop needed")
     fix = "sudo pip3 install -U jetson-stats, then sudo systemctl restart jtop.service (or reboot)"
     if importlib.util.find_spec("jtop") is None:
-        return Check("jtop", WARN, "jetson-stats is not installed: no temperatures or power in the stats", fix)
+        return CheckResult("jtop", WARN, "jetson-stats is not installed: no temperatures or power in the stats", fix)
     if not (run_dir / "jtop.sock").exists():
-        return Check("jtop", WARN, "jtop.service is not running (%s missing)" % (run_dir / "jtop.sock"),
-                     "sudo systemctl enable --now jtop.service")
+        return CheckResult("jtop", WARN, "jtop.service is not running (%s missing)" % (run_dir / "jtop.sock"),
+                           "sudo systemctl enable --now jtop.service")
     from edge import jetson
 
     try:
@@ -347,11 +332,11 @@ def check_jtop(board: Board, run_dir: Path = Path("/run")) -> Check:
     finally:
         jetson.close()
     if not stats:
-        return Check("jtop", WARN, "jtop is installed but gave no figures (see the log above)",
-                     "add this user to group jtop (sudo usermod -aG jtop $USER), or " + fix)
+        return CheckResult("jtop", WARN, "jtop is installed but gave no figures (see the log above)",
+                           "add this user to group jtop (sudo usermod -aG jtop $USER), or " + fix)
     temps = stats.get("temperature_c") or {}
     hottest = max(temps.values()) if temps else None
-    return Check("jtop", OK, "jtop running: %s" % ", ".join(
+    return CheckResult("jtop", OK, "jtop running: %s" % ", ".join(
         s for s in ("%.0f °C max" % hottest if hottest is not None else "",
                     "%.1f W" % stats["power_w"] if "power_w" in stats else "",
                     "GPU %.0f %%" % stats["gpu_load_pct"] if "gpu_load_pct" in stats else "") if s) or "stats read")
@@ -371,25 +356,26 @@ def service_state(systemctl: Optional[str] = None) -> Optional[Dict[str, str]]:
     return dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
 
 
-def check_service(state: Optional[Mapping[str, str]], board: Board) -> Check:
+def check_service(state: Optional[Mapping[str, str]], board: Board) -> CheckResult:
     """Is fallwatch.service installed, and running (READY) or failing?"""
     if state is None:
         if board.is_jetson:
-            return Check("service", WARN, "systemd is not running here: cannot see %s" % SERVICE,
-                         "run doctor on the device itself, not in a container or chroot")
-        return Check("service", OK, "no systemd here (not a Jetson): the service is not used")
+            return CheckResult("service", WARN, "systemd is not running here: cannot see %s" % SERVICE,
+                               "run doctor on the device itself, not in a container or chroot")
+        return CheckResult("service", OK, "no systemd here (not a Jetson): the service is not used")
     if state.get("LoadState") != "loaded":
-        return Check("service", WARN, "%s is not installed" % SERVICE, "sudo ./install.sh (see README, On a Jetson)")
+        return CheckResult("service", WARN, "%s is not installed" % SERVICE,
+                           "sudo ./install.sh (see README, On a Jetson)")
     active, sub = state.get("ActiveState", "?"), state.get("SubState", "?")
     restarts = state.get("NRestarts", "0")
     text = "%s %s/%s, restarted %s times" % (SERVICE, active, sub, restarts)
     if active == "active":
-        return Check("service", OK, text)
+        return CheckResult("service", OK, text)
     if active == "failed" or sub == "auto-restart":
-        return Check("service", FAIL, text + " (result: %s)" % state.get("Result", "?"),
-                     "journalctl -u fallwatch -n 50 shows why; fix it, then sudo systemctl reset-failed fallwatch "
-                     "&& sudo systemctl restart fallwatch")
-    return Check("service", WARN, text, "sudo systemctl enable --now fallwatch")
+        return CheckResult("service", FAIL, text + " (result: %s)" % state.get("Result", "?"),
+                           "journalctl -u fallwatch -n 50 shows why; fix it, then sudo systemctl reset-failed "
+                           "fallwatch && sudo systemctl restart fallwatch")
+    return CheckResult("service", WARN, text, "sudo systemctl enable --now fallwatch")
 
 
 # ---------------------------------------------------------------- running and reporting
@@ -416,23 +402,23 @@ CHECK_NAMES = ("board", "python", "runtime", "opencv", "camera", "engine", "infe
 
 def run_checks(config: Any, board: Optional[Board] = None, cameras: bool = True,
                mqtt: bool = True, service: Optional[Mapping[str, str]] = None,
-               progress: Optional[Callable[[Check], None]] = None,
-               only: Optional[Sequence[str]] = None) -> List[Check]:
+               progress: Optional[Callable[[CheckResult], None]] = None,
+               only: Optional[Sequence[str]] = None) -> List[CheckResult]:
     """The checks of :data:`CHECK_NAMES` (or those in ``only``), in order, for ``config``;
     ``progress(check)`` sees each as it finishes."""
     board = board or detect_board()
     wanted = set(only or CHECK_NAMES)
     state = (service if service is not None else service_state()) if wanted & {"camera", "service"} else None
     service_active = bool(state) and state.get("ActiveState") == "active"
-    checks: List[Check] = []
+    checks: List[CheckResult] = []
 
-    def add(check: Check) -> None:
+    def add(check: CheckResult) -> None:
         checks.append(check)
         if progress:
             progress(check)
 
     backend = config.engine.backend
-    steps: List[Tuple[str, Callable[[], Check]]] = [
+    steps: List[Tuple[str, Callable[[], CheckResult]]] = [
         ("board", lambda: check_board(board, backend)),
         ("python", lambda: check_python(board)),
         ("runtime", lambda: check_runtime(backend)),
@@ -452,7 +438,7 @@ def run_checks(config: Any, board: Optional[Board] = None, cameras: bool = True,
         add(check_engine(config, board))
     if "inference" in wanted:
         add(check_inference(config, frame) if cameras else
-            Check("inference", WARN, "skipped (--no-cameras)", "run doctor without --no-cameras"))
+            CheckResult("inference", WARN, "skipped (--no-cameras)", "run doctor without --no-cameras"))
     if mqtt and "mqtt" in wanted:
         add(check_mqtt(config))
     for name, step in (("disk", lambda: check_disk(config)), ("jtop", lambda: check_jtop(board)),
@@ -462,14 +448,7 @@ def run_checks(config: Any, board: Optional[Board] = None, cameras: bool = True,
     return checks
 
 
-def format_check(check: Check, name_width: int = 14) -> str:
-    line = "%-5s %-*s %s" % (check.status, name_width, check.name, check.message)
-    if check.fix and check.status != OK:
-        line += "\n%s fix: %s" % (" " * (6 + name_width), check.fix)
-    return line
-
-
-def summary(checks: Sequence[Check]) -> str:
+def summary(checks: Sequence[CheckResult]) -> str:
     counts = {s: sum(1 for c in checks if c.status == s) for s in (OK, WARN, FAIL)}
     if counts[FAIL]:
         verdict = "this device cannot do the job yet: fix the failures above"
@@ -478,6 +457,6 @@ def summary(checks: Sequence[Check]) -> str:
     return "%d ok, %d warn, %d fail: %s" % (counts[OK], counts[WARN], counts[FAIL], verdict)
 
 
-def exit_status(checks: Sequence[Check]) -> int:
+def exit_status(checks: Sequence[CheckResult]) -> int:
     """1 when any check failed, else 0."""
-    return 1 if any(c.status == FAIL for c in checks) else 0
+    return 1 if any_failed(checks) else 0

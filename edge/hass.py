@@ -6,17 +6,15 @@ One retained config per camera on
 from ``<device>/status`` (``online``/``offline``, the Last Will), and attributes taken from the
 last fall event on ``<camera>/fall`` (a few fields, not the keypoints). All cameras of a device
 share one Home Assistant device. Home Assistant publishes ``online`` on its birth topic when it
-starts; the announcements are then sent again (:mod:`edge.mqtt` does that).
+starts; the announcements are then sent again (:mod:`edge.publisher` does that).
 """
 from __future__ import annotations
 
-import json
-from typing import TYPE_CHECKING, Dict, List, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 from edge import __version__
-
-if TYPE_CHECKING:
-    from edge.mqtt import Topics
+from edge.events import encode_event
+from edge.topics import Topics
 
 # Jinja template Home Assistant applies to each message on the fall topic to get the attributes.
 ATTRIBUTES_TEMPLATE = ("{{ {'event_id': value_json.event_id, 'type': value_json.type, "
@@ -54,12 +52,12 @@ def binary_sensor_config(device_id: str, camera: str, status_topic: str, state_t
     }
 
 
-def discovery_messages(discovery_prefix: str, device_id: str, cameras: Sequence[str], topics: "Topics"
+def discovery_messages(discovery_prefix: str, device_id: str, cameras: Sequence[str], topics: Topics
                        ) -> List[Tuple[str, bytes]]:
     """(topic, payload) of every camera's announcement; publish them retained, QoS 1."""
     out = []
     for camera in cameras:
         config = binary_sensor_config(device_id, camera, topics.status, topics.state(camera), topics.fall(camera))
         out.append((discovery_topic(discovery_prefix, device_id, camera),
-                    json.dumps(config, separators=(",", ":")).encode("utf-8")))
+                    encode_event(config).encode("utf-8")))
     return out

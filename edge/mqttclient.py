@@ -2,26 +2,29 @@
 
 :func:`open_connection` does DNS, TCP, the TLS handshake and sends CONNECT in one call (paho's
 ``connect``) and turns each way it can fail into a :class:`ConnectFailure` whose message says what
-was wrong and what to change (``mqtt.host``, ``mqtt.port``, ``mqtt.tls.*``). A refused CONNACK
-arrives later, on the network loop: :func:`refusal_message` words it. Used by :mod:`edge.mqtt` (the
-sink) and :mod:`edge.mqttcheck` (``fallwatch mqtt-test``). Never logs or returns the password.
+was wrong and, as its ``fix``, what to change (``mqtt.host``, ``mqtt.port``, ``mqtt.tls.*``). A refused
+CONNACK arrives later, on the network loop: :func:`refusal` words it. Used by :mod:`edge.mqttlink`
+(the daemon's connection) and :mod:`edge.mqttcheck` (``fallwatch mqtt-test``). Never logs or returns
+the password.
 """
 from __future__ import annotations
 
 import socket
 import ssl
-from typing import Any, Optional, Tuple
+from typing import Any, Optional
+
+from edge.errors import FallwatchError
 
 
-class ConnectFailure(Exception):
+class ConnectFailure(FallwatchError):
     """A connection attempt failed. ``kind``: dns, tcp, tls, auth, mqtt or timeout; ``str()``: one line with the fix.
 
     ``key`` tells repeats apart from new failures (the message may carry details that vary)."""
 
-    def __init__(self, kind: str, message: str, key: Optional[str] = None) -> None:
-        super().__init__(message)
+    def __init__(self, kind: str, what: str, fix: str = "", key: Optional[str] = None, joint: str = ": ") -> None:
+        super().__init__(what, fix, joint)
         self.kind = kind
-        self.key = key or message
+        self.key = key or str(self)
 
 
 def _no_key_password() -> bytes:
@@ -34,16 +37,16 @@ def ssl_context(tls: Any) -> ssl.SSLContext:
         ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH,
                                          cafile=str(tls.ca_file) if tls.ca_file else None)
     except (ssl.SSLError, OSError) as exc:
-        raise ConnectFailure("tls", "cannot load the CA file mqtt.tls.ca_file=%s (%s): give a PEM file of the CA "
-                                    "that signed the broker's certificate" % (tls.ca_file, exc)) from None
+        raise ConnectFailure("tls", "cannot load the CA file mqtt.tls.ca_file=%s (%s)" % (tls.ca_file, exc),
+                             "give a PEM file of the CA that signed the broker's certificate") from None
     if tls.cert_file:
         try:
             ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file) if tls.key_file else None,
                                 password=_no_key_password)
         except (ssl.SSLError, OSError) as exc:
-            raise ConnectFailure("tls", "cannot load the client certificate mqtt.tls.cert_file=%s with key %s (%s): "
-                                        "both must be PEM, match each other, and the key must not be "
-                                        "encrypted" % (tls.cert_file, tls.key_file or "(in cert_file)", exc)) from None
+            raise ConnectFailure("tls", "cannot load the client certificate mqtt.tls.cert_file=%s with key %s (%s)"
+                                 % (tls.cert_file, tls.key_file or "(in cert_file)", exc),
+                                 "both must be PEM, match each other, and the key must not be encrypted") from None
     if tls.insecure:
         ctx.check_hostname = False  # the chain is still verified
     return ctx
@@ -79,40 +82,46 @@ def open_connection(client: Any, mqtt_config: Any) -> None:
     except ConnectFailure:
         raise
     except socket.gaierror as exc:
-        raise ConnectFailure("dns", "cannot resolve mqtt.host %r (%s): check the name, or name resolution on this "
-                                    "device" % (host, exc.strerror or exc)) from None
+        raise ConnectFailure("dns", "cannot resolve mqtt.host %r (%s)" % (host, exc.strerror or exc),
+                             "check the name, or name resolution on this device") from None
     except ssl.SSLCertVerificationError as exc:
-        raise ConnectFailure("tls", tls_verify_message(exc, mqtt_config)) from None
+        raise tls_verify_failure(exc, mqtt_config) from None
     except ssl.SSLError as exc:
-        raise ConnectFailure("tls", "TLS handshake with %s:%d failed (%s): is mqtt.port a TLS listener, and does "
-                                    "the broker want a client certificate (mqtt.tls.cert_file, key_file)?"
-                             % (host, port, exc.reason or exc)) from None
+        raise ConnectFailure("tls", "TLS handshake with %s:%d failed (%s)" % (host, port, exc.reason or exc),
+                             "is mqtt.port a TLS listener, and does the broker want a client certificate "
+                             "(mqtt.tls.cert_file, key_file)?") from None
     except ConnectionRefusedError:
-        raise ConnectFailure("tcp", "connection refused by %s:%d: is the broker running, and is mqtt.port right "
-                                    "(usually 1883, 8883 with TLS)?" % (host, port)) from None
+        raise ConnectFailure("tcp", "connection refused by %s:%d" % (host, port),
+                             "is the broker running, and is mqtt.port right (usually 1883, 8883 with TLS)?") from None
     except (socket.timeout, TimeoutError):
-        raise ConnectFailure("tcp", "no answer from %s:%d within %g s: wrong mqtt.host or mqtt.port, or a firewall"
-                             % (host, port, mqtt_config.connect_timeout_s)) from None
+        raise ConnectFailure("tcp", "no answer from %s:%d within %g s" % (host, port, mqtt_config.connect_timeout_s),
+                             "wrong mqtt.host or mqtt.port, or a firewall") from None
     except OSError as exc:
-        hint = ": with mqtt.tls.enabled, is mqtt.port a TLS listener?" if mqtt_config.tls.enabled else ""
-        raise ConnectFailure("tcp", "cannot connect to %s:%d (%s)%s" % (host, port, exc.strerror or exc, hint)) from None
+        hint = "with mqtt.tls.enabled, is mqtt.port a TLS listener?" if mqtt_config.tls.enabled else ""
+        raise ConnectFailure("tcp", "cannot connect to %s:%d (%s)" % (host, port, exc.strerror or exc), hint) from None
 
 
-def tls_verify_message(exc: ssl.SSLCertVerificationError, mqtt_config: Any) -> str:
+def tls_verify_failure(exc: ssl.SSLCertVerificationError, mqtt_config: Any) -> ConnectFailure:
+    """The broker's certificate failed verification: which check, and what to set."""
     tls = mqtt_config.tls
     if getattr(exc, "verify_code", None) == 62:  # X509_V_ERR_HOSTNAME_MISMATCH
-        return ("TLS: the broker's certificate is not for %r (%s): use a host name the certificate lists in "
-                "mqtt.host, or (testing only) mqtt.tls.insecure: true" % (mqtt_config.host, exc.verify_message))
-    return ("TLS: the broker's certificate is not trusted (%s): set mqtt.tls.ca_file to the CA that signed it "
-            "(now %s)" % (exc.verify_message or exc.reason, tls.ca_file or "the system CA store"))
+        return ConnectFailure("tls", "TLS: the broker's certificate is not for %r (%s)"
+                              % (mqtt_config.host, exc.verify_message),
+                              "use a host name the certificate lists in mqtt.host, or (testing only) "
+                              "mqtt.tls.insecure: true")
+    return ConnectFailure("tls", "TLS: the broker's certificate is not trusted (%s)"
+                          % (exc.verify_message or exc.reason),
+                          "set mqtt.tls.ca_file to the CA that signed it (now %s)"
+                          % (tls.ca_file or "the system CA store"))
 
 
-def refusal_message(reason_code: Any, mqtt_config: Any) -> Tuple[str, str]:
-    """(kind, message) for a CONNACK that refused the connection."""
+def refusal(reason_code: Any, mqtt_config: Any) -> ConnectFailure:
+    """The failure of a CONNACK that refused the connection (kind auth or mqtt)."""
     value = getattr(reason_code, "value", reason_code)
     if value in (134, 135):  # bad user name or password / not authorised (3.1.1 codes 4 and 5 map here)
         source = " or ".join(s for s in (("$" + mqtt_config.password_env) if mqtt_config.password_env else "",
                                          "mqtt.password_file", "mqtt.password") if s)
-        return "auth", ("the broker refused the login as user %r (%s): check mqtt.username and the password "
-                        "(taken from %s)" % (mqtt_config.username, reason_code, source))
-    return "mqtt", "the broker refused the connection (%s, reason code %s)" % (reason_code, value)
+        return ConnectFailure("auth", "the broker refused the login as user %r (%s)" % (mqtt_config.username,
+                                                                                       reason_code),
+                              "check mqtt.username and the password (taken from %s)" % source)
+    return ConnectFailure("mqtt", "the broker refused the connection (%s, reason code %s)" % (reason_code, value))

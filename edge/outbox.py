@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, List, Optional, Union
 
+from edge.errors import FallwatchError
+
 log = logging.getLogger("fallwatch.outbox")
 
 _SCHEMA = """
@@ -48,8 +50,8 @@ CREATE TABLE IF NOT EXISTS events (
 _ALL = "(SELECT * FROM main.events UNION ALL SELECT * FROM mem.events)"
 
 
-class OutboxError(RuntimeError):
-    """The outbox file cannot be opened or written; the message names the file and what to do."""
+class OutboxError(FallwatchError, RuntimeError):
+    """The outbox file cannot be opened or written; the message names the file, ``fix`` what to do."""
 
 
 @dataclass(frozen=True)
@@ -80,15 +82,16 @@ class Outbox:
             self._db = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None, check_same_thread=False)
             mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
-                raise OutboxError("%s: SQLite cannot use WAL mode here (got %r); put paths.state_dir on a local "
-                                  "file system" % (self.path, mode))
+                raise OutboxError("%s: SQLite cannot use WAL mode here (got %r)" % (self.path, mode),
+                                  "put paths.state_dir on a local file system", joint="; ")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute(_SCHEMA)
             self._db.execute("ATTACH DATABASE ':memory:' AS mem")
             self._db.execute(_SCHEMA.replace("EXISTS events", "EXISTS mem.events"))
         except (sqlite3.Error, OSError) as exc:
-            raise OutboxError("%s: cannot open the event outbox (%s); check that paths.state_dir is writable "
-                              "and the file is not corrupt (move it away to start empty)" % (self.path, exc)) from None
+            raise OutboxError("%s: cannot open the event outbox (%s)" % (self.path, exc),
+                              "check that paths.state_dir is writable and the file is not corrupt (move it away to "
+                              "start empty)", joint="; ") from None
 
     # ---------------------------------------------------------------- writing
 

@@ -18,7 +18,6 @@ views the next frames need.
 """
 from __future__ import annotations
 
-import datetime
 import logging
 import time
 import uuid
@@ -27,6 +26,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from edge.events import iso_utc
 from edge.fall import FallDetector, FallParams
 from edge.parse import ParseParams, parse_poses
 from edge.preprocess import Transform
@@ -84,12 +84,6 @@ def quantise_keypoints(keypoints: np.ndarray) -> np.ndarray:
     kp = np.round(kp, COORD_DECIMALS)
     kp[kp[..., 2] <= 0] = 0.0
     return kp
-
-
-def iso_utc(wall: float) -> str:
-    """Seconds since the epoch -> ``2024-05-01T12:00:00.123Z``."""
-    moment = datetime.datetime.fromtimestamp(wall, tz=datetime.timezone.utc)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)

@@ -2,13 +2,12 @@
 
 Every sink has ``emit(event)`` (a fall event, DESIGN.md contract 4), ``frame(record)`` (a
 :class:`edge.pipeline.FrameRecord` per processed frame), ``stats(dict)`` (periodic figures) and
-``close()`` (flush and release; called once, at the end). The MQTT publisher (edge.mqtt.MqttSink)
+``close()`` (flush and release; called once, at the end). The MQTT publisher (edge.publisher.MqttSink)
 implements the same four. :class:`SinkSet` fans calls out and keeps one failing sink from
 stopping the others.
 """
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
@@ -18,22 +17,9 @@ from typing import IO, Any, Dict, List, Optional, Sequence, Union
 import cv2
 import numpy as np
 
+from edge.events import encode_event
+
 log = logging.getLogger("fallwatch.sinks")
-
-
-def to_json_line(obj: Any) -> str:
-    """Compact JSON (NumPy scalars and arrays become numbers and lists) without a newline."""
-    return json.dumps(obj, separators=(",", ":"), default=_jsonable)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError("cannot write a %s as JSON" % type(value).__name__)
 
 
 class Sink:
@@ -68,7 +54,7 @@ class _Lines:
         self._next_flush = 0.0
 
     def write(self, obj: Any) -> None:
-        self._fh.write(to_json_line(obj) + "\n")
+        self._fh.write(encode_event(obj) + "\n")
         now = time.monotonic()
         if now >= self._next_flush:
             self._fh.flush()

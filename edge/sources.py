@@ -29,6 +29,7 @@ from typing import Callable, List, Optional, Tuple, Union
 import cv2
 import numpy as np
 
+from edge.errors import FallwatchError
 from edge.video import VideoError, VideoReader, correct_orientation, usable_fps
 
 log = logging.getLogger("fallwatch.sources")
@@ -41,8 +42,10 @@ CONNECTING, STREAMING, RECONNECTING, STALLED, ENDED, STOPPED = (
 NVVIDCONV_FLIP = {"none": 0, "rotate_90_ccw": 1, "rotate_180": 2, "rotate_90_cw": 3,
                   "horizontal": 4, "vertical": 6}
 _NETWORK_SCHEMES = ("rtsp", "rtsps", "http", "https")
-class SourceError(RuntimeError):
-    """A camera cannot be opened or read; the message names the camera and what to check."""
+
+
+class SourceError(FallwatchError, RuntimeError):
+    """A camera cannot be opened or read; the message names the camera, ``fix`` what to check."""
 
 
 @dataclass(frozen=True)
@@ -110,8 +113,9 @@ def uri_kind(uri: str) -> Tuple[str, str]:
     if scheme in _NETWORK_SCHEMES:
         return "network", uri
     if scheme:
-        raise SourceError("camera URI %s: unknown scheme %r; use csi://N, v4l2:///dev/videoN, /dev/videoN, "
-                          "rtsp://..., http(s)://... or a video file path" % (redact_uri(uri), scheme))
+        raise SourceError("camera URI %s: unknown scheme %r" % (redact_uri(uri), scheme),
+                          "use csi://N, v4l2:///dev/videoN, /dev/videoN, rtsp://..., http(s)://... or a video "
+                          "file path", joint="; ")
     return "file", uri
 
 
@@ -137,11 +141,11 @@ def opencv_has_gstreamer(build_info: Optional[str] = None) -> bool:
     return re.search(r"GStreamer:\s*YES", info) is not None
 
 
-GSTREAMER_MISSING = (
-    "camera %s (%s): this OpenCV (%s, %s) was built without GStreamer, which CSI cameras need. "
-    "On a Jetson use JetPack's OpenCV: `pip uninstall opencv-python opencv-python-headless` in the "
-    "fallwatch venv (made with --system-site-packages) so that `import cv2` finds /usr/lib/python3/"
-    "dist-packages/cv2; check with python3 -c \"import cv2; print(cv2.getBuildInformation())\" | grep GStreamer")
+GSTREAMER_MISSING = "camera %s (%s): this OpenCV (%s, %s) was built without GStreamer, which CSI cameras need."
+GSTREAMER_FIX = ("On a Jetson use JetPack's OpenCV: `pip uninstall opencv-python opencv-python-headless` in the "
+                 "fallwatch venv (made with --system-site-packages) so that `import cv2` finds /usr/lib/python3/"
+                 "dist-packages/cv2; check with python3 -c \"import cv2; print(cv2.getBuildInformation())\" | "
+                 "grep GStreamer")
 
 
 def check_camera(name: str, uri: str, build_info: Optional[str] = None) -> None:
@@ -151,7 +155,8 @@ def check_camera(name: str, uri: str, build_info: Optional[str] = None) -> None:
         if not target.isdigit():
             raise SourceError("camera %s: %s: expected csi://N with N the sensor id (0, 1, ...)" % (name, uri))
         if not opencv_has_gstreamer(build_info):
-            raise SourceError(GSTREAMER_MISSING % (name, uri, cv2.__version__, os.path.dirname(cv2.__file__)))
+            raise SourceError(GSTREAMER_MISSING % (name, uri, cv2.__version__, os.path.dirname(cv2.__file__)),
+                              GSTREAMER_FIX, joint=" ")
 
 
 class Capture:
@@ -191,7 +196,8 @@ def open_capture(camera, settings: SourceSettings = SourceSettings()) -> Union[C
                 % (camera.width, camera.height, camera.fps))
     elif kind == "v4l2":
         if not os.path.exists(target):
-            raise SourceError("camera %s: %s does not exist; is the camera plugged in? (ls /dev/video*)" % (name, target))
+            raise SourceError("camera %s: %s does not exist" % (name, target),
+                              "is the camera plugged in? (ls /dev/video*)", joint="; ")
         cap = cv2.VideoCapture(target, cv2.CAP_V4L2)
         if cap.isOpened():
             cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*"MJPG"))
@@ -217,7 +223,7 @@ def open_capture(camera, settings: SourceSettings = SourceSettings()) -> Union[C
             raise SourceError("camera %s: %s" % (name, exc)) from None
     if not cap.isOpened():
         cap.release()
-        raise SourceError("camera %s: cannot open %s; %s" % (name, redact_uri(uri), hint))
+        raise SourceError("camera %s: cannot open %s" % (name, redact_uri(uri)), hint, joint="; ")
     return Capture(cap, kind, camera.flip)
 
 

@@ -66,8 +66,8 @@ sys.path.insert(0, str(REPO / "tests"))
 from mosquitto import Broker, Subscriber, make_certs, write_config  # noqa: E402
 
 from edge.config import load_config  # noqa: E402
-from edge.mqtt import MqttSink  # noqa: E402
 from edge.pipeline import CameraPipeline, People  # noqa: E402
+from edge.publisher import MqttSink  # noqa: E402
 from edge.replay import read_skeletons  # noqa: E402
 from edge.sinks import open_sinks  # noqa: E402
 

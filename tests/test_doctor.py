@@ -14,6 +14,7 @@ import pytest
 from conftest import REPO, run_cli, shared_data
 from edge import doctor
 from edge.board import Board, detect_board
+from edge.checks import CheckResult, format_result
 from edge.config import load_config
 
 from mosquitto import Broker, broker, certs  # noqa: F401 (fixtures)
@@ -197,7 +198,26 @@ def test_engine_against_this_device(tmp_path: Path, model_onnx: Path, monkeypatc
     check = doctor.check_engine(config_for(tmp_path, extra=TRT_FP16), JETSON)
     assert check.status == status and words in check.message, check
     if status == doctor.FAIL:
-        assert check.fix.startswith("build it on this device: fallwatch-calibrate")
+        assert check.fix.startswith("Rebuild it on this device: fallwatch-calibrate")
+        assert "fallwatch-calibrate" not in check.message
+
+
+def test_engine_fix_comes_from_the_errors_field(tmp_path: Path, model_onnx: Path, monkeypatch) -> None:
+    """The fix is EngineError.fix, whatever the message says: no marker in the text, and a
+    marker-like phrase in the message stays in the message."""
+    from edge.engines import EngineError
+    from edge.engines import device as device_module
+    from edge.engines import metadata
+    from edge.engines.device import DeviceFacts
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise EngineError("the engine sulks. Rebuild it: not this", "coax it with fallwatch-calibrate --gently")
+
+    monkeypatch.setattr(device_module, "current_device", lambda index=0: DeviceFacts(**ORIN_FACTS))
+    monkeypatch.setattr(metadata, "check_engine", refuse)
+    check = doctor.check_engine(config_for(tmp_path, extra=TRT_FP16), JETSON)
+    assert (check.status, check.message, check.fix) == (
+        doctor.FAIL, "the engine sulks. Rebuild it: not this", "coax it with fallwatch-calibrate --gently")
 
 
 def test_engine_built_from_another_model_fails(tmp_path: Path, model_onnx: Path, monkeypatch) -> None:
@@ -233,6 +253,20 @@ def test_mqtt_wrong_password_fails_with_the_fix(tmp_path: Path, broker: Broker) 
     assert check.status == doctor.FAIL and "refused the login" in check.message, check
     assert "wrong" not in check.message + check.fix
     assert "mqtt-test" in check.fix
+
+
+def test_mqtt_fix_comes_from_the_errors_field(tmp_path: Path, monkeypatch) -> None:
+    from edge import mqttcheck
+    from edge.mqttclient import ConnectFailure
+
+    def fail(config: object, timeout_s: float) -> str:
+        raise ConnectFailure("login", "login failed: odd; fix: not this", "do this")
+
+    monkeypatch.setattr(mqttcheck, "check_connection", fail)
+    config = load_config(write_config(tmp_path, "mqtt:\n  enabled: true\n  host: 127.0.0.1\n"))
+    check = doctor.check_mqtt(config)
+    assert check.status == doctor.FAIL and check.message.endswith(": login failed: odd; fix: not this"), check
+    assert check.fix == "do this; `fallwatch mqtt-test` shows every step"
 
 
 def test_mqtt_acl_denial_fails(tmp_path: Path, broker: Broker) -> None:
@@ -298,10 +332,11 @@ def test_service_env_file(tmp_path: Path) -> None:
 
 
 def test_report_format_and_exit_status() -> None:
-    checks = [doctor.Check("board", doctor.OK, "fine"), doctor.Check("mqtt", doctor.FAIL, "refused", "fix the password")]
-    lines = doctor.format_check(checks[1]).splitlines()
+    checks = [CheckResult("board", doctor.OK, "fine"), CheckResult("mqtt", doctor.FAIL, "refused", "fix the password")]
+    lines = format_result(checks[1]).splitlines()
     assert lines[0].split() == ["fail", "mqtt", "refused"] and lines[1].strip() == "fix: fix the password"
-    assert doctor.format_check(checks[0]).splitlines() == ["ok    board          fine"]
+    assert lines[1].index("fix:") == lines[0].index("refused")
+    assert format_result(checks[0]).splitlines() == ["ok    board          fine"]
     assert doctor.exit_status(checks) == 1 and doctor.exit_status(checks[:1]) == 0
     assert doctor.summary(checks).startswith("1 ok, 0 warn, 1 fail")
 

@@ -11,8 +11,8 @@ from conftest import run_cli
 from mosquitto import Broker, broker, certs, write_config  # noqa: F401 (fixtures)
 
 from edge.config import load_config
-from edge.mqtt import ConnectFailure, check_connection
-from edge.mqttcheck import check_network
+from edge.mqttcheck import check_connection, check_network
+from edge.mqttclient import ConnectFailure
 
 
 def mqtt_test(broker: Broker, tmp_path: Path, password: str = None, timeout: str = "3", **kwargs: object):
@@ -30,7 +30,7 @@ def steps_of(stdout: str) -> List[List[str]]:
     out = []
     for line in stdout.splitlines():
         parts = line.split(None, 2)
-        if len(parts) == 3 and parts[0] in ("ok", "FAIL", "skip"):
+        if len(parts) == 3 and parts[0] in ("ok", "fail", "skip"):
             out.append(parts)
     return out
 
@@ -58,7 +58,7 @@ def test_tcp_refused(broker: Broker, tmp_path: Path) -> None:
     broker.stop()
     proc, steps = mqtt_test(broker, tmp_path)
     assert proc.returncode == 1
-    assert steps[-1][:2] == ["FAIL", "TCP"] and "connection refused by 127.0.0.1:%d" % broker.port in steps[-1][2]
+    assert steps[-1][:2] == ["fail", "TCP"] and "connection refused by 127.0.0.1:%d" % broker.port in steps[-1][2]
     assert "fix: start the broker" in proc.stdout and "FAILED at TCP" in proc.stdout
 
 
@@ -67,20 +67,21 @@ def test_untrusted_certificate(broker: Broker, tmp_path: Path) -> None:
     proc, steps = mqtt_test(broker, tmp_path, tls={"ca_file": str(c.rogue_ca), "cert_file": str(c.client_cert),
                                                    "key_file": str(c.client_key)})
     assert proc.returncode == 1
-    assert steps[-1][:2] == ["FAIL", "TLS"] and "certificate is not trusted" in steps[-1][2]
-    assert "mqtt.tls.ca_file" in steps[-1][2]
+    assert steps[-1][:2] == ["fail", "TLS"] and "certificate is not trusted" in steps[-1][2]
+    assert "\n%s fix: set mqtt.tls.ca_file to the CA that signed it (now %s)\n" % (" " * 17, c.rogue_ca) in proc.stdout
 
 
 def test_wrong_password(broker: Broker, tmp_path: Path) -> None:
     proc, steps = mqtt_test(broker, tmp_path, password="not-the-password-4711")
     assert proc.returncode == 1
-    assert steps[-1][:2] == ["FAIL", "login"] and "refused the login as user 'fallwatch'" in steps[-1][2]
+    assert steps[-1][:2] == ["fail", "login"] and "refused the login as user 'fallwatch'" in steps[-1][2]
+    assert "check mqtt.username" not in steps[-1][2] and "fix: check mqtt.username and the password" in proc.stdout
 
 
 def test_acl_denial_mqtt311_is_caught_by_the_delivery_check(broker: Broker, tmp_path: Path) -> None:
     proc, steps = mqtt_test(broker, tmp_path, user="readonly", timeout="1")
     assert proc.returncode == 1
-    assert [s[:2] for s in steps[-2:]] == [["ok", "publish"], ["FAIL", "delivery"]]
+    assert [s[:2] for s in steps[-2:]] == [["ok", "publish"], ["fail", "delivery"]]
     assert "silently drops what its ACL denies" in steps[-1][2]
     assert "fix: let user 'readonly' write fallwatch/dev1/#" in proc.stdout
 
@@ -88,7 +89,7 @@ def test_acl_denial_mqtt311_is_caught_by_the_delivery_check(broker: Broker, tmp_
 def test_acl_denial_mqtt5_is_refused_at_publish(broker: Broker, tmp_path: Path) -> None:
     proc, steps = mqtt_test(broker, tmp_path, user="readonly", protocol="5")
     assert proc.returncode == 1
-    assert steps[-1][:2] == ["FAIL", "publish"] and "(Not authorized)" in steps[-1][2]
+    assert steps[-1][:2] == ["fail", "publish"] and "(Not authorized)" in steps[-1][2]
 
 
 def test_dns_failure_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, broker: Broker) -> None:
@@ -99,7 +100,7 @@ def test_dns_failure_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, b
     monkeypatch.setattr(socket, "getaddrinfo", no_such_host)
     config = load_config(write_config(tmp_path, broker, host="broker.example", tls=True), env=broker.env())
     [step] = check_network(config.mqtt, 1.0)
-    assert step.ok is False and step.name == "DNS" and "cannot resolve 'broker.example'" in step.detail
+    assert step.status == "fail" and step.name == "DNS" and "cannot resolve 'broker.example'" in step.message
     assert "check mqtt.host" in step.fix
 
 
@@ -110,3 +111,22 @@ def test_doctor_probe(broker: Broker, tmp_path: Path) -> None:
     with pytest.raises(ConnectFailure) as info:
         check_connection(config, timeout_s=3)
     assert str(info.value).startswith("login failed: the broker refused the login")
+    assert info.value.kind == "login" and info.value.fix.startswith("check mqtt.username and the password")
+    assert info.value.fix not in info.value.what
+
+
+def test_doctor_and_mqtt_test_print_one_result_type(broker: Broker, tmp_path: Path) -> None:
+    """Both commands print CheckResults with one formatter: status word, name, message, and the fix
+    on the next line, starting where the message starts."""
+    config = write_config(tmp_path, broker)
+    env = {"FALLWATCH_MQTT_PASSWORD": "not-the-password-4711", "FALLWATCH_ROOT": str(tmp_path)}
+    mqtt = run_cli("mqtt-test", "--config", str(config), "--timeout", "3", env=env, timeout=60)
+    doctor = run_cli("doctor", "--config", str(config), "--only", "mqtt", env=env, timeout=60)
+    assert mqtt.returncode == 1 and doctor.returncode == 1, mqtt.stdout + doctor.stdout + doctor.stderr
+    for stdout, name in ((mqtt.stdout, "login"), (doctor.stdout, "mqtt")):
+        lines = stdout.splitlines()
+        [at] = [i for i, line in enumerate(lines) if line.split()[:2] == ["fail", name]]
+        fail, fix = lines[at], lines[at + 1]
+        column = fail.index("the broker refused the login") if name == "login" else fail.index("127.0.0.1:")
+        assert fix[:column].strip() == "" and fix[column:].startswith("fix: check mqtt.username and the password")
+        assert "check mqtt.username" not in fail

@@ -11,11 +11,13 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
+from edge.errors import FallwatchError
+
 BACKENDS = ("onnxruntime", "tensorrt")
 
 
-class EngineError(RuntimeError):
-    """The engine cannot be created or run; the message says what to do."""
+class EngineError(FallwatchError, RuntimeError):
+    """The engine cannot be created or run; ``fix`` says what to do (when something can be done)."""
 
 
 class Engine:

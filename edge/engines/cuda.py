@@ -22,14 +22,14 @@ def import_cuda() -> Any:
             import pycuda.driver as driver  # noqa: the one import of pycuda in fallwatch
         except ImportError as exc:
             raise EngineError(
-                "pycuda cannot be imported (%s). On a Jetson build it against JetPack's CUDA: "
-                "export PATH=/usr/local/cuda/bin:$PATH; pip install pycuda (see the README, "
-                "'On a Jetson')" % exc) from None
+                "pycuda cannot be imported (%s)." % exc,
+                "On a Jetson build it against JetPack's CUDA: export PATH=/usr/local/cuda/bin:$PATH; "
+                "pip install pycuda (see the README, 'On a Jetson')", joint=" ") from None
         try:
             driver.init()
         except Exception as exc:  # pycuda raises its own error types
-            raise EngineError("CUDA cannot be initialised (%s): is this a Jetson with JetPack, and "
-                              "may this user use the GPU (group video)?" % exc) from None
+            raise EngineError("CUDA cannot be initialised (%s)" % exc,
+                              "is this a Jetson with JetPack, and may this user use the GPU (group video)?") from None
         _DRIVER = driver
     return _DRIVER
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, List, Optional, Sequence, Tuple, Union
@@ -40,7 +39,7 @@ class EngineMetadata:
     calibrator: Optional[str] = None  # entropy | minmax | None
     dla_core: Optional[int] = None
     jetpack: Optional[str] = None  # from l4t_release, for people
-    build_time: str = ""  # ISO 8601 UTC
+    build_time: str = ""  # ISO 8601 UTC (edge.events.iso_utc)
     build_seconds: float = 0.0
     fallwatch_version: str = ""
     format: int = FORMAT
@@ -69,10 +68,6 @@ def default_engine_path(state_dir: Union[str, Path], model_path: Union[str, Path
     return Path(state_dir) / "engines" / ("%s_%s_%s.engine" % (stem, size, precision))
 
 
-def utc_now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
 def make_metadata(device: DeviceFacts, **fields: Any) -> EngineMetadata:
     from edge import __version__
 
@@ -82,23 +77,27 @@ def make_metadata(device: DeviceFacts, **fields: Any) -> EngineMetadata:
 
 
 def read_metadata(engine_path: Union[str, Path], rebuild: str = "") -> EngineMetadata:
-    """The metadata beside ``engine_path``; EngineError naming the file when missing or malformed."""
+    """The metadata beside ``engine_path``; EngineError naming the file when missing or malformed,
+    with ``rebuild`` (the command) as its fix when given."""
     path = metadata_path(engine_path)
-    hint = (" Rebuild the engine: %s" % rebuild) if rebuild else ""
+
+    def refuse(what: str) -> EngineError:
+        return EngineError(what, "Rebuild the engine: %s" % rebuild if rebuild else "", joint=" ")
+
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise EngineError("%s has no metadata file %s: it was not built by fallwatch-calibrate, or its "
-                          "build was interrupted.%s" % (engine_path, path.name, hint)) from None
+        raise refuse("%s has no metadata file %s: it was not built by fallwatch-calibrate, or its build was "
+                     "interrupted." % (engine_path, path.name)) from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise EngineError("the engine metadata %s is unreadable or corrupted (%s).%s" % (path, exc, hint)) from None
+        raise refuse("the engine metadata %s is unreadable or corrupted (%s)." % (path, exc)) from None
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
-        raise EngineError("the engine metadata %s is not format %d of fallwatch-calibrate.%s" % (path, FORMAT, hint))
+        raise refuse("the engine metadata %s is not format %d of fallwatch-calibrate." % (path, FORMAT))
     names = {f.name for f in dataclasses.fields(EngineMetadata)}
     missing = sorted(f.name for f in dataclasses.fields(EngineMetadata)
                      if f.name not in raw and f.default is dataclasses.MISSING)
     if missing:
-        raise EngineError("the engine metadata %s lacks %s.%s" % (path, ", ".join(missing), hint))
+        raise refuse("the engine metadata %s lacks %s." % (path, ", ".join(missing)))
     try:
         values = {k: v for k, v in raw.items() if k in names}
         values["input_size"] = tuple(int(v) for v in values["input_size"])
@@ -107,7 +106,7 @@ def read_metadata(engine_path: Union[str, Path], rebuild: str = "") -> EngineMet
             raise ValueError("input_size needs 2 numbers and batch 3")
         return EngineMetadata(**values)
     except (TypeError, ValueError) as exc:
-        raise EngineError("the engine metadata %s has a malformed field (%s).%s" % (path, exc, hint)) from None
+        raise refuse("the engine metadata %s has a malformed field (%s)." % (path, exc)) from None
 
 
 def rebuild_command(engine_path: Union[str, Path], model_path: Optional[Union[str, Path]], precision: str,
@@ -154,25 +153,30 @@ def check_engine(engine_path: Union[str, Path], device: DeviceFacts, model_path:
     prec = precision or "int8"
     rebuild = rebuild_command(engine_path, model_path, prec, input_hw)
     if not engine_path.is_file():
-        raise EngineError("the TensorRT engine %s does not exist. Build it on this device: %s" % (engine_path, rebuild))
+        raise EngineError("the TensorRT engine %s does not exist." % engine_path,
+                          "Build it on this device: %s" % rebuild, joint=" ")
     meta = read_metadata(engine_path, rebuild)
     rebuild = rebuild_command(engine_path, model_path, precision or meta.precision, input_hw)
+
+    def refuse(what: str, how: str = "Rebuild it") -> EngineError:
+        return EngineError(what, "%s: %s" % (how, rebuild), joint=" ")
+
     size = engine_path.stat().st_size
     if size != meta.engine_bytes or sha256_file(engine_path) != meta.engine_sha256:
-        raise EngineError("the TensorRT engine %s is truncated or corrupted (%d bytes, sha256 differs from its "
-                          "metadata, which says %d bytes). Rebuild it: %s" % (engine_path, size, meta.engine_bytes, rebuild))
+        raise refuse("the TensorRT engine %s is truncated or corrupted (%d bytes, sha256 differs from its "
+                     "metadata, which says %d bytes)." % (engine_path, size, meta.engine_bytes))
     wrong = _differences(meta, device)
     if wrong:
-        raise EngineError("the TensorRT engine %s was built for %s; engines run only where they were built. "
-                          "Rebuild it on this device: %s" % (engine_path, "; ".join(wrong), rebuild))
+        raise refuse("the TensorRT engine %s was built for %s; engines run only where they were built."
+                     % (engine_path, "; ".join(wrong)), "Rebuild it on this device")
     if model_path is not None and Path(model_path).is_file() and sha256_file(model_path) != meta.model_sha256:
-        raise EngineError("the TensorRT engine %s was built from another model than %s (sha256 differs; it was "
-                          "built from a file named %s). Rebuild it: %s" % (engine_path, model_path, meta.model_file, rebuild))
+        raise refuse("the TensorRT engine %s was built from another model than %s (sha256 differs; it was "
+                     "built from a file named %s)." % (engine_path, model_path, meta.model_file))
     if input_hw is not None and tuple(int(v) for v in input_hw) != tuple(meta.input_size):
-        raise EngineError("the TensorRT engine %s takes %dx%d (height x width) but model.input_height x "
-                          "model.input_width is %dx%d. Rebuild it: %s"
-                          % ((engine_path,) + tuple(meta.input_size) + tuple(int(v) for v in input_hw) + (rebuild,)))
+        raise refuse("the TensorRT engine %s takes %dx%d (height x width) but model.input_height x "
+                     "model.input_width is %dx%d." % ((engine_path,) + tuple(meta.input_size)
+                                                      + tuple(int(v) for v in input_hw)))
     if precision is not None and precision != meta.precision:
-        raise EngineError("the TensorRT engine %s is %s but engine.precision is %s. Rebuild it: %s"
-                          % (engine_path, meta.precision, precision, rebuild))
+        raise refuse("the TensorRT engine %s is %s but engine.precision is %s."
+                     % (engine_path, meta.precision, precision))
     return meta

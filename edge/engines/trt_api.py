@@ -24,14 +24,14 @@ def import_tensorrt() -> Any:
             import tensorrt  # noqa: the one import of TensorRT in fallwatch
         except ImportError as exc:
             raise EngineError(
-                "TensorRT's Python bindings cannot be imported (%s). On a Jetson they come with JetPack "
-                "(sudo apt install python3-libnvinfer) and the venv must be made with "
-                "--system-site-packages; off a Jetson use engine.backend: onnxruntime "
-                "(fallwatch-calibrate --backend onnxruntime)" % exc) from None
+                "TensorRT's Python bindings cannot be imported (%s)." % exc,
+                "On a Jetson they come with JetPack (sudo apt install python3-libnvinfer) and the venv must be "
+                "made with --system-site-packages; off a Jetson use engine.backend: onnxruntime "
+                "(fallwatch-calibrate --backend onnxruntime)", joint=" ") from None
         version = parse_version(getattr(tensorrt, "__version__", ""))
         if version < MIN_VERSION:
-            raise EngineError("TensorRT %s is too old: fallwatch needs %d.%d or newer (JetPack 5.1+)"
-                              % ((getattr(tensorrt, "__version__", "?"),) + MIN_VERSION))
+            raise EngineError("TensorRT %s is too old" % getattr(tensorrt, "__version__", "?"),
+                              "fallwatch needs %d.%d or newer (JetPack 5.1+)" % MIN_VERSION)
         _MODULE = tensorrt
     return _MODULE
 

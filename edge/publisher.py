@@ -1,0 +1,257 @@
+"""MQTT out: fall events that are never lost, camera state, stats, snapshots, Home Assistant discovery.
+
+:class:`MqttSink` is the daemon's MQTT sink. :meth:`MqttSink.emit` writes the event to the
+:class:`~edge.outbox.Outbox` (fsynced) and returns; from then on the event survives SIGKILL and
+power loss. The pieces, one job each:
+
+- :mod:`edge.topics`: the topics (DESIGN.md contract 4);
+- :mod:`edge.mqttlink`: the network thread: connect, reconnect with backoff, name each failure;
+- :mod:`edge.delivery`: the outbox pump, the in-flight window and PUBACK bookkeeping (at least
+  once, in order per camera);
+- :mod:`edge.camerastate`: each camera's retained ``ON``/``OFF`` state and snapshot frames;
+- :mod:`edge.hass`: Home Assistant discovery payloads;
+- this module: the sink's interface, ``online``/``offline`` (the Last Will), and the ``stats`` message.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Dict, Optional
+
+from edge.camerastate import CameraStates
+from edge.delivery import Delivery
+from edge.events import encode_event, iso_utc
+from edge.mqttlink import MqttLink, Session
+from edge.outbox import Outbox
+from edge.topics import Topics, is_topic_level
+
+log = logging.getLogger("fallwatch.mqtt")
+
+_REQUIRED_KEYS = ("event_id", "type", "camera")
+_EXPIRE_EVERY_S = 60.0
+
+
+class MqttSink(Session):
+    """The daemon's MQTT sink: ``start()``, ``emit(event)``, ``frame(record)``, ``stats(dict)``, ``close()``.
+
+    ``emit`` is durable when it returns and never blocks on the network; the other calls only
+    record what the network thread publishes. Thread-safe. ``outbox`` defaults to the file of
+    ``mqtt.outbox`` (``<paths.state_dir>/outbox.sqlite3``)."""
+
+    def __init__(self, config: Any, outbox: Optional[Outbox] = None) -> None:
+        self._config = config
+        self._cfg = config.mqtt
+        self.topics = Topics.for_config(config)
+        if outbox is None:
+            ob = self._cfg.outbox
+            outbox = Outbox(ob.file or config.paths.state_dir / "outbox.sqlite3", ob.max_events, ob.max_age_s)
+            self._owns_outbox = True
+        else:
+            self._owns_outbox = False
+        self.outbox = outbox
+        self._lock = threading.Lock()
+        self._closed = False
+        self._cameras = CameraStates([c.name for c in config.cameras], self._cfg.snapshot.enabled)
+        self._daemon_stats: Dict[str, Any] = {}
+        self._appended = 0  # events stored by emit(); the network thread compares it with what it saw
+        self.counters: Dict[str, int] = dict(
+            events_emitted=0, events_acked=0, events_resent=0, events_rejected=0, connects=0,
+            connect_failures=0, disconnects=0)
+        self._delivery = Delivery(self._cfg, self.topics, outbox, self._count)
+        self._link = MqttLink(self._cfg, self.topics.status, self, self._count)
+        self._next_stats = 0.0
+        self._next_expire = 0.0
+        self._started_at = time.monotonic()
+
+    @property
+    def _thread(self) -> Optional[threading.Thread]:
+        return self._link.thread
+
+    # ---------------------------------------------------------------- the daemon's interface
+
+    def start(self) -> "MqttSink":
+        """Start the network thread (connects, and reconnects for as long as the sink is open)."""
+        self._link.start()
+        return self
+
+    def emit(self, event: Dict[str, Any]) -> None:
+        """Store a fall event durably and queue it for the broker; returns once it is on disk.
+
+        ``event``: DESIGN.md contract 4 (``event_id``, ``type``, ``camera``, ``device``, ``track_id``,
+        ``timestamp``, ``confidence``, ``bbox``, ``keypoints``); sent as JSON exactly as given."""
+        if self._closed:
+            raise RuntimeError("MqttSink.emit() after close(): event %s not stored" % event.get("event_id"))
+        missing = [k for k in _REQUIRED_KEYS if not event.get(k)]
+        if missing:
+            raise ValueError("fall event without %s: %r" % (", ".join(missing), event))
+        camera = str(event["camera"])
+        if not is_topic_level(camera):
+            raise ValueError("fall event %s: camera %r cannot be an MQTT topic level (no /, #, + or spaces)"
+                             % (event["event_id"], camera))
+        self.outbox.append(str(event["event_id"]), camera, encode_event(event).encode("utf-8"))
+        with self._lock:
+            self.counters["events_emitted"] += 1
+            self._appended += 1
+        self._cameras.event(camera, event["type"])
+        self._link.wake()
+
+    def frame(self, record: Any) -> None:
+        """The latest skeleton record of a camera (kept only for snapshots)."""
+        self._cameras.frame(record)
+
+    def stats(self, stats: Dict[str, Any]) -> None:
+        """The daemon's latest figures (frame rates, stage latencies, drops, tracks), merged into ``stats``."""
+        with self._lock:
+            self._daemon_stats = dict(stats)
+
+    def close(self) -> None:
+        """Deliver what can be delivered within ``mqtt.close_timeout_s``, publish ``offline``, disconnect.
+
+        What the broker has not acknowledged stays in the outbox for the next start."""
+        if self._closed:
+            return
+        self._closed = True
+        if not self._link.stop(self._cfg.close_timeout_s + 2.0):
+            # e.g. still inside a TCP connect: it ends by itself; nothing is lost
+            log.warning("MQTT: not closed within mqtt.close_timeout_s; unacknowledged events stay in %s "
+                        "for the next start", self.outbox.path)
+            return
+        if self._owns_outbox:
+            self.outbox.close()
+        self._link.close()
+
+    def snapshot_counters(self) -> Dict[str, Any]:
+        """Counters and outbox figures, as in the ``mqtt`` part of the stats message."""
+        with self._lock:
+            out: Dict[str, Any] = dict(self.counters)
+        out.update(connected=self._link.connected, outbox_depth=self.outbox.depth(),
+                   outbox_dropped=self.outbox.dropped, outbox_in_memory_only=self.outbox.volatile)
+        age = self.outbox.oldest_age_s()
+        out["outbox_oldest_age_s"] = None if age is None else round(age, 1)
+        return out
+
+    def stats_message(self) -> Dict[str, Any]:
+        """The ``stats`` payload: the daemon's figures, this sink's counters, and Jetson figures when there are any."""
+        from edge.jetson import read_stats
+
+        with self._lock:
+            message: Dict[str, Any] = {"device": self._config.device_id, "timestamp": iso_utc(),
+                                       "uptime_s": round(time.monotonic() - self._started_at, 1)}
+            message.update(self._daemon_stats)
+        message["mqtt"] = self.snapshot_counters()
+        jetson = read_stats()
+        if jetson:
+            message["jetson"] = jetson
+        return message
+
+    def _count(self, name: str) -> None:
+        with self._lock:
+            self.counters[name] += 1
+
+    # ---------------------------------------------------------------- the session (network thread)
+
+    def waiting(self) -> int:
+        return self.outbox.depth()
+
+    def connected(self, client: Any, properties: Any) -> None:
+        # MQTT 5: never more QoS 1 messages unacknowledged than the broker's Receive Maximum
+        # (exceeding it is a protocol error, and Mosquitto closes the connection).
+        self._delivery.reset(getattr(properties, "ReceiveMaximum", None) if properties is not None else None)
+        self._count("connects")
+        self._cameras.all_changed()
+        self._delivery.queue(self.topics.status, b"online", retain=True)
+        if self._cfg.homeassistant.enabled:
+            client.subscribe(self._birth_topic(), qos=1)
+            self._announce()
+        self._next_stats = time.monotonic() + min(2.0, self._cfg.stats_interval_s)
+
+    def on_message(self, client: Any, userdata: Any, message: Any) -> None:
+        if message.topic == self._birth_topic() and bytes(message.payload).strip() == b"online":
+            log.info("MQTT: Home Assistant came online (%s); announcing the cameras again", message.topic)
+            self._announce()
+            self._cameras.all_changed()
+
+    def on_publish(self, client: Any, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
+        self._delivery.on_publish(mid, reason_code)
+
+    def work(self, client: Any, now: float) -> None:
+        self._side_messages()
+        with self._lock:
+            appended = self._appended
+        self._delivery.send(client, appended)
+        if now >= self._next_expire:
+            self._next_expire = now + _EXPIRE_EVERY_S
+            self.outbox.expire()
+        if self._cfg.stats_interval_s > 0 and now >= self._next_stats:
+            self._next_stats = now + self._cfg.stats_interval_s
+            self._publish_stats(client)
+
+    def timeout_s(self, now: float) -> float:
+        t = 1.0
+        hold = self._delivery.hold_s(now)
+        if hold is not None:
+            t = min(t, hold)
+        if self._link.connected and self._cfg.stats_interval_s > 0:
+            t = min(t, max(0.0, self._next_stats - now))
+        return t
+
+    def close_step(self, client: Any, elapsed_s: float) -> bool:
+        """Deliver what can be delivered within close_timeout_s, then the last stats, ``offline``, DISCONNECT."""
+        timeout = self._cfg.close_timeout_s
+        delivery = self._delivery
+        if delivery.last_mid is None and (delivery.drained() or elapsed_s >= timeout):
+            if self._cfg.stats_interval_s > 0:  # the daemon's last figures, then goodbye
+                self._publish_stats(client)
+            delivery.send_last(client, self.topics.status, b"offline", retain=True)
+        if delivery.last_mid is not None and (delivery.last_acked or elapsed_s >= timeout + 1.0):
+            client.disconnect()
+            for _ in range(10):
+                if not client.want_write() or client.loop_write() != 0:
+                    break
+            left = self.outbox.depth()
+            if left:
+                log.info("MQTT: closed; %d unacknowledged event(s) stay in %s for the next start", left,
+                         self.outbox.path)
+            else:
+                log.info("MQTT: closed; every event was acknowledged")
+            return True
+        return False
+
+    # ---------------------------------------------------------------- side messages (network thread)
+
+    def _birth_topic(self) -> str:
+        hass = self._cfg.homeassistant
+        return hass.birth_topic or hass.discovery_prefix + "/status"
+
+    def _announce(self) -> None:
+        from edge.hass import discovery_messages
+
+        for topic, payload in discovery_messages(self._cfg.homeassistant.discovery_prefix, self._config.device_id,
+                                                 self._cameras.cameras(), self.topics):
+            self._delivery.queue(topic, payload, retain=True)
+
+    def _side_messages(self) -> None:
+        """Queue what emit() and frame() asked for: announcements, camera states, snapshots."""
+        changes = self._cameras.take()
+        if changes.announce and self._cfg.homeassistant.enabled:
+            self._announce()
+        for camera, state in sorted(changes.states.items()):
+            self._delivery.queue(self.topics.state(camera), state.encode("ascii"), retain=True)
+        for camera, record in changes.snapshots.items():
+            self._publish_snapshot(camera, record)
+
+    def _publish_snapshot(self, camera: str, record: Any) -> None:
+        from edge.snapshot import render_snapshot
+
+        snap = self._cfg.snapshot
+        try:
+            jpeg = render_snapshot(record, snap.mode, snap.width_px, snap.blur_sigma_px, snap.jpeg_quality)
+        except Exception as exc:  # a snapshot is a courtesy: never let it stop the events
+            log.warning("MQTT: cannot render the snapshot of camera %s (%s); no snapshot sent", camera, exc)
+            return
+        self._delivery.queue(self.topics.snapshot(camera), jpeg, retain=True)
+
+    def _publish_stats(self, client: Any) -> None:
+        client.publish(self.topics.stats, encode_event(self.stats_message()).encode("utf-8"), qos=0)
+
