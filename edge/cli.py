@@ -89,9 +89,8 @@ def cmd_model_check(args: argparse.Namespace) -> int:
 def cmd_detect(args: argparse.Namespace) -> int:
     import cv2
 
-    from edge.draw import draw_skeletons
     from edge.parse import parse_poses
-    from edge.specs import KEYPOINTS
+    from edge.skeleton import KEYPOINTS, draw_skeletons
 
     image, spec, heatmaps, pafs, transform = _image_maps(args)
     keypoints, scores = parse_poses(heatmaps, pafs, spec.topology)
@@ -102,7 +101,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
                              for name, (x, y, c) in zip(KEYPOINTS, person) if c > 0}}
               for person, score in zip(keypoints, scores)]
     if args.out:
-        if not cv2.imwrite(args.out, draw_skeletons(image, keypoints, spec.topology, scores)):
+        if not cv2.imwrite(args.out, draw_skeletons(image, keypoints, ["%.2f" % s for s in scores])):
             raise SystemExit("fallwatch: cannot write %s" % args.out)
     print(json.dumps({"image": args.image, "width": width, "height": height, "model": spec.name,
                       "png": args.out, "people": people}))
