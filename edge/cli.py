@@ -73,7 +73,7 @@ def cmd_model_check(args: argparse.Namespace) -> int:
     import cv2
 
     from edge.mapview import render_maps, strongest_peaks
-    from edge.specs import KEYPOINT_INDEX
+    from edge.skeleton import KEYPOINT_INDEX
 
     image, spec, (heatmaps, pafs, transform) = _on_image(args, lambda pipeline, image: pipeline.maps(image))
     out = Path(args.out or Path(args.image).stem + "_maps.png")
@@ -91,8 +91,7 @@ def cmd_model_check(args: argparse.Namespace) -> int:
 def cmd_detect(args: argparse.Namespace) -> int:
     import cv2
 
-    from edge.draw import draw_skeletons
-    from edge.specs import KEYPOINTS
+    from edge.skeleton import KEYPOINTS, draw_skeletons
 
     image, spec, people = _on_image(args, lambda pipeline, image: pipeline.detect(image))
     keypoints, scores = people.keypoints, people.scores
@@ -102,7 +101,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
                             for name, (x, y, c) in zip(KEYPOINTS, person) if c > 0}}
              for person, score in zip(keypoints, scores)]
     if args.out:
-        if not cv2.imwrite(args.out, draw_skeletons(image, keypoints, spec.topology, scores)):
+        if not cv2.imwrite(args.out, draw_skeletons(image, keypoints, ["%.2f" % s for s in scores])):
             raise SystemExit("fallwatch: cannot write %s" % args.out)
     print(json.dumps({"image": args.image, "width": width, "height": height, "model": spec.name,
                       "png": args.out, "people": found}))

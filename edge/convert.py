@@ -320,8 +320,3 @@ def graphdef_to_onnx(graph: Union[bytes, bytearray, Sequence[Node]], input_name:
             raise ValueError("%s must be a positive multiple of 8 pixels, got %r" % (label, value))
     nodes = parse_graphdef(graph) if isinstance(graph, (bytes, bytearray, memoryview)) else list(graph)
     return _Converter(nodes, input_name, output_name, int(height), int(width), dynamic_batch).run()
-
-
-def input_output_names(model: onnx.ModelProto) -> Tuple[List[str], List[str]]:
-    """The model's graph input and output names (handy for logs and tests)."""
-    return [i.name for i in model.graph.input], [o.name for o in model.graph.output]

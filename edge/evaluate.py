@@ -5,12 +5,14 @@ The folder holds videos and a ``labels.csv`` with the columns ``file`` (relative
 clip is replayed once through the whole pipeline (``fallwatch replay``) and its skeletons are
 cached as a skeleton JSONL, keyed by the clip's bytes, every setting that changes the
 skeletons (model, views, tracker, ``max_fps``) and the source of the code that makes them
-(:data:`SKELETON_CODE`: the views policy reads the tracks, so even a tracker change can change
+(:func:`skeleton_code`: every module the replay, the model and the recorder import, fall
+detection excepted; the views policy reads the tracks, so even a tracker change can change
 which skeletons are found). Detection then runs on the cached skeletons, so
 trying other ``fall`` thresholds takes seconds, not minutes.
 """
 from __future__ import annotations
 
+import ast
 import csv
 import hashlib
 import json
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
+from edge.pose import open_pose_model
 from edge.replay import replay_skeletons, replay_video
 from edge.sinks import SinkSet, SkeletonRecorder
 
@@ -68,24 +71,74 @@ def read_labels(folder: Path) -> List[Dict[str, str]]:
     return rows
 
 
-# The files, under edge/, whose code shapes the skeletons a replay records.
-SKELETON_CODE = ("preprocess.py", "parse.py", "views.py", "track.py", "pipeline.py", "replay.py", "specs")
+# Modules that only see skeletons once they are made (fall detection): editing them keeps the
+# cache. Matched by the module's own name wherever it lives; everything else counts.
+AFTER_SKELETONS = ("fall",)
+DATA_SUFFIXES = (".yaml", ".yml", ".json")  # data files beside a counted module count too (model specs)
 
 
-def _code_digest(root: Path = Path(__file__).resolve().parent) -> bytes:
+def _module_file(root: Path, package: str, name: str) -> Optional[Path]:
+    parts = name.split(".")
+    if parts[0] != package:
+        return None
+    base = root.joinpath(*parts[1:])
+    for path in (base / "__init__.py", base.with_suffix(".py") if len(parts) > 1 else None):
+        if path is not None and path.is_file():
+            return path
+    return None
+
+
+def _imported(path: Path, name: str) -> List[str]:
+    """Every module name an import statement of ``path`` (module ``name``) may load, anywhere in
+    the file (imports inside functions too); names that are not modules are dropped later."""
+    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+    found = []
+    for node in ast.walk(ast.parse(path.read_bytes(), str(path))):
+        if isinstance(node, ast.Import):
+            found += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package[:len(package) - node.level + 1] + ([base] if base else []))
+            found += [base] + [base + "." + alias.name for alias in node.names]
+    return [n for n in found if n]
+
+
+def skeleton_code(root: Path = Path(__file__).resolve().parent) -> List[Path]:
+    """The files whose code makes the skeletons a replay records, under the package folder
+    ``root``: the modules of :func:`replay_video`, of the model (:func:`open_pose_model`) and of the
+    recorder, every module of the package they import, directly or not (with their parent
+    packages), except :data:`AFTER_SKELETONS`; and the data files in those modules' folders.
+    Found from the import statements, so a new or moved module counts without a list to update."""
+    root = Path(root)
+    package = __name__.split(".")[0]
+    todo = [f.__module__ for f in (replay_video, open_pose_model, SkeletonRecorder)]
+    seen: Dict[str, Path] = {}
+    while todo:
+        name = todo.pop()
+        path = _module_file(root, package, name)
+        if name in seen or path is None or name.split(".")[-1] in AFTER_SKELETONS:
+            continue
+        seen[name] = path
+        todo += [".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 1)]
+        todo += _imported(path, name)
+    folders = {p.parent for p in seen.values()}
+    data = [f for d in folders for f in d.iterdir() if f.suffix in DATA_SUFFIXES and f.is_file()]
+    return sorted(set(seen.values()) | set(data))
+
+
+def code_digest(root: Path = Path(__file__).resolve().parent) -> bytes:
+    """SHA-256 over the paths (relative to ``root``) and bytes of :func:`skeleton_code`."""
     digest = hashlib.sha256()
-    for name in SKELETON_CODE:
-        path = root / name
-        for f in sorted(path.rglob("*")) if path.is_dir() else [path]:
-            if f.is_file() and f.suffix in (".py", ".yaml"):
-                digest.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes())
+    for f in skeleton_code(root):
+        digest.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
     return digest.digest()
 
 
 def skeleton_key(video: Path, config: Any, max_fps: Optional[float]) -> str:
     """What the cached skeletons of ``video`` depend on: its bytes, the settings before fall
     detection and the code that produces skeletons."""
-    digest = hashlib.sha256(_code_digest())
+    digest = hashlib.sha256(code_digest())
     with open(video, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)

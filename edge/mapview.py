@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from edge.preprocess import Transform
-from edge.specs import KEYPOINTS
+from edge.skeleton import KEYPOINTS
 
 
 def map_to_frame(channel: np.ndarray, transform: Transform, frame_hw: Tuple[int, int]) -> np.ndarray:

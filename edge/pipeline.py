@@ -33,7 +33,8 @@ from edge.preprocess import Transform
 from edge.sources import Frame
 from edge.specs import ModelSpec, decode
 from edge.timing import StageTimer
-from edge.track import Track, Tracker, TrackerParams, skeleton_bbox
+from edge.skeleton import skeleton_bbox
+from edge.track import Track, Tracker, TrackerParams
 from edge.views import ViewParams, ViewPolicy, make_views, merge_people
 
 log = logging.getLogger("fallwatch.pipeline")

@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from edge.events import encode_event
+from edge.skeleton import NUM_KEYPOINTS, draw_skeletons, track_colour
 
 log = logging.getLogger("fallwatch.sinks")
 
@@ -108,43 +109,6 @@ class StatsLines(Sink):
         self._out.close()
 
 
-# limbs drawn in the preview (project keypoint order): the CMU body without the shoulder-ear links
-PREVIEW_LIMBS = ((1, 2), (2, 3), (3, 4), (1, 5), (5, 6), (6, 7), (1, 8), (8, 9), (9, 10), (1, 11), (11, 12),
-                 (12, 13), (1, 0), (0, 14), (14, 16), (0, 15), (15, 17))
-
-
-def draw_people(image: np.ndarray, keypoints: np.ndarray, track_ids: Sequence[int]) -> np.ndarray:
-    """Skeletons and track ids over a copy of a BGR image; ``keypoints`` (N, 18, 3) normalised."""
-    out = image.copy()
-    h, w = out.shape[:2]
-    thickness = max(1, int(round(max(h, w) / 400)))
-    for kp, track in zip(np.asarray(keypoints).reshape(-1, 18, 3), track_ids):
-        colour = _colour(int(track))
-        pts = [(int(round(x * w)), int(round(y * h))) if c > 0 else None for x, y, c in kp]
-        for a, b in PREVIEW_LIMBS:
-            if pts[a] is not None and pts[b] is not None:
-                cv2.line(out, pts[a], pts[b], colour, thickness, cv2.LINE_AA)
-        for p in pts:
-            if p is not None:
-                cv2.circle(out, p, thickness + 1, colour, -1, cv2.LINE_AA)
-        present = [p for p in pts if p is not None]
-        if present:
-            x0 = min(p[0] for p in present)
-            y0 = min(p[1] for p in present)
-            label = "#%d" % track if track else "?"
-            cv2.putText(out, label, (x0, max(12, y0 - 6)), cv2.FONT_HERSHEY_SIMPLEX, 0.4 * thickness + 0.2,
-                        colour, thickness, cv2.LINE_AA)
-    return out
-
-
-def _colour(track: int) -> tuple:
-    if not track:
-        return (160, 160, 160)
-    hue = (track * 47) % 180
-    bgr = cv2.cvtColor(np.uint8([[[hue, 220, 255]]]), cv2.COLOR_HSV2BGR)[0, 0]
-    return tuple(int(c) for c in bgr)
-
-
 class PreviewWriter(Sink):
     """An annotated video for debugging (``--preview FILE.mp4``): each processed frame with its
     skeletons and track ids. With several cameras, one file per camera (``FILE-<camera>.mp4``).
@@ -175,7 +139,10 @@ class PreviewWriter(Sink):
                 raise OSError("cannot write the preview video %s (use .mp4 or .avi)" % path)
             self._writers[record.camera] = writer
             log.info("preview of camera %s: writing %s", record.camera, path)
-        writer.write(draw_people(image, record.keypoints, record.track_ids))
+        ids = [int(i) for i in record.track_ids]
+        writer.write(draw_skeletons(image, np.asarray(record.keypoints).reshape(-1, NUM_KEYPOINTS, 3),
+                                    labels=["#%d" % i if i else "?" for i in ids],
+                                    colours=[track_colour(i) for i in ids]))
 
     def close(self) -> None:
         for writer in self._writers.values():

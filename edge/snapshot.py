@@ -8,19 +8,11 @@ attributes, optionally with ``image``: the BGR uint8 frame (H, W, 3).
 """
 from __future__ import annotations
 
-import functools
-from typing import Any, Optional, Tuple
+from typing import Any, Optional
 
 import numpy as np
 
-_COLOURS = ((0, 255, 255), (0, 200, 0), (255, 128, 0), (255, 0, 255), (0, 128, 255), (255, 255, 0))
-
-
-@functools.lru_cache(maxsize=1)
-def _limbs() -> Tuple[Tuple[int, int], ...]:
-    from edge.specs import load_spec
-
-    return tuple((limb.a, limb.b) for limb in load_spec("openpose-mobilenet-thin").limbs)
+from edge.skeleton import NUM_KEYPOINTS, draw_skeletons
 
 
 def _get(record: Any, name: str, default: Any = None) -> Any:
@@ -42,17 +34,10 @@ def render_snapshot(record: Any, mode: str = "blank", width_px: int = 640, blur_
         canvas = cv2.GaussianBlur(canvas, (0, 0), blur_sigma_px)
     else:
         canvas = np.zeros((height_px, width_px, 3), np.uint8)
-    thickness = max(2, width_px // 160)
-    for i, person in enumerate(_get(record, "people") or ()):
-        kp = np.asarray(_get(person, "keypoints"), np.float32).reshape(-1, 3)
-        colour = _COLOURS[i % len(_COLOURS)]
-        pts = np.stack([kp[:, 0] * width_px, kp[:, 1] * height_px], axis=1).round().astype(np.int32)
-        for a, b in _limbs():
-            if a < len(kp) and b < len(kp) and kp[a, 2] > min_confidence and kp[b, 2] > min_confidence:
-                cv2.line(canvas, tuple(int(v) for v in pts[a]), tuple(int(v) for v in pts[b]), colour, thickness,
-                         cv2.LINE_AA)
-        for j in np.flatnonzero(kp[:, 2] > min_confidence):
-            cv2.circle(canvas, tuple(int(v) for v in pts[j]), thickness + 1, (255, 255, 255), -1, cv2.LINE_AA)
+    people = [np.asarray(_get(person, "keypoints"), np.float32).reshape(NUM_KEYPOINTS, 3)
+              for person in _get(record, "people") or ()]
+    canvas = draw_skeletons(canvas, np.array(people, np.float32).reshape(-1, NUM_KEYPOINTS, 3),
+                            line_px=max(2, width_px // 160), min_confidence=min_confidence)
     ok, jpeg = cv2.imencode(".jpg", canvas, [int(cv2.IMWRITE_JPEG_QUALITY), int(jpeg_quality)])
     if not ok:
         raise RuntimeError("OpenCV could not encode the snapshot as JPEG")

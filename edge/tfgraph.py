@@ -338,13 +338,3 @@ def parse_graphdef(data: Union[bytes, bytearray, memoryview]) -> List[Node]:
     if not nodes:
         raise ValueError("the data holds no GraphDef nodes: is it a frozen TensorFlow graph (.pb)?")
     return nodes
-
-
-def load_graphdef(path: Any) -> List[Node]:
-    """Read and parse a ``.pb`` file; errors name the file."""
-    with open(path, "rb") as fh:
-        data = fh.read()
-    try:
-        return parse_graphdef(data)
-    except ValueError as exc:
-        raise ValueError("%s: %s" % (path, exc)) from None

@@ -263,17 +263,21 @@ def test_cli_builds_and_verifies_an_engine(trt, model_onnx, tmp_path, capsys):
 
 
 def test_doctor_engine_check(trt, model_onnx, tmp_path):
+    from edge import doctor
+    from edge.board import Board
     from edge.config import load_config
-    from edge.engines.tensorrt import check_engine_file, engine_path_for, runtime_versions
+    from edge.engines.tensorrt import engine_path_for, runtime_versions
 
     config_file = tmp_path / "config.yaml"
     config_file.write_text("paths: {state_dir: %s}\nmodel: {onnx: %s}\nengine: {backend: tensorrt, precision: fp16}\n"
                            % (tmp_path, model_onnx))
     config = load_config(config_file, env={})
-    assert "does not exist" in check_engine_file(config)
+    board = Board(model="NVIDIA Jetson Orin Nano Developer Kit", l4t=(36, 4, 0), l4t_source="test")
+    missing = doctor.check_engine(config, board)
+    assert missing.status == doctor.FAIL and "does not exist" in missing.message
     build_engine(model_onnx, engine_path_for(config, model_onnx), HW, "NHWC", BuildOptions(precision="fp16"), None,
                  tmp_path / "c", progress=False)
-    assert check_engine_file(config) is None
+    assert doctor.check_engine(config, board).status == doctor.OK
     assert runtime_versions()["TensorRT"] == trt.__version__
 
 

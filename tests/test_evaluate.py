@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 
@@ -57,15 +59,59 @@ def test_the_cache_key_follows_the_skeleton_code_and_settings(tmp_path):
         other = ev.skeleton_key(video, load_config(path, env={}), None)
         assert (other == key) == (name == "fall"), name
     assert ev.skeleton_key(video, base, 5.0) != key
-    code = tmp_path / "code"
-    code.mkdir()
-    for name in ev.SKELETON_CODE:
-        (code / name).write_text("# " + name) if name.endswith(".py") else (code / name).mkdir()
-    before = ev._code_digest(code)
+    code = _package_copy(tmp_path)
+    before = ev.code_digest(code)
     (code / "specs" / "a.yaml").write_text("x: 1\n")
-    after_spec = ev._code_digest(code)
-    (code / "track.py").write_text("# changed")
-    assert len({before, after_spec, ev._code_digest(code)}) == 3
+    after_spec = ev.code_digest(code)
+    _append(code / "track.py", "# changed")
+    assert len({before, after_spec, ev.code_digest(code)}) == 3
+
+
+def _package_copy(tmp_path: Path) -> Path:
+    from edge import evaluate as ev
+
+    code = tmp_path / "edge"
+    shutil.copytree(str(Path(ev.__file__).parent), str(code), ignore=shutil.ignore_patterns("__pycache__"))
+    return code
+
+
+def _append(path: Path, text: str) -> None:
+    path.write_text(path.read_text() + "\n" + text + "\n")
+
+
+def test_the_skeleton_code_is_found_from_the_imports(tmp_path):
+    """Every module the skeleton-making code imports counts, found anew each time: a new module,
+    one imported inside a function, one moved into a folder; fall detection does not."""
+    from edge import evaluate as ev
+
+    code = _package_copy(tmp_path)
+    files = {p.relative_to(code).as_posix() for p in ev.skeleton_code(code)}
+    assert {"replay.py", "pipeline.py", "sources.py", "preprocess.py", "pose.py", "engines/onnxruntime.py",
+            "parse.py", "views.py", "track.py", "sinks.py", "specs/__init__.py",
+            "specs/openpose-mobilenet-thin.yaml"} <= files
+    assert "fall.py" not in files and "mqtt.py" not in files and "cli.py" not in files
+    key = ev.code_digest(code)
+    _append(code / "fall.py", "# fall thresholds tuned: the cached skeletons still hold")
+    assert ev.code_digest(code) == key
+    for stage in ("preprocess.py", "engines/onnxruntime.py", "sources.py"):
+        _append(code / stage, "# changed")
+        assert ev.code_digest(code) != key, stage
+        key = ev.code_digest(code)
+    (code / "helper.py").write_text("SCALE = 1.0\n")
+    assert ev.code_digest(code) == key  # imported by nobody yet
+    _append(code / "parse.py", "def _scale():\n    from .helper import SCALE\n    return SCALE")
+    key = ev.code_digest(code)
+    _append(code / "helper.py", "SCALE = 2.0")
+    assert ev.code_digest(code) != key
+    (code / "tracking").mkdir()
+    (code / "tracking" / "__init__.py").write_text("")
+    (code / "track.py").rename(code / "tracking" / "track.py")
+    for module in code.rglob("*.py"):
+        module.write_text(module.read_text().replace("from edge.track import", "from edge.tracking.track import"))
+    assert "tracking/track.py" in {p.relative_to(code).as_posix() for p in ev.skeleton_code(code)}
+    key = ev.code_digest(code)
+    _append(code / "tracking" / "track.py", "# changed")
+    assert ev.code_digest(code) != key
 
 
 def test_bad_labels_are_a_usage_error(tmp_path):

@@ -411,28 +411,3 @@ def test_same_people_as_the_oracle_on_coco(pose_model):
         total += len(result[0])
     assert total >= len(images)  # every image has somebody in it
 
-
-# --- drawing -------------------------------------------------------------------------------------
-
-def test_draw_skeletons():
-    from edge.draw import draw_skeletons
-
-    heat_shape, paf_shape = SIZES["openpose-mobilenet-thin"]
-    people = random_scene(np.random.default_rng(12), 2, heat_shape, min_height_cells=15, separate=True)
-    keypoints, scores = parse_poses(*render(people, "openpose-mobilenet-thin", heat_shape, paf_shape),
-                                    "openpose-mobilenet-thin")
-    image = np.zeros((368, 432, 3), np.uint8)
-    drawn = draw_skeletons(image, keypoints, "openpose-mobilenet-thin", scores)
-    assert drawn.shape == image.shape and drawn.dtype == np.uint8
-    assert not image.any() and drawn.any()  # a copy, with people on it
-    neck = keypoints[0, KEYPOINT_INDEX["neck"], :2] * [432, 368]
-    col, row = int(neck[0]), int(neck[1])
-    assert drawn[max(row - 3, 0):row + 4, max(col - 3, 0):col + 4].any()
-    # nothing to draw, missing parts, absurd coordinates: no error
-    assert not draw_skeletons(image, np.zeros((0, 18, 3), np.float32), "bodyposenet").any()
-    odd = np.array([[[np.nan, 1e30, 1.0]] * 18], np.float32)
-    draw_skeletons(image, odd, "bodyposenet")
-    with pytest.raises(ValueError, match="uint8"):
-        draw_skeletons(image.astype(np.float32), keypoints, "bodyposenet")
-    with pytest.raises(ValueError, match=r"\(N, K, 3\)"):
-        draw_skeletons(image, keypoints[0], "bodyposenet")

@@ -159,25 +159,6 @@ def engine_path_for(config: Any, model_path: Path) -> Path:
                                (config.model.input_height, config.model.input_width), config.engine.precision)
 
 
-def check_engine_file(config: Any) -> Optional[str]:
-    """Why the configured engine cannot be used on this device (None when it can): for ``fallwatch doctor``."""
-    from edge.engines.device import current_device
-    from edge.engines.metadata import check_engine
-    from edge.pose import model_path
-
-    try:
-        model = model_path(config)
-    except EngineError:
-        model = Path(config.model.onnx) if config.model.onnx is not None else None
-    try:
-        engine = engine_path_for(config, model if model is not None else Path("model.onnx"))
-        check_engine(engine, current_device(), model, (config.model.input_height, config.model.input_width),
-                     config.engine.precision)
-    except EngineError as exc:
-        return str(exc)
-    return None
-
-
 def open_checked(engine_path: Path, model_path: Optional[Path], input_hw: Optional[Tuple[int, int]],
                  precision: Optional[str] = None) -> TensorRTEngine:
     """Check the engine's metadata against this device and model, then load it."""

@@ -16,16 +16,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, Mapping, Optional, Tuple, Union
 
 import numpy as np
 import yaml
 
-KEYPOINTS: Tuple[str, ...] = (
-    "nose", "neck", "r_shoulder", "r_elbow", "r_wrist", "l_shoulder", "l_elbow", "l_wrist",
-    "r_hip", "r_knee", "r_ankle", "l_hip", "l_knee", "l_ankle", "r_eye", "l_eye", "r_ear", "l_ear",
-)
-KEYPOINT_INDEX: Dict[str, int] = {name: i for i, name in enumerate(KEYPOINTS)}
+from edge.skeleton import KEYPOINT_INDEX, KEYPOINTS
+
 SPEC_DIR = Path(__file__).resolve().parent
 BUILTIN_SPECS = tuple(sorted(p.stem for p in SPEC_DIR.glob("*.yaml")))
 
