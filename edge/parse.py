@@ -56,9 +56,9 @@ from typing import Any, List, Optional, Sequence, Tuple, Union
 import cv2
 import numpy as np
 
-from .specs import KEYPOINTS, Limb, load_spec
+from edge.skeleton import KEYPOINTS, NUM_KEYPOINTS
+from edge.specs import Limb, load_spec
 
-NUM_KEYPOINTS = len(KEYPOINTS)
 MIN_PART_CONFIDENCE = 1e-3  # a found part's confidence is at least this; 0 means missing
 _VALUE_LIMIT = 1e6  # map values are clipped to +-this so sums stay finite on hostile input
 _PAIR_CHUNK = 16384  # candidate pairs scored at once (bounds memory on maps full of peaks)

@@ -20,28 +20,24 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from edge.events import iso_utc
+from edge.events import COORD_DECIMALS, make_event
 from edge.fall import FallDetector, FallParams
 from edge.parse import ParseParams, parse_poses
 from edge.preprocess import Transform
 from edge.sources import Frame
 from edge.specs import ModelSpec, decode
 from edge.timing import StageTimer
-from edge.skeleton import skeleton_bbox
 from edge.track import Track, Tracker, TrackerParams
 from edge.views import ViewParams, ViewPolicy, make_views, merge_people
 
 log = logging.getLogger("fallwatch.pipeline")
 
-COORD_DECIMALS = 5  # keypoints are rounded to 1e-5 of the frame (0.02 px at 1920): JSON round-trips exactly
 TIME_DECIMALS = 6  # frame times are rounded to 1 microsecond, for the same reason
-_EVENT_NAMESPACE = uuid.UUID("5d1f3c52-6a4e-4c67-9a0c-2f4a8e7b9c10")
 
 
 @dataclass
@@ -266,23 +262,7 @@ class CameraPipeline:
 
     def _complete(self, event: Dict[str, Any], tracks: Dict[int, Track], t: float, wall: float) -> Dict[str, Any]:
         track = tracks.get(int(event.get("track_id", 0)))
-        timestamp = iso_utc(wall)
-        kind, track_id = str(event["type"]), int(event.get("track_id", 0))
-        key = "%s/%s/%d/%s/%s" % (self.device, self.camera, track_id, kind, timestamp)
-        keypoints = event.get("keypoints", track.keypoints if track is not None else None)
-        bbox = event.get("bbox")
-        if bbox is None and keypoints is not None:
-            bbox = skeleton_bbox(np.asarray(keypoints), 1e-9)[0]
-        out = {"event_id": str(uuid.uuid5(_EVENT_NAMESPACE, key)), "type": kind, "device": self.device,
-               "camera": self.camera, "track_id": track_id, "timestamp": timestamp,
-               "confidence": round(float(event.get("confidence", 0.0)), 4),
-               "bbox": None if bbox is None else [round(float(v), COORD_DECIMALS) for v in bbox],
-               "keypoints": None if keypoints is None else np.round(np.asarray(keypoints, np.float64),
-                                                                    COORD_DECIMALS).tolist(),
-               "t": t}
-        for k, v in event.items():
-            out.setdefault(k, v)
-        return out
+        return make_event(event, self.device, self.camera, t, wall, track.keypoints if track is not None else None)
 
 
 def still_frame(image: np.ndarray, camera: str = "image") -> Frame:
