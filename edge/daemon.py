@@ -29,10 +29,8 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from edge.pipeline import (CameraTail, RateLimiter, create_detector, create_view_policy, find_people, prepare,
                            run_engine)
-from edge.views import ViewParams
 from edge.sources import CameraSource, SourceError, SourceSettings
 from edge.timing import StageTimer
-from edge.track import TrackerParams
 
 log = logging.getLogger("fallwatch.daemon")
 
@@ -75,13 +73,12 @@ class Daemon:
         self._lock = threading.Lock()
         ids = ids if ids is not None else itertools.count(1)
         settings = source_settings(config)
-        params = TrackerParams.from_config(config.tracker)
         self.sources = [source_factory(cam, settings, clock=clock, on_frame=self._wake.set) for cam in config.cameras]
         self.limiters = [RateLimiter(cam.max_fps) for cam in config.cameras]
-        self.tails = {cam.name: CameraTail(cam.name, config.device_id, params, create_detector(config, cam.name), ids,
-                                           views=create_view_policy(config))
+        self.tails = {cam.name: CameraTail(cam.name, config.device_id, config.tracker,
+                                           create_detector(config, cam.name), ids, views=create_view_policy(config))
                       for cam in config.cameras}
-        self.view_params = ViewParams.from_config(config.views)
+        self.view_params = config.views
         size = config.daemon.queue_size
         self._engine_q: "queue.Queue[Any]" = queue.Queue()
         self._engine_slots = threading.Semaphore(size)  # a frame is taken only when a slot is free

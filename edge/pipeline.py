@@ -21,14 +21,14 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from edge.fall import FallDetector, FallParams
+from edge.fall import FallDetector, zones_of
 from edge.parse import ParseParams, parse_poses
 from edge.preprocess import Transform
 from edge.sources import Frame
 from edge.specs import ModelSpec, decode
 from edge.timing import StageTimer
-from edge.track import Track, Tracker, TrackerParams, skeleton_bbox
-from edge.views import ViewParams, ViewPolicy, make_views, merge_people
+from edge.track import Track, Tracker, TrackerConfig, skeleton_bbox
+from edge.views import ViewPolicy, ViewsConfig, make_views, merge_people
 
 log = logging.getLogger("fallwatch.pipeline")
 
@@ -75,7 +75,7 @@ class People:
 
 def find_people(outputs: Dict[str, np.ndarray], job: InferenceJob, spec: ModelSpec,
                 params: Optional[ParseParams] = None, timer: Optional[StageTimer] = None,
-                views: ViewParams = ViewParams()) -> People:
+                views: ViewsConfig = ViewsConfig()) -> People:
     """Decode and parse stages, then one list of people: every view's people mapped back to the
     frame and merged (one person seen in two views counts once, see edge.views.merge_people).
     Keypoints ``(x, y, confidence)`` are normalised to [0, 1] of the frame (clipped to it),
@@ -159,23 +159,23 @@ def create_detector(config: Any, camera: str) -> FallDetector:
     adds ``event_id``, ``device``, ``camera``, ``timestamp`` and ``t``.
     """
     cam = next((c for c in config.cameras if c.name == camera), None)
-    zones = FallParams.zones_from_config(cam) if cam is not None else ()
-    return FallDetector(FallParams.from_config(config.fall), zones)
+    zones = zones_of(cam) if cam is not None else ()
+    return FallDetector(config.fall, zones)
 
 
 def create_view_policy(config: Any) -> ViewPolicy:
     """A camera's policy for rotated views (``config.views``)."""
-    return ViewPolicy(ViewParams.from_config(config.views))
+    return ViewPolicy(config.views)
 
 
 class CameraTail:
     """Track, detect and make events for one camera; feed it frames in time order."""
 
-    def __init__(self, camera: str, device: str, tracker_params: TrackerParams, detector: Any,
+    def __init__(self, camera: str, device: str, tracker_config: TrackerConfig, detector: Any,
                  ids: Optional[Iterator[int]] = None, views: Optional[ViewPolicy] = None) -> None:
         self.camera = camera
         self.device = device
-        self.tracker = Tracker(tracker_params, ids)
+        self.tracker = Tracker(tracker_config, ids)
         self.detector = detector
         self.views = views  # None when no frames are inferred (skeleton replay)
 

@@ -22,10 +22,8 @@ import numpy as np
 
 from edge.pipeline import (CameraTail, People, RateLimiter, create_detector, create_view_policy, find_people, prepare,
                            run_engine)
-from edge.views import ViewParams
 from edge.sources import Frame, correct_orientation
 from edge.timing import StageTimer
-from edge.track import TrackerParams
 
 log = logging.getLogger("fallwatch.replay")
 
@@ -75,7 +73,7 @@ def _camera_config(config: Any, name: str) -> Any:
 
 
 def _tail(config: Any, camera: str, views: bool = False) -> CameraTail:
-    return CameraTail(camera, config.device_id, TrackerParams.from_config(config.tracker),
+    return CameraTail(camera, config.device_id, config.tracker,
                       create_detector(config, camera), views=create_view_policy(config) if views else None)
 
 
@@ -111,7 +109,7 @@ def replay_video(path: Union[str, Path], config: Any, model: Any, sinks: Any, ca
     summary = ReplaySummary(str(path), "video")
     timer = StageTimer(4096)
     tail, limiter = _tail(config, camera, views=True), RateLimiter(max_fps)
-    view_params = ViewParams.from_config(config.views)
+    view_params = config.views
     started = time.monotonic()
     next_log = started + 10
     try:

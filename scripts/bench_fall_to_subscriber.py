@@ -70,7 +70,6 @@ from edge.mqtt import MqttSink  # noqa: E402
 from edge.pipeline import CameraTail, People, create_detector, create_view_policy  # noqa: E402
 from edge.replay import read_skeletons  # noqa: E402
 from edge.sinks import open_sinks  # noqa: E402
-from edge.track import TrackerParams  # noqa: E402
 
 DEFAULT_VIDEO = REPO.parent / "shared" / "data" / "gmdcsa24" / "subject1" / "Fall" / "13.mp4"
 MODELS_DIR = REPO / "models"
@@ -169,13 +168,12 @@ def run_tail(broker: Broker, folder: Path, protocol: str, tls: bool, frames: Lis
     sink = MqttSink(config).start()
     sinks.add(sink, first=True)
     wait_connected(sink)
-    params = TrackerParams.from_config(config.tracker)
     ids = itertools.count(1)  # the daemon's track id counter, shared by its cameras and reloads
     sent: Dict[str, Dict[str, float]] = {}
     confirm_t: List[float] = []
     try:
         for n in range(WARMUP + falls):
-            tail = CameraTail(CAMERA, config.device_id, params, create_detector(config, CAMERA), ids,
+            tail = CameraTail(CAMERA, config.device_id, config.tracker, create_detector(config, CAMERA), ids,
                               views=create_view_policy(config))
             confirmed = None
             sub.arrived.clear()
