@@ -198,7 +198,8 @@ class DaemonConfig(Section):
                               "(more adds latency, not speed)", between=(1, 64))
     reconnect_min_s: float = setting(0.5, "first wait before reopening a failed camera, seconds; doubles per "
                                      "failure", between=(0.01, 3600))
-    reconnect_max_s: float = setting(30, "longest wait before reopening a failed camera, seconds",
+    reconnect_max_s: float = setting(30, "longest wait before reopening a failed camera, seconds (at least "
+                                     "reconnect_min_s)",
                                      between=(0.01, 86400))
     stall_timeout_s: float = setting(5, "a streaming camera with no frame for this long is reopened, seconds",
                                      between=(0.1, 3600))

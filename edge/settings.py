@@ -119,9 +119,12 @@ def plain(value: Any, hide: bool = False, redact: bool = True) -> Any:
 
 
 def show(value: Any, secret: bool = False) -> str:
-    """A value as error messages quote it: ``0.3 (float)``, ``null``; a secret only by its type."""
+    """A value as error messages quote it: ``0.3 (float)``, ``null``, a tuple as the list it was
+    written as; a secret only by its type."""
     if value is None:
         return "null"
+    if isinstance(value, tuple):
+        value = plain(value)
     if secret:
         return "a value of type %s" % type(value).__name__
     text = repr(value)

@@ -288,15 +288,16 @@ class ViewsConfig(Section):
         60, "auto: a track whose torso (hips to neck) is this far from vertical is suspicious, degrees",
         between=(0, 180))
     suspicious_torso_s: float = setting(
-        1, "auto: ... once its torso has been so for this long, seconds (bending down for a moment is not)",
+        1, "auto: ... once its torso has been so for this long, seconds (bending down for a moment is not; at "
+        "most tracker.history_s)",
         between=(0, 60))
     suspicious_descent_bh_per_s: float = setting(
         0.5, "auto: a track whose hips go down this fast is suspicious, body heights per second", between=(0, 100))
     descent_window_s: float = setting(0.5, "auto: the descent speed is measured over this much of a track's past, "
-                                      "seconds", between=(0.01, 60))
+                                      "seconds (at most tracker.history_s)", between=(0.01, 60))
     lost_near_floor_s: float = setting(2, "auto: a track lost inside the picture (not walking out through an edge) or "
-                                       "after going down stays suspicious this long after it was last seen, seconds",
-                                       between=(0, 3600))
+                                       "after going down stays suspicious this long after it was last seen, seconds "
+                                       "(at most tracker.max_missed_s)", between=(0, 3600))
     lost_edge_margin: float = setting(0.03, "auto: 'inside the picture' means last seen at least this far from every "
                                       "border, fraction of the frame", between=(0, 0.5))
     lost_drop_bh: float = setting(0.15, "auto: 'going down' means last seen at least this far below its highest "
