@@ -94,11 +94,13 @@ def camera_frames(uri: str, count: int, interval_s: float = 0.2, timeout_s: floa
     """``count`` frames from a live camera, one every ``interval_s`` seconds (frames in between are
     read and dropped so the next one is current). URIs as in the config (csi://N needs OpenCV with
     GStreamer, i.e. JetPack's OpenCV). FramesError when it cannot be opened or stops delivering."""
-    from edge.config import CameraConfig
+    from edge.config import CameraConfig, ConfigError
     from edge.sources import SourceError, open_capture
 
     try:
         capture = open_capture(CameraConfig(name="calibration", uri=uri))
+    except ConfigError as exc:
+        raise FramesError("--camera: %s" % exc.reason) from None
     except SourceError as exc:
         raise FramesError("--camera: %s" % exc) from None
     try:

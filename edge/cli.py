@@ -250,11 +250,16 @@ def _one_camera(config, uri: str):
     """``config`` with its cameras replaced by one camera named ``cam`` reading ``uri``."""
     import dataclasses
 
-    from edge.config import CameraConfig
+    from edge.config import CameraConfig, ConfigError
 
     if "://" not in uri and not uri.startswith("/dev/"):
         uri = str(Path(uri).resolve())
-    return dataclasses.replace(config, cameras=(CameraConfig(name="cam", uri=uri),))
+    try:
+        camera = CameraConfig(name="cam", uri=uri)
+    except ConfigError as exc:
+        print("fallwatch: --camera: %s" % exc.reason, file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
+    return dataclasses.replace(config, cameras=(camera,))
 
 
 def _frame_rate(text: str) -> float:
@@ -479,6 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    from edge.config import ConfigError
     from edge.engines import EngineError
     from edge.models import ModelFetchError
     from edge.outbox import OutboxError
@@ -491,6 +497,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (EngineError, ModelFetchError, SpecError, OutboxError) as exc:
         print("fallwatch: %s" % exc, file=sys.stderr)
         return EXIT_FAIL
+    except ConfigError as exc:  # a setting made outside the config file; the file's are caught on loading
+        print("fallwatch: %s" % exc, file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # e.g. piped into head

@@ -1,25 +1,28 @@
 """The configuration: one YAML file, loaded once at start into frozen, typed dataclasses.
 
 Every section is a frozen dataclass whose fields declare their own schema in the field
-metadata (see :func:`setting`): type (the annotation), default, allowed range, choices or
-pattern, and a one-line title. One generic validator walks the YAML mapping against those
-dataclasses, so a mistake is reported with its key path::
+metadata (see :func:`edge.settings.setting`): type (the annotation), default, allowed range,
+choices or pattern, and a one-line title; the sections a stage takes are defined beside it
+(``FallConfig`` in edge.fall, ``TrackerConfig`` in edge.track, ``ViewsConfig`` in edge.views)
+and only assembled here. One generic loader walks the YAML mapping against those dataclasses;
+each section checks its own values and cross-field rules when constructed, and the loader
+reports a mistake with its key path::
 
     config.yaml: cameras[1].fps: got 'fast' (str); expected a number from 1 to 240
     config.yaml: mqtt.hots: unknown key; did you mean 'host'?
+    config.yaml: fall.up_head_height_bh: got 0.3 (float); must be above max_head_height_bh (0.35) ...
 
 Every key has a default: an empty file, a missing section or ``load_config(None)`` is valid.
 Relative paths are resolved against the directory of the config file (the current directory
 when there is no file). The MQTT password is resolved from, in this order: the environment
 variable named by ``mqtt.password_env``, the first line of ``mqtt.password_file``, then
 ``mqtt.password``; it lives in ``config.mqtt.password``, which ``repr`` and
-:meth:`Config.redacted` never show.
+``to_dict()`` never show.
 """
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import functools
 import ipaddress
 import os
 import re
@@ -27,66 +30,19 @@ import sys
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 import yaml
 
 from edge import specs
+from edge.fall import FallConfig
+from edge.settings import (ConfigError, Section, expected, fields_of, is_section, plain, problem,
+                           section, setting, show, type_hints, unwrap)
+from edge.track import TrackerConfig
+from edge.views import ViewsConfig
+
 
 SYSTEM_CONFIG = Path("/etc/fallwatch/config.yaml")
-REDACTED = "***"
-
-
-class ConfigError(ValueError):
-    """The configuration cannot be used. ``str(error)`` is one line naming the file, the key path
-    (also in ``error.key``, None when the problem is not one key), the value given and what is allowed."""
-
-    def __init__(self, message: str, key: Optional[str] = None) -> None:
-        super().__init__(message)
-        self.key = key
-
-
-def setting(default: Any, title: str, *, between: Optional[Tuple[float, float]] = None,
-            choices: Optional[Tuple[str, ...]] = None, pattern: Optional[str] = None,
-            hint: Optional[str] = None, check: Optional[Callable[[Any], Optional[str]]] = None,
-            secret: bool = False) -> Any:
-    """A config field: its default, a one-line title (meaning, unit) and what values are allowed.
-
-    ``between`` is an inclusive (min, max); ``pattern`` must match the whole string; ``hint``
-    replaces the generated "expected ..." text; ``check(value)`` returns why a value is wrong or
-    None; ``secret`` fields are left out of ``repr`` and shown as ``***`` by ``to_dict``.
-    """
-    meta = dict(title=title, between=between, choices=choices, pattern=pattern, hint=hint,
-                check=check, secret=secret)
-    return field(default=default, repr=not secret, metadata=meta)
-
-
-def section(factory: Callable[[], Any], title: str) -> Any:
-    return field(default_factory=factory, metadata=dict(title=title))
-
-
-class _Section:
-    """Base of every config section: conversion back to plain YAML-able values."""
-
-    def to_dict(self, redact: bool = True) -> Dict[str, Any]:
-        """Plain dicts, lists, strings and numbers (paths as strings); secrets as ``***`` when redact."""
-        return {f.name: _plain(getattr(self, f.name), redact and f.metadata.get("secret", False), redact)
-                for f in _fields(type(self))}
-
-
-def _fields(cls: type) -> Tuple["dataclasses.Field[Any]", ...]:
-    """The fields that are config keys."""
-    return tuple(f for f in dataclasses.fields(cls) if not f.metadata.get("internal"))
-
-
-def _plain(value: Any, hide: bool, redact: bool) -> Any:
-    if hide and value is not None:
-        return REDACTED
-    if isinstance(value, _Section):
-        return value.to_dict(redact)
-    if isinstance(value, tuple):
-        return [_plain(v, False, redact) for v in value]
-    return str(value) if isinstance(value, Path) else value
 
 
 def _check_uri(uri: str) -> Optional[str]:
@@ -100,13 +56,13 @@ def _check_uri(uri: str) -> Optional[str]:
 
 
 @dataclass(frozen=True)
-class PathsConfig(_Section):
+class PathsConfig(Section):
     models_dir: Path = setting(Path("models"), "where fetched and converted models live")
     state_dir: Path = setting(Path("state"), "engines and the event outbox (on a Jetson: /var/lib/fallwatch)")
 
 
 @dataclass(frozen=True)
-class ModelConfig(_Section):
+class ModelConfig(Section):
     spec: str = setting("openpose-mobilenet-thin", "a built-in model spec name or the path of a spec YAML file")
     onnx: Optional[Path] = setting(None, "the ONNX model; null = the default model under models_dir")
     input_height: int = setting(368, "network input height, pixels", between=(32, 2048))
@@ -116,7 +72,7 @@ class ModelConfig(_Section):
 
 
 @dataclass(frozen=True)
-class EngineConfig(_Section):
+class EngineConfig(Section):
     backend: str = setting("onnxruntime", "inference backend", choices=("onnxruntime", "tensorrt"))
     threads: int = setting(0, "ONNX Runtime intra-op threads, 0 = library default", between=(0, 64))
     engine_file: Optional[Path] = setting(
@@ -132,7 +88,7 @@ def _check_polygon(points: Tuple[Tuple[float, ...], ...]) -> Optional[str]:
 
 
 @dataclass(frozen=True)
-class ZoneConfig(_Section):
+class ZoneConfig(Section):
     kind: str = setting("ignore", "ignore: no fall alerts for people lying here (a bed, a sofa); floor: once "
                         "any floor zone exists, alerts only there", choices=("ignore", "floor"))
     polygon: Tuple[Tuple[float, ...], ...] = setting(
@@ -140,7 +96,7 @@ class ZoneConfig(_Section):
 
 
 @dataclass(frozen=True)
-class CameraConfig(_Section):
+class CameraConfig(Section):
     name: str = setting("room1", "camera name, unique; part of MQTT topics", pattern=r"[a-z0-9_]{1,32}",
                         hint="1 to 32 of a-z, 0-9 and _")
     uri: str = setting("/dev/video0", "csi://N, v4l2:///dev/videoN, /dev/videoN, rtsp://... or a video file",
@@ -160,7 +116,7 @@ class CameraConfig(_Section):
 
 
 @dataclass(frozen=True)
-class TlsConfig(_Section):
+class TlsConfig(Section):
     enabled: bool = setting(False, "connect to the broker over TLS")
     ca_file: Optional[Path] = setting(None, "CA certificate(s), PEM; null = the system CA store")
     cert_file: Optional[Path] = setting(None, "client certificate, PEM")
@@ -169,7 +125,7 @@ class TlsConfig(_Section):
 
 
 @dataclass(frozen=True)
-class OutboxConfig(_Section):
+class OutboxConfig(Section):
     file: Optional[Path] = setting(None, "the SQLite event outbox; null = <state_dir>/outbox.sqlite3")
     max_events: int = setting(10000, "events kept at most while the broker is unreachable; the oldest go first",
                               between=(1, 10000000))
@@ -178,7 +134,7 @@ class OutboxConfig(_Section):
 
 
 @dataclass(frozen=True)
-class HomeAssistantConfig(_Section):
+class HomeAssistantConfig(Section):
     enabled: bool = setting(True, "announce a binary_sensor per camera through Home Assistant MQTT discovery")
     discovery_prefix: str = setting("homeassistant", "Home Assistant's discovery topic prefix",
                                     pattern=r"[^#+/\s]+(/[^#+/\s]+)*",
@@ -188,7 +144,7 @@ class HomeAssistantConfig(_Section):
 
 
 @dataclass(frozen=True)
-class SnapshotConfig(_Section):
+class SnapshotConfig(Section):
     enabled: bool = setting(False, "publish a retained JPEG of the skeleton at each fall on <camera>/snapshot")
     mode: str = setting("blank", "what is under the skeleton: blank (nothing) or blur (the frame, blurred)",
                         choices=("blank", "blur"))
@@ -198,7 +154,7 @@ class SnapshotConfig(_Section):
 
 
 @dataclass(frozen=True)
-class MqttConfig(_Section):
+class MqttConfig(Section):
     enabled: bool = setting(False, "publish events over MQTT")
     host: str = setting("localhost", "broker host name or IP address", pattern=r"[^\s/]+",
                         hint="a host name or IP address (no scheme, no port)")
@@ -231,126 +187,36 @@ class MqttConfig(_Section):
     homeassistant: HomeAssistantConfig = section(HomeAssistantConfig, "Home Assistant MQTT discovery")
     snapshot: SnapshotConfig = section(SnapshotConfig, "skeleton snapshots")
 
+    def rules(self) -> Iterator[Tuple[str, str]]:
+        if self.reconnect_min_s > self.reconnect_max_s:
+            yield "reconnect_min_s", "got %s; must be at most reconnect_max_s (%r)" % (
+                show(self.reconnect_min_s), self.reconnect_max_s)
+
 
 @dataclass(frozen=True)
-class DaemonConfig(_Section):
+class DaemonConfig(Section):
     stats_interval_s: float = setting(30, "log the daemon's figures and hand them to the outputs this often, "
                                       "seconds; 0 = never", between=(0, 86400))
     queue_size: int = setting(1, "frames preprocessed ahead of the engine, and waiting for post-processing, at most "
                               "(more adds latency, not speed)", between=(1, 64))
     reconnect_min_s: float = setting(0.5, "first wait before reopening a failed camera, seconds; doubles per "
                                      "failure", between=(0.01, 3600))
-    reconnect_max_s: float = setting(30, "longest wait before reopening a failed camera, seconds",
+    reconnect_max_s: float = setting(30, "longest wait before reopening a failed camera, seconds (at least "
+                                     "reconnect_min_s)",
                                      between=(0.01, 86400))
     stall_timeout_s: float = setting(5, "a streaming camera with no frame for this long is reopened, seconds",
                                      between=(0.1, 3600))
     open_timeout_s: float = setting(20, "opening a camera may take this long before it counts as stalled, seconds",
                                     between=(0.1, 3600))
 
-
-@dataclass(frozen=True)
-class TrackerConfig(_Section):
-    max_match_distance_heights: float = setting(
-        0.5, "a person matches a track when their keypoints are on average at most this far apart, in "
-        "person heights (the larger side of the skeleton's box)", between=(0.01, 10))
-    max_speed_heights_per_s: float = setting(
-        2, "the match distance grows by this much per second a track goes unseen, person heights per second",
-        between=(0, 100))
-    max_missed_s: float = setting(2, "a track keeps its id this long without being seen, seconds", between=(0, 3600))
-    min_hits: int = setting(3, "frames in a row a new person must be seen in before getting a track id",
-                            between=(1, 100))
-    min_keypoint_confidence: float = setting(0.05, "keypoints below this confidence count as missing",
-                                             between=(0, 1))
-    min_common_keypoints: int = setting(2, "fewer keypoints in common: compare skeleton box centres instead",
-                                        between=(1, 18))
-    min_person_size: float = setting(0.05, "smallest person height used to scale distances, fraction of the "
-                                     "frame height", between=(0.001, 1))
-    size_memory_s: float = setting(5, "a track's person size is the largest side of its skeleton's box over this "
-                                   "much past, seconds (a person half seen or falling keeps their size)",
-                                   between=(0, 3600))
-    history_s: float = setting(10, "each track keeps this much past for the fall detector, seconds",
-                               between=(0, 3600))
+    def rules(self) -> Iterator[Tuple[str, str]]:
+        if self.reconnect_min_s > self.reconnect_max_s:
+            yield "reconnect_min_s", "got %s; must be at most reconnect_max_s (%r): the wait starts there and " \
+                "doubles up to reconnect_max_s" % (show(self.reconnect_min_s), self.reconnect_max_s)
 
 
 @dataclass(frozen=True)
-class ViewsConfig(_Section):
-    policy: str = setting("auto", "when the frame is also run rotated by 90 degrees (people lying on the floor): "
-                          "always, never, or auto (while a track looks like a fall, and hold_s after)",
-                          choices=("auto", "always", "never"))
-    rotated_views: str = setting("both", "the extra views: both (90 degrees clockwise and counter-clockwise), cw "
-                                 "or ccw", choices=("both", "cw", "ccw"))
-    hold_s: float = setting(3, "auto: extra views keep running this long after the last suspicious moment, seconds",
-                            between=(0, 3600))
-    suspicious_torso_angle_deg: float = setting(
-        60, "auto: a track whose torso (hips to neck) is this far from vertical is suspicious, degrees",
-        between=(0, 180))
-    suspicious_torso_s: float = setting(
-        1, "auto: ... once its torso has been so for this long, seconds (bending down for a moment is not)",
-        between=(0, 60))
-    suspicious_descent_bh_per_s: float = setting(
-        0.5, "auto: a track whose hips go down this fast is suspicious, body heights per second", between=(0, 100))
-    descent_window_s: float = setting(0.5, "auto: the descent speed is measured over this much of a track's past, "
-                                      "seconds", between=(0.01, 60))
-    lost_near_floor_s: float = setting(2, "auto: a track lost inside the picture (not walking out through an edge) or "
-                                       "after going down stays suspicious this long after it was last seen, seconds",
-                                       between=(0, 3600))
-    lost_edge_margin: float = setting(0.03, "auto: 'inside the picture' means last seen at least this far from every "
-                                      "border, fraction of the frame", between=(0, 0.5))
-    lost_drop_bh: float = setting(0.15, "auto: 'going down' means last seen at least this far below its highest "
-                                  "point of the last seconds, body heights", between=(0, 10))
-    probe_every_s: float = setting(0, "auto: run the extra views once this often even when nothing is suspicious, "
-                                   "seconds; 0 = never", between=(0, 86400))
-    merge_distance: float = setting(0.45, "one person seen in two views: skeletons whose parts are at most this far "
-                                    "apart (median, in person sizes) are merged", between=(0, 10))
-    merge_box_overlap: float = setting(0.5, "... and so are skeletons whose boxes (widened by 10%) cover at least this "
-                                       "fraction of the smaller box", between=(0, 1))
-
-
-@dataclass(frozen=True)
-class FallConfig(_Section):
-    """Thresholds of edge/fall.py (bh = the person's own body height); see FallParams."""
-
-    min_keypoint_confidence: float = setting(0.1, "keypoints below this confidence count as missing", between=(0, 1))
-    descent_window_s: float = setting(1.5, "a descent is measured over at most this much past, seconds",
-                                      between=(0.2, 10))
-    min_descent_bh: float = setting(0.35, "the head must go down at least this far, body heights", between=(0.05, 2))
-    min_descent_speed_bh_per_s: float = setting(0.5, "... at least this fast, body heights per second",
-                                                between=(0.05, 10))
-    gap_s: float = setting(0.4, "a person unseen this long, then back low, may carry a fast descent seen before "
-                           "the gap across it, seconds", between=(0.05, 30))
-    confirm_within_s: float = setting(3.0, "after a descent the person must be down within this time, seconds",
-                                      between=(0.2, 30))
-    min_down_s: float = setting(0.6, "and stay down this long before fall_detected, seconds", between=(0, 30))
-    max_head_height_bh: float = setting(0.35, "down: head at most this high above the floor, body heights",
-                                        between=(0.05, 1.5))
-    max_head_height_lying_bh: float = setting(
-        0.5, "down: or this high when the torso is lying (see lying_torso_angle_deg), body heights",
-        between=(0.05, 1.5))
-    max_hip_height_bh: float = setting(0.35, "down: and the hips (when seen) at most this high, body heights",
-                                       between=(0.05, 1.5))
-    lying_torso_angle_deg: float = setting(50.0, "a torso this far from vertical counts as lying, degrees",
-                                           between=(10, 90))
-    max_floor_head_bh: float = setting(0.2, "lying on the floor: head and hips at most this high, body heights",
-                                       between=(0.01, 1.0))
-    floor_lying_s: float = setting(1.5, "lying on the floor this long is a fall even without a fast descent, "
-                                   "seconds", between=(0.2, 600))
-    upright_torso_angle_deg: float = setting(30.0, "the floor under a person is learned only while their torso "
-                                             "is at most this far from vertical, degrees", between=(5, 80))
-    up_head_height_bh: float = setting(0.6, "up again: head at least this high above the floor, body heights",
-                                       between=(0.1, 2))
-    min_up_s: float = setting(2.0, "up for this long -> fall_cleared, seconds", between=(0, 600))
-    long_lie_s: float = setting(60.0, "still not up this long after fall_detected -> long_lie, seconds",
-                                between=(1, 86400))
-    cooldown_s: float = setting(10.0, "no new fall_detected for a person this soon after fall_cleared, seconds",
-                                between=(0, 86400))
-    size_memory_s: float = setting(10.0, "a person's size is a high quantile over this much past, seconds",
-                                   between=(1, 600))
-    min_size_px: float = setting(20.0, "people smaller than this (body height, pixels) are not judged",
-                                 between=(1, 2000))
-
-
-@dataclass(frozen=True)
-class Config(_Section):
+class Config(Section):
     device_id: str = setting("fallwatch", "this device's name; part of MQTT topics",
                              pattern=r"[A-Za-z0-9_-]{1,64}", hint="1 to 64 of A-Z, a-z, 0-9, _ and -")
     log_level: str = setting("info", "log verbosity", choices=("debug", "info", "warning", "error"))
@@ -366,9 +232,20 @@ class Config(_Section):
     # Not a key: the absolute path of the file loaded, None for the built-in defaults.
     source: Optional[Path] = field(default=None, compare=False, metadata=dict(internal=True))
 
-    def redacted(self) -> Dict[str, Any]:
-        """The effective configuration as plain values, secrets shown as ``***``."""
-        return self.to_dict(redact=True)
+    def rules(self) -> Iterator[Tuple[str, str]]:
+        """Rules between the tracker and the views policy that reads its tracks (``auto`` only)."""
+        views, tracker = self.views, self.tracker
+        if views.policy != "auto":
+            return
+        if views.lost_near_floor_s > tracker.max_missed_s:
+            yield "views.lost_near_floor_s", (
+                "got %s; must be at most tracker.max_missed_s (%r): a track unseen longer is dropped, so it "
+                "cannot stay suspicious that long" % (show(views.lost_near_floor_s), tracker.max_missed_s))
+        for name in ("descent_window_s", "suspicious_torso_s"):
+            if getattr(views, name) > tracker.history_s:
+                yield "views." + name, (
+                    "got %s; must be at most tracker.history_s (%r): a track keeps only that much past"
+                    % (show(getattr(views, name)), tracker.history_s))
 
 
 # ---------------------------------------------------------------- the generic validator
@@ -384,67 +261,25 @@ def _fail(ctx: _Ctx, key: str, message: str) -> typing.NoReturn:
     raise ConfigError("%s: %s: %s" % (ctx.source, key, message), key)
 
 
-@functools.lru_cache(maxsize=None)
-def _hints(cls: type) -> Dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def _section_type(tp: Any) -> bool:
-    return isinstance(tp, type) and issubclass(tp, _Section)
-
-
 def _default(f: "dataclasses.Field[Any]") -> Any:
     return f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
-
-
-def _show(value: Any, secret: bool = False) -> str:
-    if value is None:
-        return "null"
-    if secret:
-        return "a value of type %s" % type(value).__name__
-    text = repr(value)
-    return "%s (%s)" % (text if len(text) <= 80 else text[:77] + "...", type(value).__name__)
-
-
-def _expected(tp: Any, meta: Mapping[str, Any], optional: bool) -> str:
-    between = meta.get("between")
-    span = " from %g to %g" % between if between else ""
-    if meta.get("hint"):
-        text = meta["hint"]
-    elif meta.get("choices"):
-        text = "one of " + ", ".join(repr(c) for c in meta["choices"])
-    elif tp is bool:
-        text = "true or false"
-    elif tp is int:
-        text = "an integer" + span
-    elif tp is float:
-        text = "a number" + span
-    elif tp is str:
-        text = "a string matching %s" % meta["pattern"] if meta.get("pattern") else "a string"
-    elif tp is Path:
-        text = "a path"
-    elif _section_type(tp):
-        text = "a mapping with keys " + ", ".join(f.name for f in _fields(tp))
-    else:
-        text = "a list"
-    return text + (" or null" if optional else "")
 
 
 def iter_schema(cls: Optional[type] = None, prefix: str = "") -> Iterator[Tuple[str, "dataclasses.Field[Any]"]]:
     """Every leaf key as (key path, dataclass field); list entries appear as ``cameras[i].name``."""
     cls = cls or Config
-    for f in _fields(cls):
-        tp, key = _hints(cls)[f.name], prefix + f.name
-        if _section_type(tp):
+    for f in fields_of(cls):
+        tp, key = type_hints(cls)[f.name], prefix + f.name
+        if is_section(tp):
             yield from iter_schema(tp, key + ".")
-        elif typing.get_origin(tp) is tuple and _section_type(typing.get_args(tp)[0]):
+        elif typing.get_origin(tp) is tuple and is_section(typing.get_args(tp)[0]):
             yield from iter_schema(typing.get_args(tp)[0], key + "[i].")
         else:
             yield key, f
 
 
 def _unknown_key(cls: type, name: Any) -> str:
-    names = [f.name for f in _fields(cls)]
+    names = [f.name for f in fields_of(cls)]
     elsewhere = [k for k, _ in iter_schema() if k.rsplit(".", 1)[-1] == str(name)]
     if elsewhere:
         return "unknown key here; did you mean %r?" % elsewhere[0]
@@ -459,60 +294,56 @@ def _join(prefix: str, name: Any) -> str:
 
 
 def _build(cls: type, raw: Any, key: str, ctx: _Ctx) -> Any:
+    """The section ``cls`` from the mapping ``raw``: values converted here (nested sections,
+    lists, paths), checked by the section itself (edge.settings), errors given the key path."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        _fail(ctx, key or "top level", "got %s; expected %s" % (_show(raw), _expected(cls, {}, False)))
-    fields = {f.name: f for f in _fields(cls)}
+        _fail(ctx, key or "top level", "got %s; expected %s" % (show(raw), expected(cls, {})))
+    fields = {f.name: f for f in fields_of(cls)}
     for name in raw:
         if name not in fields:
             _fail(ctx, _join(key, name), _unknown_key(cls, name))
     values = {}
     for name, f in fields.items():
-        value = raw[name] if name in raw else _plain(_default(f), False, False)
-        values[name] = _value(_hints(cls)[name], value, _join(key, name), f.metadata, ctx)
-    return cls(**values)
+        value = raw[name] if name in raw else plain(_default(f), False, False)
+        values[name] = _value(type_hints(cls)[name], value, _join(key, name), f.metadata, ctx)
+    try:
+        return cls(**values)
+    except ConfigError as exc:
+        _fail(ctx, _join(key, exc.key) if exc.key else key or "top level", exc.reason)
 
 
 def _value(tp: Any, value: Any, key: str, meta: Mapping[str, Any], ctx: _Ctx) -> Any:
-    optional = typing.get_origin(tp) is Union
-    if optional:
-        tp = next(a for a in typing.get_args(tp) if a is not type(None))
-        if value is None:
-            return None
-    given, secret = value, meta.get("secret", False)
+    """``value`` converted to ``tp``: sections built, lists made tuples (their items checked),
+    paths resolved. Scalars are passed as given: their section checks them."""
+    inner, optional = unwrap(tp)
 
     def wrong() -> typing.NoReturn:
-        _fail(ctx, key, "got %s; expected %s" % (_show(given, secret), _expected(tp, meta, optional)))
+        _fail(ctx, key, "got %s; expected %s" % (show(value, meta.get("secret", False)),
+                                                 expected(inner, meta, optional)))
 
-    if _section_type(tp):
-        return _build(tp, value, key, ctx) if isinstance(value, dict) or value is None else wrong()
-    if typing.get_origin(tp) is tuple:
+    if is_section(inner):
+        return _build(inner, value, key, ctx) if isinstance(value, dict) or value is None else wrong()
+    if value is None:
+        return None if optional else wrong()
+    if typing.get_origin(inner) is tuple:
         if not isinstance(value, list):
             wrong()
-        item = typing.get_args(tp)[0]
-        items = tuple(_value(item, v, "%s[%d]" % (key, i), {}, ctx) for i, v in enumerate(value))
-        reason = meta["check"](items) if meta.get("check") else None
-        if reason:
-            _fail(ctx, key, "got %s; %s" % (_show(given, secret), reason))
-        return items
-    if value is None or isinstance(value, bool) is not (tp is bool):
-        wrong()
-    if tp is float and isinstance(value, int):
-        value = float(value)
-    if not isinstance(value, str if tp is Path else tp):
-        wrong()
-    if tp is Path:
-        return _resolve(ctx, value) if value.strip() else wrong()
-    between, choices, pattern = meta.get("between"), meta.get("choices"), meta.get("pattern")
-    if between and not between[0] <= value <= between[1]:
-        wrong()
-    if (choices and value not in choices) or (pattern and not re.fullmatch(pattern, value)):
-        wrong()
-    reason = meta["check"](value) if meta.get("check") else None
-    if reason:
-        _fail(ctx, key, "got %s; %s" % (_show(given, secret), reason))
+        item = typing.get_args(inner)[0]
+        return tuple(_item(item, v, "%s[%d]" % (key, i), ctx) for i, v in enumerate(value))
+    if inner is Path:
+        return _resolve(ctx, value) if isinstance(value, str) and value.strip() else wrong()
     return value
+
+
+def _item(tp: Any, value: Any, key: str, ctx: _Ctx) -> Any:
+    """A list entry: converted like a field, and checked here when a scalar (it has no section)."""
+    value = _value(tp, value, key, {}, ctx)
+    reason = problem(tp, value, {})
+    if reason:
+        _fail(ctx, key, reason)
+    return float(value) if tp is float and type(value) is int else value
 
 
 def _resolve(ctx: _Ctx, value: str) -> Path:
@@ -537,7 +368,7 @@ def _check_model(model: ModelConfig, ctx: _Ctx) -> ModelConfig:
         path = _resolve(ctx, name) if name.strip() else ctx.base
         if not path.is_file():
             _fail(ctx, "model.spec", "got %s; expected one of %s or the path of a spec YAML file"
-                  % (_show(name), ", ".join(specs.BUILTIN_SPECS)))
+                  % (show(name), ", ".join(specs.BUILTIN_SPECS)))
         name = str(path)
     try:
         spec = specs.load_spec(name)

@@ -47,9 +47,11 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Deque, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
+
+from edge.settings import Section, setting, show
 
 # Keypoint indices (edge.specs.KEYPOINTS).
 NOSE, NECK, R_SHO, R_ELB, R_WRI, L_SHO, L_ELB, L_WRI = 0, 1, 2, 3, 4, 5, 6, 7
@@ -71,48 +73,73 @@ NORMAL, DESCENDING, FALLEN = "normal", "descending", "fallen"
 
 
 @dataclass(frozen=True)
-class FallParams:
-    """Thresholds of the fall detector; units in the names (bh = the person's body height)."""
+class FallConfig(Section):
+    """The ``fall`` settings: thresholds of the detector (bh = the person's own body height)."""
 
-    min_keypoint_confidence: float = 0.1  # parts below this count as missing
-    descent_window_s: float = 1.5  # a descent is measured over at most this much past
-    gap_s: float = 0.4  # a track unseen this long, then back, may carry a descent across the gap
-    min_descent_bh: float = 0.35  # the head must go down at least this far ...
-    min_descent_speed_bh_per_s: float = 0.5  # ... at least this fast on average
-    confirm_within_s: float = 3.0  # after a descent, the person must be down within this time
-    min_down_s: float = 0.6  # and stay down this long before fall_detected
-    max_head_height_bh: float = 0.35  # down: head at most this high above the floor ...
-    max_head_height_lying_bh: float = 0.5  # ... or this high with the torso far from vertical ...
-    max_hip_height_bh: float = 0.35  # ... and hips (when seen) at most this high
-    lying_torso_angle_deg: float = 50.0  # torso at least this far from vertical counts as lying
-    upright_torso_angle_deg: float = 30.0  # the floor is learned only while the torso is this upright
-    max_floor_head_bh: float = 0.2  # lying on the floor: head at most this high ...
-    floor_lying_s: float = 1.5  # ... for this long is a fall even without a fast descent (a slow collapse)
-    up_head_height_bh: float = 0.6  # up again: head at least this high above the floor ...
-    min_up_s: float = 2.0  # ... for this long -> fall_cleared
-    long_lie_s: float = 60.0  # still not up this long after fall_detected -> long_lie
-    cooldown_s: float = 10.0  # no new fall_detected for a track this soon after fall_cleared
-    size_memory_s: float = 10.0  # body size is a high quantile over this much past
-    min_size_px: float = 20.0  # people smaller than this (pixels) are too small to judge
+    min_keypoint_confidence: float = setting(0.1, "keypoints below this confidence count as missing",
+                                             between=(0.01, 1))
+    descent_window_s: float = setting(1.5, "a descent is measured over at most this much past, seconds",
+                                      between=(0.2, 10))
+    min_descent_bh: float = setting(0.35, "the head must go down at least this far, body heights", between=(0.05, 2))
+    min_descent_speed_bh_per_s: float = setting(0.5, "... at least this fast on average, body heights per second",
+                                                between=(0.05, 10))
+    gap_s: float = setting(0.4, "a person unseen this long, then back low, may carry a fast descent seen before "
+                           "the gap across it, seconds (at most confirm_within_s)", between=(0.05, 30))
+    confirm_within_s: float = setting(3.0, "after a descent the person must be down within this time, seconds",
+                                      between=(0.2, 30))
+    min_down_s: float = setting(0.6, "and stay down this long before fall_detected, seconds", between=(0, 30))
+    max_head_height_bh: float = setting(0.35, "down: head at most this high above the floor, body heights",
+                                        between=(0.05, 1.5))
+    max_head_height_lying_bh: float = setting(
+        0.5, "down: or this high when the torso is lying (see lying_torso_angle_deg), body heights",
+        between=(0.05, 1.5))
+    max_hip_height_bh: float = setting(0.35, "down: and the hips (when seen) at most this high, body heights",
+                                       between=(0.05, 1.5))
+    lying_torso_angle_deg: float = setting(50.0, "a torso this far from vertical counts as lying, degrees",
+                                           between=(10, 90))
+    max_floor_head_bh: float = setting(0.2, "lying on the floor: head and hips at most this high, body heights "
+                                       "(below up_head_height_bh)", between=(0.01, 1.0))
+    floor_lying_s: float = setting(1.5, "lying on the floor this long is a fall even without a fast descent (a slow "
+                                   "collapse), seconds", between=(0.2, 600))
+    upright_torso_angle_deg: float = setting(30.0, "the floor under a person is learned only while their torso "
+                                             "is at most this far from vertical, degrees (at most "
+                                             "lying_torso_angle_deg)", between=(5, 80))
+    up_head_height_bh: float = setting(0.6, "up again: head at least this high above the floor, body heights (above "
+                                       "both down thresholds)", between=(0.1, 2))
+    min_up_s: float = setting(2.0, "up for this long -> fall_cleared, seconds", between=(0, 600))
+    long_lie_s: float = setting(60.0, "still not up this long after fall_detected -> long_lie, seconds",
+                                between=(1, 86400))
+    cooldown_s: float = setting(10.0, "no new fall_detected for a person this soon after fall_cleared, seconds",
+                                between=(0, 86400))
+    size_memory_s: float = setting(10.0, "a person's size is a high quantile over this much past, seconds",
+                                   between=(1, 600))
+    min_size_px: float = setting(20.0, "people smaller than this (body height, pixels) are too small to judge",
+                                 between=(1, 2000))
 
-    @classmethod
-    def from_config(cls, section: Any) -> "FallParams":
-        """From the config's ``fall`` section (same field names)."""
-        return cls(**{f: getattr(section, f) for f in cls.__dataclass_fields__})
+    def rules(self) -> Iterator[Tuple[str, str]]:
+        down = max(self.max_head_height_bh, self.max_head_height_lying_bh)
+        if self.up_head_height_bh <= down:
+            yield "up_head_height_bh", (
+                "got %s; must be above max_head_height_bh (%r) and max_head_height_lying_bh (%r): a person "
+                "cannot be up and down at once" % (show(self.up_head_height_bh), self.max_head_height_bh,
+                                                   self.max_head_height_lying_bh))
+        if self.max_floor_head_bh >= self.up_head_height_bh:
+            yield "max_floor_head_bh", (
+                "got %s; must be below up_head_height_bh (%r): else a person lying on the floor counts as up "
+                "again and the fall clears" % (show(self.max_floor_head_bh), self.up_head_height_bh))
+        if self.upright_torso_angle_deg > self.lying_torso_angle_deg:
+            yield "upright_torso_angle_deg", (
+                "got %s; must be at most lying_torso_angle_deg (%r): else the floor is learned from people "
+                "lying down" % (show(self.upright_torso_angle_deg), self.lying_torso_angle_deg))
+        if self.gap_s > self.confirm_within_s:
+            yield "gap_s", (
+                "got %s; must be at most confirm_within_s (%r): a person back after a longer gap is not "
+                "judged as falling" % (show(self.gap_s), self.confirm_within_s))
 
-    @staticmethod
-    def zones_from_config(camera: Any) -> Tuple[Zone, ...]:
-        """The ``zones`` of a camera's config section."""
-        return tuple(Zone(z.kind, tuple((float(x), float(y)) for x, y in z.polygon)) for z in camera.zones)
 
-    def __post_init__(self) -> None:
-        for name in ("descent_window_s", "min_descent_bh", "min_descent_speed_bh_per_s", "confirm_within_s",
-                     "max_head_height_bh", "max_hip_height_bh", "up_head_height_bh", "size_memory_s"):
-            if not getattr(self, name) > 0:
-                raise ValueError("FallParams.%s must be > 0, got %r" % (name, getattr(self, name)))
-        if self.up_head_height_bh <= max(self.max_head_height_bh, self.max_head_height_lying_bh):
-            raise ValueError("FallParams.up_head_height_bh (%r) must be above the down thresholds "
-                             "max_head_height_bh and max_head_height_lying_bh" % self.up_head_height_bh)
+def zones_of(camera: Any) -> Tuple["Zone", ...]:
+    """The :class:`Zone` list of a camera's config section (its ``zones``)."""
+    return tuple(Zone(z.kind, tuple((float(x), float(y)) for x, y in z.polygon)) for z in camera.zones)
 
 
 @dataclass(frozen=True)
@@ -224,15 +251,11 @@ class FallDetector:
     ``keypoints``, ``bbox`` and ``features`` (the measurements that led to it).
     """
 
-    def __init__(self, params: FallParams = FallParams(), zones: Sequence[Zone] = ()) -> None:
-        self.params = params
+    def __init__(self, config: FallConfig = FallConfig(), zones: Sequence[Zone] = ()) -> None:
+        self.config = config
         self.ignore = [z for z in zones if z.kind == "ignore"]
         self.floor_zones = [z for z in zones if z.kind == "floor"]
         self._tracks: Dict[int, _TrackState] = {}
-
-    def state_of(self, track_id: int) -> str:
-        st = self._tracks.get(track_id)
-        return st.state if st is not None else NORMAL
 
     def update(self, tracks: Sequence[Any], t: float, frame_size: Tuple[int, int]) -> List[Dict[str, Any]]:
         events: List[Dict[str, Any]] = []
@@ -241,7 +264,7 @@ class FallDetector:
             alive.add(track.id)
             if getattr(track, "last_t", t) != t:
                 continue
-            obs = observe(track.keypoints, t, frame_size, self.params.min_keypoint_confidence)
+            obs = observe(track.keypoints, t, frame_size, self.config.min_keypoint_confidence)
             st = self._tracks.setdefault(track.id, _TrackState())
             if obs is None or not t > st.last_t:  # no usable parts, or time went backwards / repeated
                 if t < st.last_t:
@@ -261,7 +284,7 @@ class FallDetector:
 
     def _remember(self, st: _TrackState, obs: Observation) -> Tuple[float, float]:
         """Update the track's size and floor memories; return (size px, floor row px)."""
-        p = self.params
+        p = self.config
         if not math.isnan(obs.size):
             st.sizes.append((obs.t, obs.size))
         while st.sizes and st.sizes[0][0] < obs.t - p.size_memory_s:
@@ -296,7 +319,7 @@ class FallDetector:
         ``min_descent_bh`` higher and was left at ``min_descent_speed_bh_per_s`` or faster; then
         this returns the largest such drop and the highest such speed, else ``(largest drop, 0)``.
         After a gap in the track (see the module's notes) the descent may be carried across it."""
-        p = self.params
+        p = self.config
         drops, speeds = [], []
         for old in st.recent:
             dt = obs.t - old.t
@@ -315,7 +338,7 @@ class FallDetector:
     def _descent_across_gap(self, st: _TrackState, obs: Observation, size: float
                             ) -> Optional[Tuple[float, float]]:
         """(drop, speed) when the track was lost while going down fast and is back low enough."""
-        p = self.params
+        p = self.config
         if len(st.recent) < 3:
             return None
         prev = st.recent[-2]
@@ -340,7 +363,7 @@ class FallDetector:
         """Head low (lower still when the torso is upright, so sitting on the floor is not down)
         and hips low; with the hips unseen, the head low and the torso lying. None when the frame
         cannot tell: the torso's angle unknown and the head low enough only for a lying person."""
-        p = self.params
+        p = self.config
         if not math.isnan(hip_h) and hip_h > p.max_hip_height_bh:
             return False
         if math.isnan(head_h) or head_h > p.max_head_height_lying_bh:
@@ -356,7 +379,7 @@ class FallDetector:
 
     def _on_floor(self, obs: Observation, head_h: float, hip_h: float) -> bool:
         """Lying flat at floor level (not on a bed: its top is well above max_floor_head_bh)."""
-        p = self.params
+        p = self.config
         lying = not math.isnan(obs.torso_angle_deg) and obs.torso_angle_deg >= p.lying_torso_angle_deg
         return (lying and not math.isnan(head_h) and head_h <= p.max_floor_head_bh
                 and (math.isnan(hip_h) or hip_h <= p.max_floor_head_bh))
@@ -370,7 +393,7 @@ class FallDetector:
         return None
 
     def _step(self, st: _TrackState, obs: Observation) -> Optional[Dict[str, Any]]:
-        p = self.params
+        p = self.config
         size, floor = self._remember(st, obs)
         if math.isnan(size) or size < p.min_size_px:
             return None
@@ -432,7 +455,7 @@ class FallDetector:
 
     def _event(self, kind: str, st: _TrackState, obs: Observation, head_h: float, hip_h: float
                ) -> Dict[str, Any]:
-        p, d = self.params, st.descent
+        p, d = self.config, st.descent
         down_s = obs.t - st.down_since if st.down_since is not None else 0.0
         features = {
             "descent_bh_per_s": round(float(d.get("descent_bh_per_s", 0.0)), 3),

@@ -26,14 +26,14 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from edge.events import COORD_DECIMALS, make_event
-from edge.fall import FallDetector, FallParams
+from edge.fall import FallDetector, zones_of
 from edge.parse import ParseParams, parse_poses
 from edge.preprocess import Transform
 from edge.sources import Frame
 from edge.specs import ModelSpec, decode
 from edge.timing import StageTimer
-from edge.track import Track, Tracker, TrackerParams
-from edge.views import ViewParams, ViewPolicy, make_views, merge_people
+from edge.track import Track, Tracker
+from edge.views import ViewPolicy, make_views, merge_people
 
 log = logging.getLogger("fallwatch.pipeline")
 
@@ -135,8 +135,7 @@ def create_detector(config: Any, camera: str) -> FallDetector:
     adds ``event_id``, ``device``, ``camera``, ``timestamp`` and ``t``.
     """
     cam = camera_config(config, camera)
-    zones = FallParams.zones_from_config(cam) if cam is not None else ()
-    return FallDetector(FallParams.from_config(config.fall), zones)
+    return FallDetector(config.fall, zones_of(cam) if cam is not None else ())
 
 
 class CameraPipeline:
@@ -156,10 +155,10 @@ class CameraPipeline:
         self.device = config.device_id
         self.model = model
         self.parse_params = parse_params
-        self.view_params = ViewParams.from_config(config.views)
+        self.view_params = config.views
         watch = model is not None if view_policy is None else view_policy
         self.views = ViewPolicy(self.view_params) if watch else None
-        self.tracker = Tracker(TrackerParams.from_config(config.tracker), ids)
+        self.tracker = Tracker(config.tracker, ids)
         self.detector = detector if detector is not None else create_detector(config, camera)
 
     # ---------------------------------------------------------------- frame -> people

@@ -38,6 +38,8 @@ from typing import Deque, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from edge.settings import Section, setting
+
 NUM_KEYPOINTS = 18
 _FAR = 1e6  # cost of a pair that may not match
 TENTATIVE_HANDICAP = 0.1  # person heights added to the distances of a tentative track seen beside others
@@ -45,35 +47,29 @@ _BESIDE_FRAMES = 2  # frames seen beside a confirmed track that prove a tentativ
 
 
 @dataclass(frozen=True)
-class TrackerParams:
-    """Tracker thresholds; units in the names."""
+class TrackerConfig(Section):
+    """The ``tracker`` settings."""
 
-    max_match_distance_heights: float = 0.5  # mean keypoint distance / person size beyond which no match
-    max_speed_heights_per_s: float = 2.0  # the gate grows by this per second since the track was seen
-    max_missed_s: float = 2.0  # a confirmed track lives this long without a match
-    min_hits: int = 3  # consecutive matched frames before a track gets its id
-    min_keypoint_confidence: float = 0.05  # parts below this count as missing
-    min_common_keypoints: int = 2  # fewer shared parts: compare box centres instead
-    min_person_size: float = 0.05  # floor of the size used to normalise distances, fraction of frame height
-    size_memory_s: float = 5.0  # a track's size is its largest skeleton box side over this much past
-    history_s: float = 10.0  # how much past each track keeps for the fall detector
-
-    def __post_init__(self) -> None:
-        problems = [name for name, ok in (
-            ("max_match_distance_heights > 0", self.max_match_distance_heights > 0),
-            ("max_speed_heights_per_s >= 0", self.max_speed_heights_per_s >= 0),
-            ("max_missed_s >= 0", self.max_missed_s >= 0), ("min_hits >= 1", self.min_hits >= 1),
-            ("min_common_keypoints >= 1", self.min_common_keypoints >= 1),
-            ("min_person_size > 0", self.min_person_size > 0), ("history_s >= 0", self.history_s >= 0),
-            ("size_memory_s >= 0", self.size_memory_s >= 0))
-            if not ok]
-        if problems:
-            raise ValueError("tracker parameters out of range: need " + ", ".join(problems))
-
-    @classmethod
-    def from_config(cls, section) -> "TrackerParams":
-        """From a config section with the same field names (edge.config.TrackerConfig)."""
-        return cls(**{name: getattr(section, name) for name in cls.__dataclass_fields__})
+    max_match_distance_heights: float = setting(
+        0.5, "a person matches a track when their keypoints are on average at most this far apart, in "
+        "person heights (the larger side of the skeleton's box)", between=(0.01, 10))
+    max_speed_heights_per_s: float = setting(
+        2, "the match distance grows by this much per second a track goes unseen, person heights per second",
+        between=(0, 100))
+    max_missed_s: float = setting(2, "a track keeps its id this long without being seen, seconds", between=(0, 3600))
+    min_hits: int = setting(3, "frames in a row a new person must be seen in before getting a track id",
+                            between=(1, 100))
+    min_keypoint_confidence: float = setting(0.05, "keypoints below this confidence count as missing",
+                                             between=(0.01, 1))
+    min_common_keypoints: int = setting(2, "fewer keypoints in common: compare skeleton box centres instead",
+                                        between=(1, 18))
+    min_person_size: float = setting(0.05, "smallest person height used to scale distances, fraction of the "
+                                     "frame height", between=(0.001, 1))
+    size_memory_s: float = setting(5, "a track's person size is the largest side of its skeleton's box over this "
+                                   "much past, seconds (a person half seen or falling keeps their size)",
+                                   between=(0, 3600))
+    history_s: float = setting(10, "each track keeps this much past for the rotated-views policy, seconds",
+                               between=(0, 3600))
 
 
 @dataclass(frozen=True)
@@ -204,8 +200,8 @@ def assign(cost: np.ndarray) -> List[Tuple[int, int]]:
 class Tracker:
     """Tracks the people of one camera. :meth:`update` once per processed frame, in time order."""
 
-    def __init__(self, params: TrackerParams = TrackerParams(), ids: Optional[Iterator[int]] = None) -> None:
-        self.params = params
+    def __init__(self, config: TrackerConfig = TrackerConfig(), ids: Optional[Iterator[int]] = None) -> None:
+        self.config = config
         self._ids = ids if ids is not None else itertools.count(1)
         self._tracks: List[Track] = []
 
@@ -217,7 +213,7 @@ class Tracker:
     def distances(self, tracks: Sequence[Track], keypoints: np.ndarray, boxes: np.ndarray,
                   frame_size: Tuple[int, int]) -> np.ndarray:
         """``(T, N)`` distances in person sizes between tracks' last observations and detections."""
-        p = self.params
+        p = self.config
         w, h = frame_size
         scale_xy = np.array([w, h], dtype=np.float64)
         tk = np.stack([tr.keypoints for tr in tracks])
@@ -239,7 +235,7 @@ class Tracker:
     def gates(self, tracks: Sequence[Track], t: float) -> np.ndarray:
         """``(T,)`` the largest distance, in person heights, at which each track can match at ``t``."""
         unseen = np.array([max(0.0, t - tr.last_t) for tr in tracks])
-        return self.params.max_match_distance_heights + self.params.max_speed_heights_per_s * unseen
+        return self.config.max_match_distance_heights + self.config.max_speed_heights_per_s * unseen
 
     def _match(self, rows: List[int], free: List[int], d: np.ndarray, within: np.ndarray
                ) -> List[Tuple[int, int]]:
@@ -255,7 +251,7 @@ class Tracker:
     def update(self, keypoints: np.ndarray, t: float, frame_size: Tuple[int, int]) -> np.ndarray:
         """Match this frame's people; returns each detection's track id (``(N,)`` int64, 0 while
         its track is tentative). ``frame_size`` is ``(width, height)`` in pixels."""
-        p = self.params
+        p = self.config
         kp = np.asarray(keypoints, dtype=np.float64).reshape(-1, NUM_KEYPOINTS, 3)
         boxes = skeleton_bbox(kp, p.min_keypoint_confidence)
         sizes = box_size_px(boxes, frame_size)

@@ -26,9 +26,10 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from edge.preprocess import Transform, preprocess
+from edge.settings import Section, setting
 from edge.specs import KEYPOINT_INDEX, KEYPOINTS, ModelSpec
 
-POLICIES = ("always", "never", "auto")
+POLICIES = ("auto", "always", "never")
 ROTATED_VIEWS = {"both": (90, -90), "cw": (90,), "ccw": (-90,)}  # config value -> rotations, degrees cw
 
 _NECK = KEYPOINT_INDEX["neck"]
@@ -273,37 +274,40 @@ def track_features(t: np.ndarray, keypoints: np.ndarray, now: float, frame_size:
 
 
 @dataclass(frozen=True)
-class ViewParams:
-    """When the extra views run, and how people of several views are merged. Units in the names."""
+class ViewsConfig(Section):
+    """The ``views`` settings: when the extra views run, and how people of several views are merged."""
 
-    policy: str = "auto"  # always | never | auto
-    rotated_views: str = "both"  # both | cw | ccw: the extra views
-    hold_s: float = 3.0  # extra views keep running this long after the last suspicious moment
-    suspicious_torso_angle_deg: float = 60.0  # a track whose torso is this far from vertical is suspicious
-    suspicious_torso_s: float = 1.0  # ... once it has been so for this long (bending down for a moment is not)
-    suspicious_descent_bh_per_s: float = 0.5  # ... or whose hips go down this fast, body heights per second
-    descent_window_s: float = 0.5  # the descent speed is measured over this much of the track's past
-    lost_near_floor_s: float = 2.0  # a track lost inside the picture is suspicious this long after it was last seen
-    lost_edge_margin: float = 0.03  # "inside": last seen at least this far from every border, fraction of the frame
-    lost_drop_bh: float = 0.15  # ... or, anywhere, last seen at least this far below its recent top, body heights
-    probe_every_s: float = 0.0  # run the extra views once this often even in a quiet room; 0 = never
-    merge_distance: float = 0.45  # two views' skeletons closer than this (median part distance / person size) are one
-    merge_box_overlap: float = 0.5  # ... and so are two whose boxes overlap this much (of the smaller box)
-
-    def __post_init__(self) -> None:
-        if self.policy not in POLICIES:
-            raise ValueError("views.policy %r: use one of %s" % (self.policy, ", ".join(POLICIES)))
-        rotations_of(self.rotated_views)
-        negative = [n for n in ("hold_s", "suspicious_torso_s", "descent_window_s", "lost_near_floor_s",
-                                "lost_edge_margin", "lost_drop_bh", "probe_every_s", "merge_distance",
-                                "merge_box_overlap") if getattr(self, n) < 0]
-        if negative:
-            raise ValueError("views: %s must be >= 0" % ", ".join(negative))
-
-    @classmethod
-    def from_config(cls, section: Any) -> "ViewParams":
-        """From the ``views`` config section (edge.config.ViewsConfig, same field names)."""
-        return cls(**{name: getattr(section, name) for name in cls.__dataclass_fields__})
+    policy: str = setting("auto", "when the frame is also run rotated by 90 degrees (people lying on the floor): "
+                          "always, never, or auto (while a track looks like a fall, and hold_s after)",
+                          choices=POLICIES)
+    rotated_views: str = setting("both", "the extra views: both (90 degrees clockwise and counter-clockwise), cw "
+                                 "or ccw", choices=tuple(ROTATED_VIEWS))
+    hold_s: float = setting(3, "auto: extra views keep running this long after the last suspicious moment, seconds",
+                            between=(0, 3600))
+    suspicious_torso_angle_deg: float = setting(
+        60, "auto: a track whose torso (hips to neck) is this far from vertical is suspicious, degrees",
+        between=(0, 180))
+    suspicious_torso_s: float = setting(
+        1, "auto: ... once its torso has been so for this long, seconds (bending down for a moment is not; at "
+        "most tracker.history_s)",
+        between=(0, 60))
+    suspicious_descent_bh_per_s: float = setting(
+        0.5, "auto: a track whose hips go down this fast is suspicious, body heights per second", between=(0, 100))
+    descent_window_s: float = setting(0.5, "auto: the descent speed is measured over this much of a track's past, "
+                                      "seconds (at most tracker.history_s)", between=(0.01, 60))
+    lost_near_floor_s: float = setting(2, "auto: a track lost inside the picture (not walking out through an edge) or "
+                                       "after going down stays suspicious this long after it was last seen, seconds "
+                                       "(at most tracker.max_missed_s)", between=(0, 3600))
+    lost_edge_margin: float = setting(0.03, "auto: 'inside the picture' means last seen at least this far from every "
+                                      "border, fraction of the frame", between=(0, 0.5))
+    lost_drop_bh: float = setting(0.15, "auto: 'going down' means last seen at least this far below its highest "
+                                  "point of the last seconds, body heights", between=(0, 10))
+    probe_every_s: float = setting(0, "auto: run the extra views once this often even when nothing is suspicious, "
+                                   "seconds; 0 = never", between=(0, 86400))
+    merge_distance: float = setting(0.45, "one person seen in two views: skeletons whose parts are at most this far "
+                                    "apart (median, in person sizes) are merged", between=(0, 10))
+    merge_box_overlap: float = setting(0.5, "... and so are skeletons whose boxes (widened by 10%) cover at least this "
+                                       "fraction of the smaller box", between=(0, 1))
 
     @property
     def rotations(self) -> Tuple[int, ...]:
@@ -347,8 +351,8 @@ class ViewPolicy:
     :class:`TrackFeatures`); :meth:`views_for` before a frame is preprocessed, with its time.
     """
 
-    def __init__(self, params: ViewParams = ViewParams()) -> None:
-        self.params = params
+    def __init__(self, config: ViewsConfig = ViewsConfig()) -> None:
+        self.config = config
         self.stats = ViewStats()
         self._suspicious_t = -math.inf  # frame time of the last observation with a suspicious track
         self._reason: Optional[str] = None  # why the latest observation was suspicious, None when it was not
@@ -356,7 +360,7 @@ class ViewPolicy:
 
     def suspicious(self, features: TrackFeatures) -> Optional[str]:
         """Why a track is suspicious (``torso``, ``descent``, ``lost``), or None."""
-        p = self.params
+        p = self.config
         if features.missed_s <= 1e-6:
             if (features.torso_angle_deg is not None and features.torso_angle_deg >= p.suspicious_torso_angle_deg
                     and features.tilted_s >= p.suspicious_torso_s):
@@ -383,15 +387,15 @@ class ViewPolicy:
                 continue
             history = track.history()
             out.append(track_features(history.t, history.keypoints, t, frame_size,
-                                      window_s=self.params.descent_window_s,
-                                      tilt_deg=self.params.suspicious_torso_angle_deg))
+                                      window_s=self.config.descent_window_s,
+                                      tilt_deg=self.config.suspicious_torso_angle_deg))
         return out
 
     def observe(self, tracks: Iterable[Any], t: float, frame_size: Tuple[float, float]) -> Optional[str]:
         """Note the tracks after the tracker took the frame at time ``t`` (seconds); returns why one
         of them is suspicious, or None. Only the ``auto`` policy looks at them."""
         reason = None
-        if self.params.policy == "auto":
+        if self.config.policy == "auto":
             for features in self.features(tracks, t, frame_size):
                 reason = self.suspicious(features)
                 if reason:
@@ -403,7 +407,7 @@ class ViewPolicy:
     def views_for(self, t: float) -> Tuple[int, ...]:
         """The rotations to run for the frame at time ``t`` (seconds), upright (0) first: the extra
         ones while the latest observation is suspicious and ``hold_s`` after the last suspicious one."""
-        p = self.params
+        p = self.config
         reason = None
         if p.policy == "always":
             reason = "always"

@@ -38,8 +38,8 @@ sys.path.insert(0, str(REPO))
 
 from edge.parse import parse_poses  # noqa: E402
 from edge.specs import load_spec, decode  # noqa: E402
-from edge.track import Tracker, TrackerParams  # noqa: E402
-from edge.views import ViewParams, ViewPolicy, make_views, merge_people  # noqa: E402
+from edge.track import Tracker, TrackerConfig  # noqa: E402
+from edge.views import ViewPolicy, ViewsConfig, make_views, merge_people  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "gmdcsa24"
 MODEL = REPO / "models" / "openpose-mobilenet-thin" / "mobilenet_thin_368x432.onnx"
@@ -180,8 +180,8 @@ class ClipResult:
         return self.views / max(1, self.frames)
 
 
-def replay(frames: Sequence[FrameViews], params: ViewParams, fall_start_s: Optional[float] = None,
-           tracker_params: TrackerParams = TrackerParams(), runner: Optional[ViewRunner] = None,
+def replay(frames: Sequence[FrameViews], params: ViewsConfig, fall_start_s: Optional[float] = None,
+           tracker_params: TrackerConfig = TrackerConfig(), runner: Optional[ViewRunner] = None,
            clip: str = "") -> ClipResult:
     """Drive the policy and the real tracker through a clip's frames in time order. Views a frame
     lacks are run by ``runner`` on the frame's image (only those the policy asks for)."""
@@ -222,7 +222,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--cache", type=Path, default=REPO / "out" / "views_cache", help="cache of parsed people")
     ap.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0 = library default)")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                    help="override ViewParams fields for auto, e.g. hold_s=2 suspicious_torso_angle_deg=45")
+                    help="override views settings (ViewsConfig fields) for auto, e.g. hold_s=2 suspicious_torso_angle_deg=45")
     ap.add_argument("--json", type=Path, help="also write every figure to this JSON file")
     ap.add_argument("--bench", type=int, default=0, metavar="N",
                     help="also time one frame with 1 view and with 3 views (preprocess + engine + parse + merge), "
@@ -234,12 +234,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     overrides: Dict[str, Any] = {}
     for item in args.set:
         key, _, value = item.partition("=")
-        kind = type(getattr(ViewParams(), key))
+        kind = type(getattr(ViewsConfig(), key))
         overrides[key] = kind(value)
     clips = read_labels(args.data)
     engine = OnnxRuntimeEngine(MODEL, threads=args.threads)
     report: Dict[str, Any] = {"fps": args.fps, "min_parts": MIN_PARTS, "auto": dataclasses.asdict(
-        ViewParams(**overrides)), "modes": {}}
+        ViewsConfig(**overrides)), "modes": {}}
     for mode in args.modes:
         runner = ViewRunner(engine, mode)
         started = time.perf_counter()
@@ -248,7 +248,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print("[%s] %d inferences in %.0f s" % (mode, runner.inferences, time.perf_counter() - started))
         rows: Dict[str, Dict[str, Any]] = {}
         for policy in ("never", "auto", "always"):
-            params = ViewParams(**dict(overrides, policy=policy))
+            params = ViewsConfig(**dict(overrides, policy=policy))
             for c in clips:
                 r = replay(views[c.file], params, c.fall_start_s)
                 rows.setdefault(c.file, {"label": c.label, "frames": r.frames})[policy] = dataclasses.asdict(r)

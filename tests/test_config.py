@@ -160,16 +160,62 @@ def test_bad_config_error_carries_key(tmp_path):
     assert info.value.key == "mqtt.tls.insecure" and isinstance(info.value, ValueError)
 
 
+# What the cross-field rules need beside a key so that both ends of its range are allowed: with
+# the other keys at their defaults, fall.up_head_height_bh: 0.1 would be below the down thresholds.
+BESIDE = {
+    "fall.up_head_height_bh": {"fall.max_head_height_bh": 0.05, "fall.max_head_height_lying_bh": 0.05,
+                               "fall.max_floor_head_bh": 0.01},
+    "fall.max_head_height_bh": {"fall.up_head_height_bh": 2},
+    "fall.max_head_height_lying_bh": {"fall.up_head_height_bh": 2},
+    "fall.max_floor_head_bh": {"fall.up_head_height_bh": 2},
+    "fall.upright_torso_angle_deg": {"fall.lying_torso_angle_deg": 90},
+    "fall.lying_torso_angle_deg": {"fall.upright_torso_angle_deg": 5},
+    "fall.gap_s": {"fall.confirm_within_s": 30},
+    "fall.confirm_within_s": {"fall.gap_s": 0.05},
+    "tracker.max_missed_s": {"views.lost_near_floor_s": 0},
+    "tracker.history_s": {"views.policy": "never"},
+    "views.descent_window_s": {"tracker.history_s": 60},
+    "views.suspicious_torso_s": {"tracker.history_s": 60},
+    "views.lost_near_floor_s": {"tracker.max_missed_s": 3600},
+    "daemon.reconnect_min_s": {"daemon.reconnect_max_s": 3600},
+    "daemon.reconnect_max_s": {"daemon.reconnect_min_s": 0.01},
+    "mqtt.reconnect_min_s": {"mqtt.reconnect_max_s": 3600},
+    "mqtt.reconnect_max_s": {"mqtt.reconnect_min_s": 0.1},
+}
+
+
+def with_beside(key: str, value: Any) -> Dict[str, Any]:
+    """``nested(key, value)`` plus what BESIDE sets for that key."""
+    tree = nested(key, value)
+    for other, other_value in BESIDE.get(key, {}).items():
+        section, name = other.split(".")
+        tree.setdefault(section, {})[name] = other_value
+    return tree
+
+
 def test_every_range_is_enforced_at_its_key(tmp_path):
     ranged = [(key, f) for key, f in cfg.iter_schema() if f.metadata.get("between")]
     assert len(ranged) >= 8
     for key, field in ranged:
         lo, hi = field.metadata["between"]
         for value in (lo, hi):
-            load_config(write(tmp_path, yaml.safe_dump(nested(key, value))), env={})
+            load_config(write(tmp_path, yaml.safe_dump(with_beside(key, value))), env={})
         for value in (lo - 1, hi + 1):
-            message = error_for(tmp_path, yaml.safe_dump(nested(key, value)))
+            message = error_for(tmp_path, yaml.safe_dump(with_beside(key, value)))
             assert ": %s: got %s " % (key.replace("[i]", "[0]"), value) in message
+
+
+def test_each_rule_needs_what_is_set_beside_it(tmp_path):
+    """BESIDE holds nothing that is not needed: without it, one end of the key's range breaks a rule."""
+    for key in BESIDE:
+        field = dict(cfg.iter_schema())[key]
+        failing = []
+        for value in field.metadata["between"]:
+            try:
+                load_config(write(tmp_path, yaml.safe_dump(nested(key, value))), env={})
+            except ConfigError as exc:
+                failing.append(exc.key)
+        assert failing, key
 
 
 def test_every_choice_is_accepted(tmp_path):
@@ -239,7 +285,7 @@ def test_empty_password_file_is_an_error(tmp_path):
 def test_password_never_shown(tmp_path):
     config = load_config(write(tmp_path, "mqtt: {username: u}\n"), env={"FALLWATCH_MQTT_PASSWORD": "s3cr3t-pw"})
     assert config.mqtt.password == "s3cr3t-pw"
-    shown = config.redacted()
+    shown = config.to_dict(redact=True)
     assert shown["mqtt"]["password"] == "***" and shown["mqtt"]["username"] == "u"
     for text in (repr(config), str(config), repr(config.mqtt), str(shown), yaml.safe_dump(shown)):
         assert "s3cr3t-pw" not in text
@@ -332,3 +378,73 @@ def test_load_config_or_exit_exits_2_with_one_line(tmp_path):
     assert result.stdout == ""
     assert result.stderr.splitlines() == [
         "bad.yaml: mqtt.port: got 'high' (str); expected an integer from 1 to 65535"]
+
+
+# ------------------------------------------------------------------ settings of the stages, through the CLI
+
+BROKEN = [
+    # (yaml, the one line on stderr after "<file>: ")
+    ("fall: {up_head_height_bh: 0.3}", "fall.up_head_height_bh: got 0.3 (float); must be above max_head_height_bh "
+     "(0.35) and max_head_height_lying_bh (0.5): a person cannot be up and down at once"),
+    ("fall: {max_head_height_lying_bh: 0.8}", "fall.up_head_height_bh: got 0.6 (float); must be above "
+     "max_head_height_bh (0.35) and max_head_height_lying_bh (0.8)"),
+    ("fall: {max_floor_head_bh: 0.6}", "fall.max_floor_head_bh: got 0.6 (float); must be below "
+     "up_head_height_bh (0.6)"),
+    ("fall: {upright_torso_angle_deg: 60}", "fall.upright_torso_angle_deg: got 60 (int); must be at most "
+     "lying_torso_angle_deg (50.0)"),
+    ("fall: {gap_s: 5, confirm_within_s: 4}", "fall.gap_s: got 5 (int); must be at most confirm_within_s (4)"),
+    ("fall: {descent_window_s: 0}", "fall.descent_window_s: got 0 (int); expected a number from 0.2 to 10"),
+    ("fall: {min_keypoint_confidence: 0}", "fall.min_keypoint_confidence: got 0 (int); expected a number from "
+     "0.01 to 1"),
+    ("tracker: {min_hits: 0}", "tracker.min_hits: got 0 (int); expected an integer from 1 to 100"),
+    ("tracker: {min_keypoint_confidence: 0.0}", "tracker.min_keypoint_confidence: got 0.0 (float); expected a "
+     "number from 0.01 to 1"),
+    ("tracker: {max_missed_s: 1}", "views.lost_near_floor_s: got 2.0 (float); must be at most "
+     "tracker.max_missed_s (1.0)"),
+    ("tracker: {history_s: 0.2}", "views.descent_window_s: got 0.5 (float); must be at most tracker.history_s (0.2)"),
+    ("views: {suspicious_torso_s: 20}", "views.suspicious_torso_s: got 20.0 (float); must be at most "
+     "tracker.history_s (10.0)"),
+    ("views: {policy: often}", "views.policy: got 'often' (str); expected one of 'auto', 'always', 'never'"),
+    ("daemon: {reconnect_min_s: 60}", "daemon.reconnect_min_s: got 60 (int); must be at most reconnect_max_s (30)"),
+    ("mqtt: {reconnect_max_s: 0.5}", "mqtt.reconnect_min_s: got 1 (int); must be at most reconnect_max_s (0.5)"),
+]
+
+
+def assert_one_line(result: subprocess.CompletedProcess, path: Path, line: str) -> None:
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("%s: %s" % (path, line)), lines
+
+
+@pytest.mark.parametrize("text, line", BROKEN, ids=[text for text, _ in BROKEN])
+def test_config_check_rejects_a_broken_setting_with_its_key_path(tmp_path, text, line):
+    from conftest import run_cli
+
+    path = write(tmp_path, text + "\n")
+    result = run_cli("config", "check", "--config", str(path))
+    assert_one_line(result, path, line)
+    assert result.stdout == ""
+
+
+def test_run_replay_and_evaluate_refuse_a_broken_setting_without_a_traceback(tmp_path):
+    from conftest import run_cli, shared_data
+
+    data = shared_data("gmdcsa24")
+    video = data / "subject1" / "Fall" / "13.mp4"
+    path = write(tmp_path, "cameras: [{name: hall, uri: '%s'}]\nfall: {up_head_height_bh: 0.3}\n" % video)
+    line = BROKEN[0][1]
+    for args in (["run"], ["replay", str(video)], ["evaluate", str(data)]):
+        result = run_cli(*(args + ["--config", str(path)]))
+        assert_one_line(result, path, line)
+
+
+def test_a_config_made_in_code_keeps_the_rules_across_sections():
+    from edge.track import TrackerConfig
+
+    config = load_config(None, env={})
+    with pytest.raises(ConfigError) as info:
+        dataclasses.replace(config, tracker=TrackerConfig(max_missed_s=1))
+    assert info.value.key == "views.lost_near_floor_s" and "tracker.max_missed_s (1.0)" in str(info.value)
+    assert dataclasses.replace(config, tracker=TrackerConfig(max_missed_s=1),
+                               views=dataclasses.replace(config.views, lost_near_floor_s=1)).tracker.max_missed_s == 1

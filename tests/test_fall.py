@@ -7,7 +7,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from edge.fall import FallDetector, FallParams, Zone, observe
+from edge.config import ConfigError
+from edge.fall import FallConfig, FallDetector, Zone, observe, zones_of
 from skeletons import (BENDING, KNEELING, LYING_BED, LYING_DEPTH, LYING_LEFT, LYING_RIGHT, SITTING_BED,
                        SITTING_CHAIR, SITTING_FLOOR, STANDING, sequence)
 
@@ -123,7 +124,7 @@ def test_a_fall_the_network_loses_halfway_down_is_caught_when_the_person_is_foun
     assert 3.9 <= events[0]["t"] <= 3.9 + 2.0
     assert events[0]["features"]["descent_bh_per_s"] >= 0.5 and events[0]["features"]["drop_bh"] >= 0.35
     # without the carry (a gap shorter than gap_s never counts as one) the same frames raise nothing
-    assert run(frames, FallDetector(FallParams(gap_s=2.0))) == []
+    assert run(frames, FallDetector(FallConfig(gap_s=2.0))) == []
 
 
 @pytest.mark.parametrize("fps", RATES)
@@ -180,7 +181,7 @@ def test_one_alert_per_fall_and_a_second_fall_after_the_cooldown_is_reported():
 def test_cooldown_holds_back_a_repeat_right_after_getting_up():
     keyframes = [(0, STANDING), (2.0, STANDING), (2.8, LYING_RIGHT), (5.0, LYING_RIGHT), (6.0, STANDING),
                  (9.0, STANDING), (9.8, LYING_LEFT)]
-    events = run(sequence(keyframes, 15, 14.0), FallDetector(FallParams(cooldown_s=10.0)))
+    events = run(sequence(keyframes, 15, 14.0), FallDetector(FallConfig(cooldown_s=10.0)))
     assert kinds(events) == ["fall_detected", "fall_cleared"]
 
 
@@ -256,7 +257,7 @@ def test_tracks_that_vanish_are_forgotten():
     for t, kp in frames:
         detector.update([SimpleNamespace(id=7, keypoints=kp, last_t=t)], t, FRAME)
     detector.update([], 3.0, FRAME)
-    assert detector.state_of(7) == "normal" and 7 not in detector._tracks
+    assert 7 not in detector._tracks
 
 
 def test_observe_measures_posture_in_pixels():
@@ -268,24 +269,26 @@ def test_observe_measures_posture_in_pixels():
     assert observe(np.zeros((18, 3)), 0.0, FRAME, 0.1) is None
 
 
-def test_params_are_checked():
-    with pytest.raises(ValueError, match="up_head_height_bh"):
-        FallParams(up_head_height_bh=0.3)
-    with pytest.raises(ValueError, match="descent_window_s"):
-        FallParams(descent_window_s=0)
-    assert not math.isnan(FallParams().min_down_s)
+def test_settings_are_checked_when_made_in_code():
+    with pytest.raises(ConfigError, match="up_head_height_bh: got 0.3 .*must be above max_head_height_bh") as info:
+        FallConfig(up_head_height_bh=0.3)
+    assert info.value.key == "up_head_height_bh"
+    with pytest.raises(ConfigError, match="descent_window_s") as info:
+        FallConfig(descent_window_s=0)
+    assert info.value.key == "descent_window_s"
+    assert not math.isnan(FallConfig().min_down_s)
 
 
 def test_config_section_and_detector_share_their_defaults(tmp_path):
     from edge.config import load_config
 
-    assert FallParams.from_config(load_config(None, env={}).fall) == FallParams()
+    assert load_config(None, env={}).fall == FallConfig()
     path = tmp_path / "c.yaml"
     path.write_text("cameras:\n  - name: hall\n    uri: v.mp4\n    zones:\n      - kind: ignore\n"
                     "        polygon: [[0.1, 0.5], [0.5, 0.5], [0.5, 0.9]]\nfall:\n  long_lie_s: 120\n")
     config = load_config(path, env={})
-    assert FallParams.from_config(config.fall).long_lie_s == 120
-    (zone,) = FallParams.zones_from_config(config.cameras[0])
+    assert isinstance(config.fall, FallConfig) and config.fall.long_lie_s == 120
+    (zone,) = zones_of(config.cameras[0])
     assert zone.kind == "ignore" and zone.contains(0.4, 0.6)
 
 

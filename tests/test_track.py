@@ -6,7 +6,8 @@ import itertools
 import numpy as np
 import pytest
 
-from edge.track import Tracker, TrackerParams, assign, skeleton_bbox
+from edge.config import ConfigError
+from edge.track import Tracker, TrackerConfig, assign, skeleton_bbox
 
 W, H = 640, 480
 # A standing person in body heights: x from the body's centre line, y from the top of the head.
@@ -66,7 +67,7 @@ def test_assignment_of_nothing():
 
 def test_two_walking_people_keep_their_ids_whatever_the_detection_order():
     rng = np.random.default_rng(1)
-    tracker = Tracker(TrackerParams(min_hits=3))
+    tracker = Tracker(TrackerConfig(min_hits=3))
     seen = []
     for k in range(60):
         t = k / 15
@@ -83,7 +84,7 @@ def test_two_walking_people_keep_their_ids_whatever_the_detection_order():
 
 
 def test_a_ghost_seen_once_never_gets_an_id_nor_uses_one():
-    tracker = Tracker(TrackerParams(min_hits=2))
+    tracker = Tracker(TrackerConfig(min_hits=2))
     ids = [tracker.update(frames(person(200, 100, 300)), k / 10, (W, H)) for k in range(3)]
     assert [i.tolist() for i in ids] == [[0], [1], [1]]
     ghost = tracker.update(frames(person(204, 100, 300), person(560, 300, 100)), 0.3, (W, H))
@@ -107,7 +108,7 @@ def test_a_person_missed_for_a_frame_does_not_take_over_a_ghost_next_to_them():
     """A ghost (a pillow the network takes for somebody lying) sits beside a standing person; when
     the person is missed for one frame the ghost, which continues its own tentative track, must not
     become the person (their track would "fall" onto the pillow)."""
-    tracker = Tracker(TrackerParams(min_hits=3))
+    tracker = Tracker(TrackerConfig(min_hits=3))
     standing = [person(320, 60, 300) for _ in range(4)]
     ghost = lying(200, 230, 130)
     for k in range(4):
@@ -120,7 +121,7 @@ def test_a_person_missed_for_a_frame_does_not_take_over_a_ghost_next_to_them():
 def test_a_missed_person_does_not_take_a_tentative_ghost_either():
     """The same with the ghost still tentative (seen twice, min_hits 3): it is not handed to the
     person missed for a frame, and gets its own id on its third sighting."""
-    tracker = Tracker(TrackerParams(min_hits=3))
+    tracker = Tracker(TrackerConfig(min_hits=3))
     ghost = lying(200, 230, 130)
     for k in range(3):
         tracker.update(frames(person(320, 60, 300)), k / 15, (W, H))
@@ -134,7 +135,7 @@ def test_a_second_skeleton_seen_once_never_pushes_the_person_off_their_detection
     """One frame shows the person twice (two views not merged): the extra skeleton starts a
     tentative track. Next frame the person is where they were and something else appears within
     their gate: the person keeps their own detection; the one-off tentative track gets nothing."""
-    tracker = Tracker(TrackerParams(min_hits=3))
+    tracker = Tracker(TrackerConfig(min_hits=3))
     for k in range(3):
         tracker.update(frames(person(320, 60, 300)), k / 15, (W, H))
     assert tracker.update(frames(person(320, 60, 300), person(345, 70, 290)), 3 / 15, (W, H)).tolist() == [1, 0]
@@ -144,7 +145,7 @@ def test_a_second_skeleton_seen_once_never_pushes_the_person_off_their_detection
 
 
 def test_a_track_survives_missed_frames_up_to_max_missed_s_and_ids_are_never_reused():
-    params = TrackerParams(min_hits=1, max_missed_s=1.0)
+    params = TrackerConfig(min_hits=1, max_missed_s=1.0)
     tracker = Tracker(params)
     assert tracker.update(frames(person(300, 100, 300)), 0.0, (W, H)).tolist() == [1]
     for t in (0.2, 0.5, 0.9):
@@ -160,7 +161,7 @@ def test_a_track_survives_missed_frames_up_to_max_missed_s_and_ids_are_never_reu
 
 def test_partial_skeletons_keep_the_id():
     rng = np.random.default_rng(2)
-    tracker = Tracker(TrackerParams(min_hits=1))
+    tracker = Tracker(TrackerConfig(min_hits=1))
     got = []
     for k in range(30):
         parts = UPPER_BODY if k % 4 == 1 else ([0, 1, 2, 5, 14, 15] if k % 4 == 2 else None)
@@ -170,7 +171,7 @@ def test_partial_skeletons_keep_the_id():
 
 def test_a_fall_keeps_the_id():
     """Standing, then lying on the floor within 0.6 s (at 15 fps): the skeleton rotates by 90 degrees."""
-    tracker = Tracker(TrackerParams(min_hits=1))
+    tracker = Tracker(TrackerConfig(min_hits=1))
     got = []
     for k in range(20):
         angle = min(k, 9) / 9 * np.pi / 2
@@ -185,7 +186,7 @@ def test_a_fall_keeps_the_id():
 
 
 def test_distances_are_in_person_heights_whatever_the_size():
-    params = TrackerParams(min_hits=1)
+    params = TrackerConfig(min_hits=1)
     for height in (60, 120, 400):
         tracker = Tracker(params)
         tracker.update(frames(person(300, 20, height)), 0.0, (W, H))
@@ -196,7 +197,7 @@ def test_distances_are_in_person_heights_whatever_the_size():
 
 
 def test_a_jump_beyond_the_gate_starts_a_new_track():
-    params = TrackerParams(min_hits=1, max_match_distance_heights=0.5, max_speed_heights_per_s=2.0)
+    params = TrackerConfig(min_hits=1, max_match_distance_heights=0.5, max_speed_heights_per_s=2.0)
     tracker = Tracker(params)
     assert tracker.update(frames(person(150, 100, 200)), 0.0, (W, H)).tolist() == [1]
     # 300 px = 1.65 person sizes (box 182 px) away after 0.1 s: beyond 0.5 + 2 * 0.1
@@ -205,19 +206,19 @@ def test_a_jump_beyond_the_gate_starts_a_new_track():
 
 def test_the_gate_grows_while_a_track_is_unseen():
     """The same jump after 0.6 s unseen (a fall the network missed) is within 0.5 + 2 * 0.6."""
-    params = TrackerParams(min_hits=1, max_match_distance_heights=0.5, max_speed_heights_per_s=2.0)
+    params = TrackerConfig(min_hits=1, max_match_distance_heights=0.5, max_speed_heights_per_s=2.0)
     tracker = Tracker(params)
     tracker.update(frames(person(150, 100, 200)), 0.0, (W, H))
     np.testing.assert_allclose(tracker.gates(tracker.tracks, 0.6), [1.7])
     tracker.update(frames(), 0.3, (W, H))
     assert tracker.update(frames(person(450, 100, 200)), 0.6, (W, H)).tolist() == [1]
-    still = Tracker(TrackerParams(min_hits=1, max_match_distance_heights=0.5, max_speed_heights_per_s=0.0))
+    still = Tracker(TrackerConfig(min_hits=1, max_match_distance_heights=0.5, max_speed_heights_per_s=0.0))
     still.update(frames(person(150, 100, 200)), 0.0, (W, H))
     assert still.update(frames(person(450, 100, 200)), 0.6, (W, H)).tolist() == [2]
 
 
 def test_history_is_ordered_and_bounded_in_time():
-    tracker = Tracker(TrackerParams(min_hits=1, history_s=1.0))
+    tracker = Tracker(TrackerConfig(min_hits=1, history_s=1.0))
     for k in range(30):
         tracker.update(frames(person(100 + k, 100, 300)), k / 10, (W, H))
     (track,) = tracker.tracks
@@ -237,23 +238,23 @@ def test_tracking_is_deterministic():
                       for i in range(rng.integers(0, 4))]) for _ in range(40)]
     runs = []
     for _ in range(2):
-        tracker = Tracker(TrackerParams(min_hits=2))
+        tracker = Tracker(TrackerConfig(min_hits=2))
         runs.append([tracker.update(kp, k / 15, (W, H)).tolist() for k, kp in enumerate(scene)])
     assert runs[0] == runs[1]
 
 
 def test_bad_parameters_are_refused():
-    with pytest.raises(ValueError, match="min_hits"):
-        TrackerParams(min_hits=0)
+    with pytest.raises(ConfigError, match="min_hits: got 0 ") as info:
+        TrackerConfig(min_hits=0)
+    assert info.value.key == "min_hits"
 
 
 def test_params_from_the_config_section():
     from edge.config import load_config
 
     config = load_config(None, env={})
-    params = TrackerParams.from_config(config.tracker)
-    assert params.max_missed_s == config.tracker.max_missed_s and params == TrackerParams(
-        **config.tracker.to_dict())
+    assert isinstance(config.tracker, TrackerConfig)
+    assert config.tracker == TrackerConfig() == TrackerConfig(**config.tracker.to_dict())
 
 
 def test_a_half_seen_person_keeps_the_size_they_had_standing():
@@ -261,7 +262,7 @@ def test_a_half_seen_person_keeps_the_size_they_had_standing():
     upper = [0, 1, 2, 3, 4, 5, 6, 7, 14, 15, 16, 17]
     frames_seen = [person(100, 60, 300)] + [person(100 + 100 * k, 60, 300, upper) for k in (1, 2, 3)]
     for memory_s, expected in ((5.0, [1, 1, 1, 1]), (0.0, [1, 1, 2, 3])):
-        tracker = Tracker(TrackerParams(min_hits=1, size_memory_s=memory_s, max_match_distance_heights=0.5,
+        tracker = Tracker(TrackerConfig(min_hits=1, size_memory_s=memory_s, max_match_distance_heights=0.5,
                                         max_speed_heights_per_s=2.0))
         got = [int(tracker.update(kp[None], k / 15, (W, H))[0]) for k, kp in enumerate(frames_seen)]
         assert got == expected, memory_s

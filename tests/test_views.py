@@ -9,10 +9,11 @@ import sys
 import numpy as np
 import pytest
 
+from edge.config import ConfigError
 from edge.specs import KEYPOINT_INDEX as K
 from edge.specs import load_spec
-from edge.track import Tracker, TrackerParams
-from edge.views import (MIRROR, TrackFeatures, ViewParams, ViewPolicy, make_views, max_views, merge_people,
+from edge.track import Tracker, TrackerConfig
+from edge.views import (MIRROR, TrackFeatures, ViewPolicy, ViewsConfig, make_views, max_views, merge_people,
                         person_distance, track_features)
 
 from conftest import REPO, shared_data
@@ -185,7 +186,7 @@ def test_no_people_anywhere_gives_empty_arrays():
 
 def test_never_and_always_do_what_they_say():
     for policy, n in (("never", 1), ("always", 3)):
-        p = ViewPolicy(ViewParams(policy=policy))
+        p = ViewPolicy(ViewsConfig(policy=policy))
         lying = TrackFeatures(torso_angle_deg=90.0, descent_bh_per_s=2.0, missed_s=0.0, drop_bh=0.8)
         for t in range(20):
             p.observe([lying], t / 10, (W, H))
@@ -209,7 +210,7 @@ def _fall_scene(t):
 
 def _run(scene, fps, params, duration=9.0):
     """Feed ``scene(t)`` through the real tracker and the policy; return (t, number of views) per frame."""
-    policy, tracker = ViewPolicy(params), Tracker(TrackerParams())
+    policy, tracker = ViewPolicy(params), Tracker(TrackerConfig())
     out = []
     for k in range(int(duration * fps)):
         t = k / fps
@@ -223,7 +224,7 @@ def _run(scene, fps, params, duration=9.0):
 
 @pytest.mark.parametrize("fps", [5, 10, 15, 30])
 def test_auto_runs_extra_views_from_the_fall_until_hold_s_after_standing_up(fps):
-    params = ViewParams(policy="auto", hold_s=1.5)
+    params = ViewsConfig(policy="auto", hold_s=1.5)
     frames, policy = _run(_fall_scene, fps, params)
     extra = [t for t, n in frames if n == 3]
     assert all(n in (1, 3) for _, n in frames)
@@ -244,14 +245,14 @@ def test_auto_runs_extra_views_from_the_fall_until_hold_s_after_standing_up(fps)
 @pytest.mark.parametrize("fps", [5, 15, 30])
 def test_a_quiet_room_costs_one_view_per_frame(fps):
     walking = lambda t: skeleton(100 + 50 * t, 320 + 5 * math.sin(3 * t), 250, 5 * math.sin(2 * t))  # noqa: E731
-    frames, policy = _run(walking, fps, ViewParams(policy="auto"))
+    frames, policy = _run(walking, fps, ViewsConfig(policy="auto"))
     assert all(n == 1 for _, n in frames)
     assert policy.stats.as_dict()["views_per_frame"] == 1.0
 
 
 @pytest.mark.parametrize("fps", [5, 15, 30])
 def test_a_track_lost_inside_the_picture_turns_extra_views_on_and_one_that_walks_out_does_not(fps):
-    params = ViewParams(policy="auto", hold_s=1.0, lost_near_floor_s=2.0)
+    params = ViewsConfig(policy="auto", hold_s=1.0, lost_near_floor_s=2.0)
 
     def slumps(t):  # sinks slowly (not fast enough to count as a fall) and is no longer seen from 3 s
         if t < 1.0:
@@ -279,7 +280,7 @@ def test_a_track_lost_inside_the_picture_turns_extra_views_on_and_one_that_walks
 
 
 def test_probe_runs_extra_views_now_and_then_in_a_quiet_room():
-    frames, policy = _run(lambda t: skeleton(300, 300, 240), 10, ViewParams(policy="auto", probe_every_s=2.0),
+    frames, policy = _run(lambda t: skeleton(300, 300, 240), 10, ViewsConfig(policy="auto", probe_every_s=2.0),
                           duration=10.0)
     assert [t for t, n in frames if n == 3] == pytest.approx([0.0, 2.0, 4.0, 6.0, 8.0])
     assert policy.stats.reasons == {"probe": 5}
@@ -327,10 +328,11 @@ def test_params_come_from_the_config_section():
     from edge.config import load_config
 
     config = load_config(REPO / "config.yaml")
-    params = ViewParams.from_config(config.views)
-    assert params == ViewParams() and max_views(params.policy, params.rotated_views) == 3
-    with pytest.raises(ValueError, match="views.policy"):
-        ViewParams(policy="often")
+    params = config.views
+    assert params == ViewsConfig() and max_views(params.policy, params.rotated_views) == 3
+    with pytest.raises(ConfigError, match="policy: got 'often'") as info:
+        ViewsConfig(policy="often")
+    assert info.value.key == "policy"
 
 
 # ------------------------------------------------------------------------------ the real clips
@@ -378,7 +380,7 @@ def test_adl_clips_one_person_is_never_two_after_merging(clip_runner):
     found = frames = 0
     for clip in _clips(ev, "adl"):
         views = ev.load_views(runner, clip, ADL_FPS)
-        result = ev.replay(views, ViewParams(policy="always"))
+        result = ev.replay(views, ViewsConfig(policy="always"))
         assert result.max_people <= 1, "%s: %d skeletons in one frame with every view merged" % (
             clip.file, result.max_people)
         found, frames = found + result.found, frames + result.frames
@@ -390,7 +392,7 @@ def test_adl_clips_cost_little_with_auto(clip_runner):
     ev, runner = clip_runner
     views = frames = 0
     for clip in _clips(ev, "adl"):  # the views of these frames are already parsed (the test above)
-        result = ev.replay(ev.load_views(runner, clip, ADL_FPS), ViewParams(policy="auto"))
+        result = ev.replay(ev.load_views(runner, clip, ADL_FPS), ViewsConfig(policy="auto"))
         views, frames = views + result.views, frames + result.frames
     assert views <= 1.3 * frames, "auto ran %.2f views per ADL frame; the goal is at most 1.3" % (views / frames)
 
@@ -412,8 +414,8 @@ def test_merging_keeps_everyone_the_upright_view_found_in_group_photos(pose_mode
         heatmaps, pafs = decode(pose_model.spec, pose_model.engine.run(batch))
         people = [parse_poses(heatmaps[i], pafs[i], pose_model.spec.topology) for i in range(3)]
         kps, _, view = merge_people([p[0] for p in people], [p[1] for p in people], transforms,
-                                    (image.shape[1], image.shape[0]), ViewParams().merge_distance,
-                                    ViewParams().merge_box_overlap)
+                                    (image.shape[1], image.shape[0]), ViewsConfig().merge_distance,
+                                    ViewsConfig().merge_box_overlap)
         upright = len(people[0][0])
         assert upright >= 2, "%s: the upright view found %d people; this test needs a group" % (name, upright)
         # people of the upright view are never merged away (a rotated view may add someone it missed)
@@ -428,7 +430,7 @@ def test_auto_finds_the_fallen_person_in_most_post_fall_frames(clip_runner):
     lines = []
     for clip in _clips(ev, "fall"):
         frames_of_clip = ev.load_views(runner, clip, FALL_FPS, rotations=())
-        r = ev.replay(frames_of_clip, ViewParams(policy="auto"), clip.fall_start_s, runner=runner, clip=clip.file)
+        r = ev.replay(frames_of_clip, ViewsConfig(policy="auto"), clip.fall_start_s, runner=runner, clip=clip.file)
         lines.append("%s: %d/%d post-fall frames, %.2f views/frame" % (
             clip.file, r.post_found, r.post_frames, r.views_per_frame))
         post, post_found = post + r.post_frames, post_found + r.post_found
