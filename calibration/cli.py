@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config(args: argparse.Namespace):
-    from edge.cli import load_config_for
+    from edge.commands import load_config_for
 
     return load_config_for(args)
 

@@ -9,29 +9,11 @@ from pathlib import Path
 from typing import List, Optional
 
 from edge import __version__
+from edge.commands import load_config_for, setup_logging
 
 log = logging.getLogger("fallwatch")
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
-
-
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(stream=sys.stderr, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-    logging.getLogger().setLevel(getattr(logging, level.upper(), logging.INFO))
-
-
-def load_config_for(args: argparse.Namespace):
-    """The configuration a command names (``args.config``, else the default places), loaded or
-    exit status 2; logging set to ``args.log_level`` or the config's level. Shared by every CLI."""
-    from edge.config import default_config_path, load_config_or_exit
-
-    path = args.config
-    if path is None:
-        found = default_config_path()
-        path = found if found.is_file() else None
-    config = load_config_or_exit(path)
-    _setup_logging(args.log_level or config.log_level)
-    return config
 
 
 def _read_image(path: str):
@@ -172,7 +154,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     if path is None:
         found = default_config_path()
         path = found if found.is_file() else None
-    _setup_logging(args.log_level or "warning")
+    setup_logging(args.log_level or "warning")
     env = dict(doctor.service_env(), **os.environ)  # the service's EnvironmentFile, as systemd gives it
     board = detect_board()
     checks = []
@@ -491,7 +473,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from edge.specs import SpecError
 
     args = build_parser().parse_args(argv)
-    _setup_logging(args.log_level or "info")
+    setup_logging(args.log_level or "info")
     try:
         return args.func(args)
     except (EngineError, ModelFetchError, SpecError, OutboxError) as exc:

@@ -93,7 +93,7 @@ def _is_csi(uri: str) -> bool:
 
 
 def check_opencv(camera_uris: Sequence[str], cv2: Any = None) -> CheckResult:
-    """OpenCV imports; GStreamer support is required for CSI cameras (nvarguscamerasrc)."""
+    """OpenCV imports; GStreamer support is required for CSI cameras."""
     if cv2 is None:
         try:
             import cv2

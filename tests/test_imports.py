@@ -124,6 +124,9 @@ def problems(root: Path = REPO) -> List[str]:
     graph = import_graph(root)
     found = ["import cycle: " + " <-> ".join(c) for c in cycles(graph)]
     for name, imported in sorted(graph.items()):
+        if name.startswith("calibration.") and "edge.cli" in imported:
+            found.append("%s imports edge.cli (line %d): calibration never imports the fallwatch CLI"
+                         % (name, imported["edge.cli"]))
         if name not in TOP:
             for module in sorted(FORBIDDEN_FOR_STAGES & set(imported)):
                 found.append("%s imports %s (line %d): stages never import the daemon or a CLI"
@@ -177,6 +180,8 @@ def _write(root: Path, files: Dict[str, str]) -> Path:
     ({"edge/a.py": "from . import b\n", "edge/b.py": "from .a import x\n"}, "import cycle: edge.a <-> edge.b"),
     ({"calibration/data.py": "def f():\n    from edge.cli import load_config_for\n", "edge/cli.py": ""},
      "calibration.data imports edge.cli (line 2): stages never import the daemon or a CLI"),
+    ({"calibration/cli.py": "from edge.cli import load_config_for\n", "edge/cli.py": ""},
+     "calibration.cli imports edge.cli (line 1): calibration never imports the fallwatch CLI"),
     ({"edge/fall.py": "import edge.daemon\n", "edge/daemon.py": ""},
      "edge.fall imports edge.daemon (line 1): stages never import the daemon or a CLI"),
     ({"edge/pose.py": "def f():\n    import tensorrt as trt\n"},

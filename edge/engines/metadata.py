@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, List, Optional, Sequence, Tuple, Union
 
-from edge.engines import EngineError
+from edge.engines.base import EngineError
 from edge.engines.device import DeviceFacts, jetpack_of
 
 FORMAT = 1

@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from edge.engines import Engine, EngineError
+from edge.engines.base import Engine, EngineError
 
 log = logging.getLogger("fallwatch.engine")
 

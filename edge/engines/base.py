@@ -1,0 +1,43 @@
+"""What every inference backend is: the :class:`Engine` interface and :class:`EngineError`.
+
+Leaf of edge.engines: the backends import it, and the package's :func:`create_engine` imports
+the backends, so nothing imports in a circle.
+"""
+from __future__ import annotations
+
+from typing import Dict, Sequence
+
+import numpy as np
+
+from edge.errors import FallwatchError
+
+BACKENDS = ("onnxruntime", "tensorrt")
+
+
+class EngineError(FallwatchError, RuntimeError):
+    """The engine cannot be created or run; ``fix`` says what to do (when something can be done)."""
+
+
+class Engine:
+    """Interface of every backend.
+
+    ``input_name``: the input tensor's name; ``input_shape``: its shape with the batch
+    dimension as given by the model (``-1`` when dynamic); ``output_names``: output tensors.
+    """
+
+    input_name: str
+    input_shape: Sequence[int]
+    output_names: Sequence[str]
+
+    def run(self, batch: np.ndarray) -> Dict[str, np.ndarray]:
+        """Run a float32 batch ``(N, ...)``; return each output ``(N, ...)`` by name."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the backend's resources; the engine is unusable afterwards."""
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
