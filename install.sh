@@ -18,7 +18,7 @@
 #   FALLWATCH_USER         the service user (default fallwatch)
 #   FALLWATCH_CUDA_HOME    the CUDA toolkit pycuda is built against (default /usr/local/cuda)
 #   FALLWATCH_READY_TIMEOUT_S  how long to wait for the service to report ready (default 330)
-# The board detection is the same as edge/board.py's (tests/test_install.py checks they agree).
+# The board detection is the same as edge/health/board.py's (tests/test_install.py checks they agree).
 set -euo pipefail
 
 SRC_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -104,7 +104,7 @@ run() {  # run CMD ARGS...: log the command, then run it unless --dry-run
   "$@"
 }
 
-# ---------------------------------------------------------------- board detection (as edge/board.py)
+# ---------------------------------------------------------------- board detection (as edge/health/board.py)
 
 dpkg_version() {  # dpkg_version PACKAGE: its version when installed, from DETECT_ROOT's dpkg status
   local status=$DETECT_ROOT/var/lib/dpkg/status
@@ -155,7 +155,7 @@ detect_board() {
   fi
 }
 
-jetpack_release() {  # the JetPack release of L4T_MAJOR.L4T_MINOR.L4T_PATCH (edge/board.py's table)
+jetpack_release() {  # the JetPack release of L4T_MAJOR.L4T_MINOR.L4T_PATCH (edge/health/board.py's table)
   case "$L4T_MAJOR.$L4T_MINOR.$L4T_PATCH" in
     35.6.1) echo 5.1.5; return ;;
     36.4.3) echo 6.2; return ;;

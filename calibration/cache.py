@@ -77,7 +77,7 @@ def read_cache(path: Union[str, Path], calibrator: str) -> Optional[bytes]:
 
 def write_cache(path: Union[str, Path], data: bytes) -> None:
     """Check and write a cache atomically (a crash leaves the old file or the whole new one)."""
-    from edge.models import atomic_write
+    from edge.inference.models import atomic_write
 
     parse_cache(bytes(data), "the cache TensorRT produced for %s" % path)
     Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -115,8 +115,8 @@ def _usage(message: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from calibration.data import HOLDOUT_EVERY, Sources, check_count, collect
-    from edge.pose import model_path as configured_model
-    from edge.specs import load_spec
+    from edge.inference.model import model_path as configured_model
+    from edge.inference.specs import load_spec
 
     config = _config(args)
     backend = args.backend or config.engine.backend
@@ -172,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
 def _default_out(config, backend: str, model: Path, precision: str) -> Path:
     import dataclasses
 
-    from edge.engines.tensorrt import engine_path_for
+    from edge.inference.engines.tensorrt import engine_path_for
 
     if backend == "onnxruntime":
         return model.with_name(model.stem + "_int8.onnx")
@@ -197,7 +197,7 @@ def _keep_float(args, spec_name: str) -> Tuple[str, ...]:
 def _build_trt(args, config, model: Path, out: Path, input_hw, layout: str, spec_name: str, precision: str,
                calibrator: str, calib, progress: bool) -> None:
     from calibration.trt_build import BuildOptions, build_engine
-    from edge.engines.metadata import cache_path
+    from edge.inference.engines.metadata import cache_path
 
     options = BuildOptions(precision=precision, calibrator=calibrator, max_batch=args.batch_size,
                            calibration_batch=args.calib_batch, workspace_mib=args.workspace_mib,
@@ -212,7 +212,7 @@ def _build_trt(args, config, model: Path, out: Path, input_hw, layout: str, spec
 def _build_ort(args, model: Path, out: Path, input_name: str, spec_name: str, calibrator: str, calib,
                progress: bool) -> None:
     from calibration.ort_int8 import OrtInt8Options, quantize
-    from edge.models import atomic_write, sha256_file
+    from edge.inference.models import atomic_write, sha256_file
 
     options = OrtInt8Options(calibrator=calibrator, equalize=not args.no_equalize,
                              keep_float=_keep_float(args, spec_name))
@@ -225,9 +225,9 @@ def _build_ort(args, model: Path, out: Path, input_name: str, spec_name: str, ca
 def _verify(args, backend: str, model: Path, out: Path, spec, input_hw, verify_set, progress: bool) -> int:
     from calibration.progress import Progress
     from calibration.verify import compare
-    from edge.engines import create_engine
-    from edge.engines.onnxruntime import OnnxRuntimeEngine
-    from edge.models import atomic_write
+    from edge.inference.engines import create_engine
+    from edge.inference.engines.onnxruntime import OnnxRuntimeEngine
+    from edge.inference.models import atomic_write
 
     reference = OnnxRuntimeEngine(model)
     other = create_engine("tensorrt", model, engine_file=out, input_hw=input_hw) if backend == "tensorrt" \
@@ -267,8 +267,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     from calibration.frames import FramesError
     from calibration.ort_int8 import QuantizeError
     from calibration.shapes import ShapeError
-    from edge.engines import EngineError
-    from edge.specs import SpecError
+    from edge.inference.engines import EngineError
+    from edge.inference.specs import SpecError
 
     args = build_parser().parse_args(argv)
     try:

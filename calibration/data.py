@@ -1,4 +1,4 @@
-"""Calibration data: frames from every source, through the daemon's own :func:`edge.preprocess.preprocess`,
+"""Calibration data: frames from every source, through the daemon's own :func:`edge.inference.preprocess.preprocess`,
 kept as float32 tensors in a memory-mapped scratch file (500 frames of 368x432x3 are 950 MB, too much
 for a small Jetson's RAM next to a TensorRT build), read back in batches.
 """
@@ -14,8 +14,8 @@ import numpy as np
 from calibration.frames import (Frame, FramesError, camera_frames, image_files, read_images, sample_indices,
                                 video_frames)
 from calibration.progress import Progress
-from edge.preprocess import preprocess
-from edge.specs import ModelSpec
+from edge.inference.preprocess import preprocess
+from edge.inference.specs import ModelSpec
 
 log = logging.getLogger("fallwatch.calibration")
 

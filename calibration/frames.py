@@ -65,8 +65,8 @@ def sample_indices(total: int, count: int) -> List[int]:
 
 def video_frames(path: Path, count: int) -> Iterator[Frame]:
     """``count`` frames spread evenly over the video file (every frame when it has fewer), read with
-    the daemon's video reader (edge.video)."""
-    from edge.video import VideoError, VideoReader, count_frames
+    the daemon's video reader (edge.capture.video)."""
+    from edge.capture.video import VideoError, VideoReader, count_frames
 
     path = Path(path)
     if not path.is_file():
@@ -95,7 +95,7 @@ def camera_frames(uri: str, count: int, interval_s: float = 0.2, timeout_s: floa
     read and dropped so the next one is current). URIs as in the config (csi://N needs OpenCV with
     GStreamer, i.e. JetPack's OpenCV). FramesError when it cannot be opened or stops delivering."""
     from edge.config import CameraConfig, ConfigError
-    from edge.sources import SourceError, open_capture
+    from edge.capture.sources import SourceError, open_capture
 
     try:
         capture = open_capture(CameraConfig(name="calibration", uri=uri))

@@ -84,7 +84,7 @@ def quantize(model_path: Path, out_path: Path, data: TensorSet, input_name: str,
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     from calibration.equalize import channel_ranges, equalize
-    from edge.models import atomic_write
+    from edge.inference.models import atomic_write
 
     if options.calibrator not in CALIBRATORS:
         raise ValueError("calibrator %r: use one of %s" % (options.calibrator, ", ".join(CALIBRATORS)))

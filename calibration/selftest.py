@@ -46,10 +46,10 @@ def numpy_reference(x: np.ndarray, weights: np.ndarray, bias: np.ndarray) -> np.
 def selftest(say: Callable[[str], None] = print) -> int:
     """0 when the tiny network runs and matches NumPy; 1 with the reason otherwise."""
     from calibration.trt_build import BuildOptions, build_engine
-    from edge.engines import EngineError
-    from edge.engines.device import current_device
-    from edge.engines.metadata import check_engine
-    from edge.engines.tensorrt import TensorRTEngine
+    from edge.inference.engines import EngineError
+    from edge.inference.engines.device import current_device
+    from edge.inference.engines.metadata import check_engine
+    from edge.inference.engines.tensorrt import TensorRTEngine
 
     try:
         facts = current_device()

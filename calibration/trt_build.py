@@ -1,7 +1,7 @@
 """On the Jetson: build a TensorRT engine from an ONNX model, INT8-calibrated on our frames.
 
-TensorRT calls go through the module :func:`edge.engines.trt_api.import_tensorrt` returns and CUDA
-calls through :mod:`edge.engines.cuda`; only the tensor-name API shared by TensorRT 8.5, 8.6 and 10
+TensorRT calls go through the module :func:`edge.inference.engines.trt_api.import_tensorrt` returns and CUDA
+calls through :mod:`edge.inference.engines.cuda`; only the tensor-name API shared by TensorRT 8.5, 8.6 and 10
 is used (``build_serialized_network``, ``set_memory_pool_limit``, optimisation profiles).
 """
 from __future__ import annotations
@@ -19,9 +19,9 @@ from calibration.cache import read_cache, write_cache
 from calibration.data import TensorSet
 from calibration.progress import Progress, counted
 from calibration.shapes import ShapeError, plan_input
-from edge.engines import EngineError
-from edge.engines.metadata import EngineMetadata, make_metadata, metadata_path
-from edge.events import iso_utc
+from edge.inference.engines import EngineError
+from edge.inference.engines.metadata import EngineMetadata, make_metadata, metadata_path
+from edge.alerts.events import iso_utc
 
 log = logging.getLogger("fallwatch.calibration")
 
@@ -111,7 +111,7 @@ def pin_fp16(trt: Any, network: Any, patterns: Tuple[str, ...]) -> int:
 def _explicit_batch_flags(trt: Any) -> int:
     """EXPLICIT_BATCH for TensorRT 8.x; 0 for 10.x, where every network is explicit-batch and the
     flag is deprecated."""
-    from edge.engines.trt_api import parse_version
+    from edge.inference.engines.trt_api import parse_version
 
     if parse_version(trt.__version__) >= (10,):
         return 0
@@ -144,10 +144,10 @@ def build_engine(model_path: Path, out_path: Path, input_hw: Tuple[int, int], la
 
     For INT8, ``data`` are the calibration frames; None is fine when ``cache_file`` holds a cache.
     """
-    from edge.engines.cuda import CudaContext
-    from edge.engines.device import current_device
-    from edge.engines.trt_api import import_tensorrt, make_logger
-    from edge.models import atomic_write, sha256_bytes, sha256_file
+    from edge.inference.engines.cuda import CudaContext
+    from edge.inference.engines.device import current_device
+    from edge.inference.engines.trt_api import import_tensorrt, make_logger
+    from edge.inference.models import atomic_write, sha256_bytes, sha256_file
 
     if options.precision not in PRECISIONS:
         raise EngineError("precision %r: use one of %s" % (options.precision, ", ".join(PRECISIONS)))

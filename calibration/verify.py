@@ -1,7 +1,7 @@
 """Does the built model still see people as the FP32 model does?
 
 Both models run on the same held-out preprocessed frames; both outputs go through the camera
-pipeline's decode and parse stages (:func:`edge.specs.decode`, :func:`edge.pipeline.parse_views`). People are matched by Object Keypoint
+pipeline's decode and parse stages (:func:`edge.inference.specs.decode`, :func:`edge.pipeline.parse_views`). People are matched by Object Keypoint
 Similarity (OKS, as in COCO) with the FP32 people as the reference:
 
 * ``OKS(a, b) = mean over a's found keypoints k of exp(-d_k^2 / (2 * area * (2 * sigma_k)^2))`` with
@@ -22,7 +22,7 @@ from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, 
 import numpy as np
 
 from edge.pipeline import parse_views
-from edge.specs import ModelSpec, decode
+from edge.inference.specs import ModelSpec, decode
 
 # COCO sigmas (nose .026, eyes .025, ears .035, shoulders .079, elbows .072, wrists .062, hips .107,
 # knees .087, ankles .089) in the project keypoint order; the neck takes the shoulders' sigma.

@@ -26,7 +26,7 @@ def _read_image(path: str):
 
 
 def cmd_model_fetch(args: argparse.Namespace) -> int:
-    from edge.models import fetch_default_model
+    from edge.inference.models import fetch_default_model
 
     config = load_config_for(args)
     path = fetch_default_model(config.paths.models_dir, (config.model.input_height, config.model.input_width),
@@ -39,7 +39,7 @@ def _on_image(args: argparse.Namespace, job):
     """``job(pipeline, image)`` on ``args.image`` with the configured model in a camera pipeline:
     ``(image, spec, what job returned)``."""
     from edge.pipeline import CameraPipeline
-    from edge.pose import open_pose_model
+    from edge.inference.model import open_pose_model
 
     config = load_config_for(args)
     image = _read_image(args.image)
@@ -54,7 +54,7 @@ def _on_image(args: argparse.Namespace, job):
 def cmd_model_check(args: argparse.Namespace) -> int:
     import cv2
 
-    from edge.mapview import render_maps, strongest_peaks
+    from edge.inference.mapview import render_maps, strongest_peaks
     from edge.skeleton import KEYPOINT_INDEX
 
     image, spec, (heatmaps, pafs, transform) = _on_image(args, lambda pipeline, image: pipeline.maps(image))
@@ -92,7 +92,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from edge.evaluate import EvaluateError, evaluate, format_table, totals
-    from edge.pose import open_pose_model
+    from edge.inference.model import open_pose_model
 
     config = load_config_for(args)
     cache = Path(args.cache) if args.cache else Path(config.paths.state_dir) / "evaluate-cache"
@@ -127,8 +127,8 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 
 def cmd_mqtt_test(args: argparse.Namespace) -> int:
-    from edge.checks import any_failed
-    from edge.mqttcheck import format_report, run_checks
+    from edge.health.checks import any_failed
+    from edge.alerts.probe import format_report, run_checks
 
     config = load_config_for(args)
     steps = run_checks(config, timeout_s=args.timeout)
@@ -137,7 +137,7 @@ def cmd_mqtt_test(args: argparse.Namespace) -> int:
 
 
 def doctor_checks() -> tuple:
-    from edge.doctor import CHECK_NAMES
+    from edge.health.doctor import CHECK_NAMES
 
     return CHECK_NAMES
 
@@ -145,9 +145,9 @@ def doctor_checks() -> tuple:
 def cmd_doctor(args: argparse.Namespace) -> int:
     import os
 
-    from edge import doctor
-    from edge.board import detect_board
-    from edge.checks import CheckResult, format_result
+    from edge.health import doctor
+    from edge.health.board import detect_board
+    from edge.health.checks import CheckResult, format_result
     from edge.config import ConfigError, default_config_path, load_config
 
     path = args.config
@@ -192,8 +192,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from edge.config import load_config
     from edge.daemon import serve
-    from edge.notify import Notifier, Watchdog
-    from edge.sinks import open_sinks
+    from edge.health.notify import Notifier, Watchdog
+    from edge.alerts.sinks import open_sinks
 
     config = load_config_for(args)
     if args.camera:
@@ -210,8 +210,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         print("fallwatch: %s" % exc, file=sys.stderr)
         return EXIT_FAIL
     if config.mqtt.enabled:
-        from edge.publisher import MqttSink
-        from edge.outbox import OutboxError
+        from edge.alerts.publisher import MqttSink
+        from edge.alerts.outbox import OutboxError
 
         try:
             sinks.add(MqttSink(config).start(), first=True)
@@ -259,7 +259,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     import datetime
 
     from edge.replay import ReplayError, is_skeleton_file, replay_skeletons, replay_video
-    from edge.sinks import open_sinks
+    from edge.alerts.sinks import open_sinks
 
     config = load_config_for(args)
     start_wall = 0.0
@@ -287,7 +287,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 log.warning("--preview: a skeleton JSONL has no images; no preview is written")
             summary = replay_skeletons(args.input, config, sinks, max_fps=args.max_fps, start_wall=start_wall)
         else:
-            from edge.pose import open_pose_model
+            from edge.inference.model import open_pose_model
 
             model = open_pose_model(config)
             summary = replay_video(args.input, config, model, sinks, camera=args.camera, max_fps=args.max_fps,
@@ -467,10 +467,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     from edge.config import ConfigError
-    from edge.engines import EngineError
-    from edge.models import ModelFetchError
-    from edge.outbox import OutboxError
-    from edge.specs import SpecError
+    from edge.inference.engines import EngineError
+    from edge.inference.models import ModelFetchError
+    from edge.alerts.outbox import OutboxError
+    from edge.inference.specs import SpecError
 
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level or "info")

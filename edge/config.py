@@ -3,7 +3,7 @@
 Every section is a frozen dataclass whose fields declare their own schema in the field
 metadata (see :func:`edge.settings.setting`): type (the annotation), default, allowed range,
 choices or pattern, and a one-line title; the sections a stage takes are defined beside it
-(``FallConfig`` in edge.fall, ``TrackerConfig`` in edge.track, ``ViewsConfig`` in edge.views)
+(``FallConfig`` in edge.fall, ``TrackerConfig`` in edge.track, ``ViewsConfig`` in edge.inference.views)
 and only assembled here. One generic loader walks the YAML mapping against those dataclasses;
 each section checks its own values and cross-field rules when constructed, and the loader
 reports a mistake with its key path::
@@ -34,12 +34,12 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 import yaml
 
-from edge import specs
+from edge.inference import specs
 from edge.fall import FallConfig
 from edge.settings import (ConfigError, Section, expected, fields_of, is_section, plain, problem,
                            section, setting, show, type_hints, unwrap)
 from edge.track import TrackerConfig
-from edge.views import ViewsConfig
+from edge.inference.views import ViewsConfig
 
 
 SYSTEM_CONFIG = Path("/etc/fallwatch/config.yaml")

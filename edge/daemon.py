@@ -2,7 +2,7 @@
 
 Threads (Python threads: OpenCV and the engines release the GIL while they work)::
 
-    capture (one per camera, edge.sources: newest frame only)
+    capture (one per camera, edge.capture.sources: newest frame only)
       -> schedule + preprocess   round-robin over cameras, per-camera max_fps
       -> [queue] -> engine       one engine shared by every camera
       -> [queue] -> post         decode, parse, track, fall detector, outputs
@@ -28,8 +28,8 @@ import time
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from edge.pipeline import CameraPipeline, RateLimiter
-from edge.sources import CameraSource, SourceError, SourceSettings
-from edge.timing import StageTimer
+from edge.capture.sources import CameraSource, SourceError, SourceSettings
+from edge.health.timing import StageTimer
 
 log = logging.getLogger("fallwatch.daemon")
 
@@ -54,8 +54,8 @@ def source_settings(config: Any) -> SourceSettings:
 
 class Daemon:
     """Threads and queues around one :class:`~edge.pipeline.CameraPipeline` per camera, for one
-    configuration. ``model``: an open :class:`edge.pose.PoseModel` (kept by the caller across
-    reloads); ``sinks``: a :class:`edge.sinks.SinkSet`-like object; ``clock``: the stream clock of
+    configuration. ``model``: an open :class:`edge.inference.model.PoseModel` (kept by the caller across
+    reloads); ``sinks``: a :class:`edge.alerts.sinks.SinkSet`-like object; ``clock``: the stream clock of
     frames (seconds); ``ids``: the track id counter shared across reloads; ``make_detector``:
     camera name -> fall detector (default: edge.pipeline.create_detector)."""
 
@@ -363,7 +363,7 @@ def serve(config: Any, sinks: Any, reload_config: Optional[Callable[[], Any]] = 
     ``sinks`` are closed before returning. With ``hard_exit``, a process whose threads cannot be
     joined (stuck in a camera read or an engine call) ends with ``os._exit`` after closing them."""
     if open_model is None:
-        from edge.pose import open_pose_model as open_model
+        from edge.inference.model import open_pose_model as open_model
     if not config.cameras:
         log.error("no cameras configured: add at least one under cameras: in %s", config.source or "config.yaml")
         sinks.close()

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
-from edge.pose import open_pose_model
+from edge.inference.model import open_pose_model
 from edge.replay import replay_skeletons, replay_video
-from edge.sinks import SinkSet, SkeletonRecorder
+from edge.alerts.sinks import SinkSet, SkeletonRecorder
 
 log = logging.getLogger("fallwatch.evaluate")
 

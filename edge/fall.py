@@ -53,7 +53,7 @@ import numpy as np
 
 from edge.settings import Section, setting, show
 
-# Keypoint indices (edge.specs.KEYPOINTS).
+# Keypoint indices (edge.inference.specs.KEYPOINTS).
 NOSE, NECK, R_SHO, R_ELB, R_WRI, L_SHO, L_ELB, L_WRI = 0, 1, 2, 3, 4, 5, 6, 7
 R_HIP, R_KNEE, R_ANK, L_HIP, L_KNEE, L_ANK, R_EYE, L_EYE, R_EAR, L_EAR = 8, 9, 10, 11, 12, 13, 14, 15, 16, 17
 HEAD = (NOSE, R_EYE, L_EYE, R_EAR, L_EAR)

@@ -57,7 +57,7 @@ import cv2
 import numpy as np
 
 from edge.skeleton import KEYPOINTS, NUM_KEYPOINTS
-from edge.specs import Limb, load_spec
+from edge.inference.specs import Limb, load_spec
 
 MIN_PART_CONFIDENCE = 1e-3  # a found part's confidence is at least this; 0 means missing
 _VALUE_LIMIT = 1e6  # map values are clipped to +-this so sums stay finite on hostile input
@@ -115,7 +115,7 @@ def resolve_topology(topology: Topology) -> Tuple[np.ndarray, np.ndarray, np.nda
     try:
         limbs = [(int(limb.a), int(limb.b), bool(getattr(limb, "fills_gaps", False))) for limb in topology]
     except (AttributeError, TypeError, ValueError):
-        raise ValueError("topology must be a spec name or a sequence of edge.specs.Limb, got %r"
+        raise ValueError("topology must be a spec name or a sequence of edge.inference.specs.Limb, got %r"
                          % (topology,)) from None
     for k, (a, b, _) in enumerate(limbs):
         if not (0 <= a < NUM_KEYPOINTS and 0 <= b < NUM_KEYPOINTS) or a == b:

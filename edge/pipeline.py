@@ -13,7 +13,7 @@ Each arrow is one method, so the daemon can run them on different threads: :meth
 :meth:`track` (tracker, fall detector, events: a :class:`FrameRecord` and the events);
 :meth:`process` runs them all for one frame. Its stages can be handed in (a model with any engine,
 a fall detector), and a pipeline without a model tracks recorded skeletons (skeleton replay).
-The camera's :class:`~edge.views.ViewPolicy` looks at the tracks after each frame and says which
+The camera's :class:`~edge.inference.views.ViewPolicy` looks at the tracks after each frame and says which
 views the next frames need.
 """
 from __future__ import annotations
@@ -25,15 +25,15 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from edge.events import COORD_DECIMALS, make_event
+from edge.alerts.events import COORD_DECIMALS, make_event
 from edge.fall import FallDetector, zones_of
 from edge.parse import ParseParams, parse_poses
-from edge.preprocess import Transform
-from edge.sources import Frame
-from edge.specs import ModelSpec, decode
-from edge.timing import StageTimer
+from edge.inference.preprocess import Transform
+from edge.capture.sources import Frame
+from edge.inference.specs import ModelSpec, decode
+from edge.health.timing import StageTimer
 from edge.track import Track, Tracker
-from edge.views import ViewPolicy, make_views, merge_people
+from edge.inference.views import ViewPolicy, make_views, merge_people
 
 log = logging.getLogger("fallwatch.pipeline")
 
@@ -141,7 +141,7 @@ def create_detector(config: Any, camera: str) -> FallDetector:
 class CameraPipeline:
     """Everything between one camera's frames and its events.
 
-    ``model``: an open :class:`edge.pose.PoseModel` (spec, engine, input size, resize), shared
+    ``model``: an open :class:`edge.inference.model.PoseModel` (spec, engine, input size, resize), shared
     by the cameras of a process, or None to track recorded skeletons only. ``detector``: a fall
     detector (default: :func:`create_detector`). ``ids``: the track id counter (shared across
     cameras and reloads). ``view_policy``: whether the tracks are watched for rotated views
@@ -189,7 +189,7 @@ class CameraPipeline:
 
     def parse(self, job: InferenceJob, heatmaps: np.ndarray, pafs: np.ndarray) -> People:
         """Parse every view, map its people back to the frame and merge them (one person seen in two
-        views counts once, see edge.views.merge_people). Keypoints ``(x, y, confidence)`` are
+        views counts once, see edge.inference.views.merge_people). Keypoints ``(x, y, confidence)`` are
         normalised to [0, 1] of the frame (clipped to it), (0, 0, 0) for a missing part, rounded to
         :data:`COORD_DECIMALS` so that a recorded skeleton JSONL replays bit-identically."""
         parsed = parse_views(self.model.spec, heatmaps, pafs, self.parse_params)

@@ -3,7 +3,7 @@
 Every frame of the input is taken in order (none dropped for being late; ``max_fps`` picks frames
 by their timestamps exactly as the daemon does), as fast as the machine allows, in one thread,
 through the same :class:`~edge.pipeline.CameraPipeline` as ``fallwatch run``: replay only adds
-a reader (edge.video) and the input's clock. Time is the input's: a video frame's ``t`` is its index / the file's frame
+a reader (edge.capture.video) and the input's clock. Time is the input's: a video frame's ``t`` is its index / the file's frame
 rate, a JSONL line's ``t`` is its ``t`` field; events carry that ``t`` and a ``timestamp`` of
 ``start_wall + t`` (by default the epoch, 1970-01-01T00:00:00Z, so output is deterministic).
 The same input gives the same output, byte for byte.
@@ -20,9 +20,9 @@ from typing import Any, Callable, Dict, Iterator, Optional, Set, Tuple, Union
 import numpy as np
 
 from edge.pipeline import CameraPipeline, People, RateLimiter, camera_config
-from edge.sources import Frame
-from edge.timing import StageTimer
-from edge.video import VideoError, VideoReader
+from edge.capture.sources import Frame
+from edge.health.timing import StageTimer
+from edge.capture.video import VideoError, VideoReader
 
 log = logging.getLogger("fallwatch.replay")
 
@@ -45,7 +45,7 @@ class ReplaySummary:
     track_ids: Set[int] = field(default_factory=set)
     seconds: float = 0.0
     stages: Dict[str, Any] = field(default_factory=dict)
-    views: Dict[str, Any] = field(default_factory=dict)  # edge.views.ViewStats of a video replay
+    views: Dict[str, Any] = field(default_factory=dict)  # edge.inference.views.ViewStats of a video replay
 
     def to_dict(self) -> Dict[str, Any]:
         return {"input": self.input, "kind": self.kind, "frames_read": self.frames_read,
@@ -84,7 +84,7 @@ def _deliver(sinks: Any, record: Any, events: Any, summary: ReplaySummary, timer
 def replay_video(path: Union[str, Path], config: Any, model: Any, sinks: Any, camera: str = DEFAULT_CAMERA,
                  max_fps: Optional[float] = None, start_wall: float = 0.0,
                  make_detector: Optional[DetectorFactory] = None) -> ReplaySummary:
-    """Run the pipeline on every frame of a video file. ``model``: an open edge.pose.PoseModel.
+    """Run the pipeline on every frame of a video file. ``model``: an open edge.inference.model.PoseModel.
     When ``camera`` names a configured camera, its ``flip`` and ``max_fps`` apply (``max_fps``
     given here overrides)."""
     cam = camera_config(config, camera)

@@ -41,9 +41,9 @@ def main() -> int:
     import onnxruntime
 
     from calibration.frames import image_files
-    from edge.engines.onnxruntime import OnnxRuntimeEngine
-    from edge.preprocess import preprocess
-    from edge.specs import load_spec
+    from edge.inference.engines.onnxruntime import OnnxRuntimeEngine
+    from edge.inference.preprocess import preprocess
+    from edge.inference.specs import load_spec
 
     spec = load_spec(args.spec)
     frames = [preprocess(cv2.imread(str(p)), spec, (args.height, args.width))[0] for p in image_files(args.images)]

@@ -67,9 +67,9 @@ from mosquitto import Broker, Subscriber, make_certs, write_config  # noqa: E402
 
 from edge.config import load_config  # noqa: E402
 from edge.pipeline import CameraPipeline, People  # noqa: E402
-from edge.publisher import MqttSink  # noqa: E402
+from edge.alerts.publisher import MqttSink  # noqa: E402
 from edge.replay import read_skeletons  # noqa: E402
-from edge.sinks import open_sinks  # noqa: E402
+from edge.alerts.sinks import open_sinks  # noqa: E402
 
 DEFAULT_VIDEO = REPO.parent / "shared" / "data" / "gmdcsa24" / "subject1" / "Fall" / "13.mp4"
 MODELS_DIR = REPO / "models"
@@ -94,10 +94,10 @@ def figures(values_s: List[float]) -> Dict[str, float]:
 
 def compute_skeletons(video: Path, work: Path) -> Path:
     """The clip's skeletons with the real default model, as ``fallwatch replay VIDEO --record-skeletons``."""
-    from edge.models import fetch_default_model
-    from edge.pose import open_pose_model
+    from edge.inference.models import fetch_default_model
+    from edge.inference.model import open_pose_model
     from edge.replay import replay_video
-    from edge.sinks import SinkSet, SkeletonRecorder
+    from edge.alerts.sinks import SinkSet, SkeletonRecorder
 
     folder = work / "skeletons"
     folder.mkdir(parents=True, exist_ok=True)
@@ -231,7 +231,7 @@ def run_daemon(broker: Broker, folder: Path, video: Path, seconds: float) -> Dic
     config_file = folder / "config.yaml"
     config_file.write_text(yaml.safe_dump(config, sort_keys=False))
     config_file.chmod(0o600)
-    from edge.models import fetch_default_model
+    from edge.inference.models import fetch_default_model
 
     defaults = load_config(config_file, env=broker.env())
     fetch_default_model(MODELS_DIR, (defaults.model.input_height, defaults.model.input_width), log=None)

@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO / "tests"))
 from mosquitto import Broker, Subscriber, make_certs, write_config  # noqa: E402
 
 from edge.config import load_config  # noqa: E402
-from edge.publisher import MqttSink  # noqa: E402
+from edge.alerts.publisher import MqttSink  # noqa: E402
 
 
 def percentile(values: List[float], q: float) -> float:

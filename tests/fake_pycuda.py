@@ -1,5 +1,5 @@
-"""An in-memory double of the few ``pycuda.driver`` calls fallwatch makes (edge/engines/cuda.py,
-edge/engines/tensorrt.py, calibration/trt_build.py), strict where real CUDA is strict:
+"""An in-memory double of the few ``pycuda.driver`` calls fallwatch makes (edge/inference/engines/cuda.py,
+edge/inference/engines/tensorrt.py, calibration/trt_build.py), strict where real CUDA is strict:
 
 * nothing works before ``init()``; allocations, copies and streams need a current context
   (``pycuda._driver.LogicError`` otherwise), contexts are a stack (push/pop/detach);
@@ -229,7 +229,7 @@ def install(monkeypatch, devices: List[Tuple[str, Tuple[int, int]]] = None) -> t
     package.driver = driver  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "pycuda", package)
     monkeypatch.setitem(sys.modules, "pycuda.driver", driver)
-    from edge.engines import cuda
+    from edge.inference.engines import cuda
 
     cuda.forget()
     monkeypatch.setattr(cuda, "_DRIVER", None)

@@ -557,7 +557,7 @@ def install(monkeypatch, version: str = "8.6.1.6") -> types.ModuleType:
     """Put a fresh double for ``version`` into ``sys.modules["tensorrt"]``."""
     trt = make_tensorrt(version)
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    from edge.engines import trt_api
+    from edge.inference.engines import trt_api
 
     monkeypatch.setattr(trt_api, "_MODULE", None)
     return trt

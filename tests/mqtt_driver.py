@@ -28,7 +28,7 @@ from typing import Any, Dict, List
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edge.config import load_config  # noqa: E402
-from edge.publisher import MqttSink  # noqa: E402
+from edge.alerts.publisher import MqttSink  # noqa: E402
 
 TYPES = ("fall_detected", "long_lie", "fall_cleared")
 

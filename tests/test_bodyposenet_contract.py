@@ -3,8 +3,8 @@
 The model (see ``bodyposenet_onnx.py``) is the real mobilenet_thin behind BodyPoseNet's input
 (``input_1:0``, RGB, (x-128)/256, NHWC 288x384) and outputs (heatmaps 36x48x19 NHWC, PAFs
 upsampled to 144x192x38 NHWC). Both models get their input from the project's
-``edge.preprocess.preprocess`` with their own spec, and both outputs go through
-``edge.specs.decode``: if the bodyposenet spec (tensor names, layout, colour order,
+``edge.inference.preprocess.preprocess`` with their own spec, and both outputs go through
+``edge.inference.specs.decode``: if the bodyposenet spec (tensor names, layout, colour order,
 normalisation, channel ranges, limb channels) is right, the canonical maps agree.
 """
 from __future__ import annotations
@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge import models
-from edge.specs import decode, load_spec
+from edge.inference import models
+from edge.inference.specs import decode, load_spec
 
 try:
     from tests.bodyposenet_onnx import HEATMAPS, INPUT, PAFS, build_bodyposenet_like
@@ -60,7 +60,7 @@ def sessions(tmp_path_factory):
 
 
 def _preprocess(frame, spec, mode):
-    from edge.preprocess import preprocess
+    from edge.inference.preprocess import preprocess
 
     tensor, _ = preprocess(frame, spec, SIZE, mode)
     return tensor

@@ -17,13 +17,13 @@ from calibration.data import Sources, check_count, collect
 from calibration.frames import FramesError, camera_frames, image_files, read_images, sample_indices, video_frames
 from calibration.shapes import ShapeError, max_batch_of, plan_input
 from calibration.verify import MIN_AREA_PX2, SIGMAS, compare, match_people, oks
-from edge.engines import EngineError
-from edge.engines.device import DeviceFacts
-from edge.engines.metadata import (cache_path, check_engine, default_engine_path, make_metadata, metadata_path,
+from edge.inference.engines import EngineError
+from edge.inference.engines.device import DeviceFacts
+from edge.inference.engines.metadata import (cache_path, check_engine, default_engine_path, make_metadata, metadata_path,
                                    read_metadata)
-from edge.models import sha256_bytes
-from edge.preprocess import preprocess
-from edge.specs import load_spec
+from edge.inference.models import sha256_bytes
+from edge.inference.preprocess import preprocess
+from edge.inference.specs import load_spec
 
 from conftest import shared_data
 
@@ -98,7 +98,7 @@ def test_video_errors(tmp_path):
 
 
 def test_camera_source_samples_a_live_capture_over_time():
-    """A video file opened the way a camera URI is (edge.sources.open_capture), one frame per tick."""
+    """A video file opened the way a camera URI is (edge.capture.sources.open_capture), one frame per tick."""
     video = shared_data(*VIDEO)
     ticks = iter(np.arange(0, 1000, 0.05))
     frames = list(camera_frames(str(video), 5, interval_s=0.1, clock=lambda: float(next(ticks))))
@@ -113,7 +113,7 @@ def test_camera_errors_name_the_uri():
 
 
 def test_csi_camera_without_gstreamer_says_what_is_missing():
-    from edge.sources import opencv_has_gstreamer
+    from edge.capture.sources import opencv_has_gstreamer
 
     if opencv_has_gstreamer():
         pytest.skip("this OpenCV has GStreamer; the message under test is for one without")
@@ -232,7 +232,7 @@ DEVICE = DeviceFacts("8.5.2.2", "Orin", "8.7", "R35.4.1")
 
 
 def _engine(tmp_path: Path, **overrides) -> tuple:
-    from edge.models import atomic_write
+    from edge.inference.models import atomic_write
 
     model = tmp_path / "model.onnx"
     model.write_bytes(b"pretend onnx model")

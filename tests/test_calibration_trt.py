@@ -18,12 +18,12 @@ from calibration.cache import CacheError, parse_cache
 from calibration.data import Sources, collect
 from calibration.selftest import selftest
 from calibration.trt_build import BuildOptions, build_engine
-from edge.engines import EngineError, create_engine
-from edge.engines.device import current_device
-from edge.engines.metadata import cache_path, check_engine, metadata_path, read_metadata
-from edge.engines.onnxruntime import OnnxRuntimeEngine
-from edge.engines.tensorrt import TensorRTEngine
-from edge.specs import load_spec
+from edge.inference.engines import EngineError, create_engine
+from edge.inference.engines.device import current_device
+from edge.inference.engines.metadata import cache_path, check_engine, metadata_path, read_metadata
+from edge.inference.engines.onnxruntime import OnnxRuntimeEngine
+from edge.inference.engines.tensorrt import TensorRTEngine
+from edge.inference.specs import load_spec
 
 from conftest import shared_data
 
@@ -263,10 +263,10 @@ def test_cli_builds_and_verifies_an_engine(trt, model_onnx, tmp_path, capsys):
 
 
 def test_doctor_engine_check(trt, model_onnx, tmp_path):
-    from edge import doctor
-    from edge.board import Board
+    from edge.health import doctor
+    from edge.health.board import Board
     from edge.config import load_config
-    from edge.engines.tensorrt import engine_path_for, runtime_versions
+    from edge.inference.engines.tensorrt import engine_path_for, runtime_versions
 
     config_file = tmp_path / "config.yaml"
     config_file.write_text("paths: {state_dir: %s}\nmodel: {onnx: %s}\nengine: {backend: tensorrt, precision: fp16}\n"

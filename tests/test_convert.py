@@ -17,9 +17,9 @@ from typing import List, Sequence
 import numpy as np
 import pytest
 
-from edge import models
-from edge.convert import graphdef_to_onnx, same_padding
-from edge.tfgraph import parse_graphdef, parse_tensor, read_varint
+from edge.inference import models
+from edge.inference.convert import graphdef_to_onnx, same_padding
+from edge.inference.tfgraph import parse_graphdef, parse_tensor, read_varint
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"

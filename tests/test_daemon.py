@@ -17,7 +17,7 @@ from conftest import MODELS_DIR, REPO
 from edge.config import load_config
 from edge.daemon import Daemon
 from edge.pipeline import RateLimiter
-from edge.sources import opencv_has_gstreamer
+from edge.capture.sources import opencv_has_gstreamer
 from test_sources import make_clip, wait_for
 
 
@@ -233,7 +233,7 @@ def test_a_failing_output_does_not_stop_the_others(tmp_path, caplog):
     import numpy as np
 
     from edge.pipeline import FrameRecord
-    from edge.sinks import EventLines, SinkSet, SkeletonRecorder
+    from edge.alerts.sinks import EventLines, SinkSet, SkeletonRecorder
 
     good = tmp_path / "events.jsonl"
     sinks = SinkSet([EventLines("/dev/full"), EventLines(good), SkeletonRecorder(tmp_path / "s.jsonl")])

@@ -12,9 +12,9 @@ import cv2
 import pytest
 
 from conftest import REPO, run_cli, shared_data
-from edge import doctor
-from edge.board import Board, detect_board
-from edge.checks import CheckResult, format_result
+from edge.health import doctor
+from edge.health.board import Board, detect_board
+from edge.health.checks import CheckResult, format_result
 from edge.config import load_config
 
 from mosquitto import Broker, broker, certs  # noqa: F401 (fixtures)
@@ -149,9 +149,9 @@ ORIN_FACTS = dict(tensorrt_version="8.5.2.2", device_name="Orin", compute_capabi
 
 def fake_engine(tmp_path: Path, model: Path, facts: dict, precision: str = "fp16") -> Path:
     """Engine bytes (TensorRT cannot build one here) and the metadata fallwatch-calibrate writes beside it."""
-    from edge.engines.device import DeviceFacts
-    from edge.engines.metadata import make_metadata, metadata_path
-    from edge.models import sha256_bytes, sha256_file
+    from edge.inference.engines.device import DeviceFacts
+    from edge.inference.engines.metadata import make_metadata, metadata_path
+    from edge.inference.models import sha256_bytes, sha256_file
 
     engine = tmp_path / "engines" / ("mobilenet_thin_368x432_%s.engine" % precision)
     engine.parent.mkdir(parents=True, exist_ok=True)
@@ -173,7 +173,7 @@ def test_engine_present_but_no_tensorrt_here_is_a_warning(tmp_path: Path, model_
 
 
 def test_engine_metadata_missing_fails(tmp_path: Path, model_onnx: Path) -> None:
-    from edge.engines.metadata import metadata_path
+    from edge.inference.engines.metadata import metadata_path
 
     engine = fake_engine(tmp_path / "state", model_onnx, ORIN_FACTS)
     metadata_path(engine).unlink()
@@ -190,8 +190,8 @@ def test_engine_metadata_missing_fails(tmp_path: Path, model_onnx: Path) -> None
 def test_engine_against_this_device(tmp_path: Path, model_onnx: Path, monkeypatch, device: dict, status: str,
                                     words: str) -> None:
     """TensorRT cannot run here: the device's facts come from a stand-in for the thin module."""
-    from edge.engines import device as device_module
-    from edge.engines.device import DeviceFacts
+    from edge.inference.engines import device as device_module
+    from edge.inference.engines.device import DeviceFacts
 
     fake_engine(tmp_path / "state", model_onnx, ORIN_FACTS)
     monkeypatch.setattr(device_module, "current_device", lambda index=0: DeviceFacts(**device))
@@ -205,10 +205,10 @@ def test_engine_against_this_device(tmp_path: Path, model_onnx: Path, monkeypatc
 def test_engine_fix_comes_from_the_errors_field(tmp_path: Path, model_onnx: Path, monkeypatch) -> None:
     """The fix is EngineError.fix, whatever the message says: no marker in the text, and a
     marker-like phrase in the message stays in the message."""
-    from edge.engines import EngineError
-    from edge.engines import device as device_module
-    from edge.engines import metadata
-    from edge.engines.device import DeviceFacts
+    from edge.inference.engines import EngineError
+    from edge.inference.engines import device as device_module
+    from edge.inference.engines import metadata
+    from edge.inference.engines.device import DeviceFacts
 
     def refuse(*args: object, **kwargs: object) -> None:
         raise EngineError("the engine sulks. Rebuild it: not this", "coax it with fallwatch-calibrate --gently")
@@ -221,8 +221,8 @@ def test_engine_fix_comes_from_the_errors_field(tmp_path: Path, model_onnx: Path
 
 
 def test_engine_built_from_another_model_fails(tmp_path: Path, model_onnx: Path, monkeypatch) -> None:
-    from edge.engines import device as device_module
-    from edge.engines.device import DeviceFacts
+    from edge.inference.engines import device as device_module
+    from edge.inference.engines.device import DeviceFacts
 
     other = tmp_path / "other.onnx"
     other.write_bytes(b"another model")
@@ -256,8 +256,8 @@ def test_mqtt_wrong_password_fails_with_the_fix(tmp_path: Path, broker: Broker) 
 
 
 def test_mqtt_fix_comes_from_the_errors_field(tmp_path: Path, monkeypatch) -> None:
-    from edge import mqttcheck
-    from edge.mqttclient import ConnectFailure
+    from edge.alerts import probe as mqttcheck
+    from edge.alerts.client import ConnectFailure
 
     def fail(config: object, timeout_s: float) -> str:
         raise ConnectFailure("login", "login failed: odd; fix: not this", "do this")

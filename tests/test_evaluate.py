@@ -86,14 +86,14 @@ def test_the_skeleton_code_is_found_from_the_imports(tmp_path):
 
     code = _package_copy(tmp_path)
     files = {p.relative_to(code).as_posix() for p in ev.skeleton_code(code)}
-    assert {"replay.py", "pipeline.py", "sources.py", "preprocess.py", "pose.py", "engines/onnxruntime.py",
-            "parse.py", "views.py", "track.py", "sinks.py", "specs/__init__.py",
-            "specs/openpose-mobilenet-thin.yaml"} <= files
-    assert "fall.py" not in files and "mqtt.py" not in files and "cli.py" not in files
+    assert {"replay.py", "pipeline.py", "capture/video.py", "inference/preprocess.py", "inference/model.py",
+            "inference/engines/onnxruntime.py", "parse.py", "inference/views.py", "track.py", "alerts/sinks.py",
+            "inference/specs/__init__.py", "inference/specs/openpose-mobilenet-thin.yaml"} <= files
+    assert "fall.py" not in files and "alerts/publisher.py" not in files and "cli.py" not in files
     key = ev.code_digest(code)
     _append(code / "fall.py", "# fall thresholds tuned: the cached skeletons still hold")
     assert ev.code_digest(code) == key
-    for stage in ("preprocess.py", "engines/onnxruntime.py", "sources.py"):
+    for stage in ("inference/preprocess.py", "inference/engines/onnxruntime.py", "capture/video.py"):
         _append(code / stage, "# changed")
         assert ev.code_digest(code) != key, stage
         key = ev.code_digest(code)

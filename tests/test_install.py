@@ -21,7 +21,7 @@ from typing import Dict, List, Optional
 
 import pytest
 
-from edge.board import detect_board
+from edge.health.board import detect_board
 from edge.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -119,7 +119,7 @@ def dpkg_stanza(package: str, version: str, status: str = "install ok installed"
 def make_jetson_root(root: Path, release: Optional[str] = L4T_35, model: Optional[str] = ORIN,
                      packages: Optional[Dict[str, str]] = None, groups: List[str] = ("video",),
                      csi: bool = True) -> Path:
-    """A staging root that looks like a fresh JetPack flash to install.sh and edge.board."""
+    """A staging root that looks like a fresh JetPack flash to install.sh and edge.health.board."""
     (root / "etc").mkdir(parents=True, exist_ok=True)
     if release is not None:
         (root / "etc/nv_tegra_release").write_text(release)
@@ -382,7 +382,7 @@ def test_camera_flag_and_onnx_model(installer: Installer, tmp_path: Path) -> Non
 
 
 def test_graph_pb_model_goes_where_model_fetch_looks(installer: Installer, tmp_path: Path) -> None:
-    from edge.models import model_dir
+    from edge.inference.models import model_dir
 
     graph = tmp_path / "graph_opt.pb"
     graph.write_bytes(b"frozen graph")
@@ -457,7 +457,7 @@ def test_bad_usage(installer: Installer) -> None:
     assert "Usage: sudo ./install.sh" in installer.run("--help").stdout
 
 
-# ---------------------------------------------------------------- detection agrees with edge.board
+# ---------------------------------------------------------------- detection agrees with edge.health.board
 
 
 DETECT_CASES = [

@@ -11,8 +11,8 @@ from conftest import run_cli
 from mosquitto import Broker, broker, certs, write_config  # noqa: F401 (fixtures)
 
 from edge.config import load_config
-from edge.mqttcheck import check_connection, check_network
-from edge.mqttclient import ConnectFailure
+from edge.alerts.probe import check_connection, check_network
+from edge.alerts.client import ConnectFailure
 
 
 def mqtt_test(broker: Broker, tmp_path: Path, password: str = None, timeout: str = "3", **kwargs: object):

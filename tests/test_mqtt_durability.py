@@ -30,7 +30,7 @@ from conftest import MODELS_DIR, REPO, shared_data
 
 from mosquitto import Broker, Subscriber, broker, certs, write_config  # noqa: F401 (fixtures)
 
-from edge.outbox import Outbox
+from edge.alerts.outbox import Outbox
 
 DRIVER = Path(__file__).resolve().parent / "mqtt_driver.py"
 DEVICE = "dev1"
@@ -220,7 +220,7 @@ def write_daemon_config(folder: Path, broker: Broker, videos: Dict[str, Path]) -
 @pytest.fixture(scope="module")
 def small_model(model_onnx: Path) -> Path:
     """The default model converted at :data:`DAEMON_INPUT` (from the graph ``model_onnx`` fetched)."""
-    from edge.models import fetch_default_model
+    from edge.inference.models import fetch_default_model
 
     return fetch_default_model(MODELS_DIR, DAEMON_INPUT, log=lambda *_: None, offline=True)
 

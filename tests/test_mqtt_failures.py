@@ -21,7 +21,7 @@ from mosquitto import DEFAULT_ACL, Broker, Subscriber, broker, certs, wait_until
 from mqtt_driver import make_event
 
 from edge.config import load_config
-from edge.publisher import MqttSink
+from edge.alerts.publisher import MqttSink
 
 CAMERAS = ["room1", "room2"]
 

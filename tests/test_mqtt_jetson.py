@@ -1,4 +1,4 @@
-"""edge.jetson: the jtop figures for the stats message, and nothing (not an error) without jtop.
+"""edge.health.jetson: the jtop figures for the stats message, and nothing (not an error) without jtop.
 
 jtop cannot exist off a Jetson, so it is replaced behind the module's one import: by nothing (the
 degrade path), by a module whose client cannot reach the jtop service, and by a stand-in whose
@@ -13,7 +13,7 @@ from typing import Any, Dict
 
 import pytest
 
-from edge import jetson
+from edge.health import jetson
 
 JTOP_STATS: Dict[str, Any] = {  # jtop 4.x jetson.stats on an Orin, abridged
     "time": object(), "uptime": object(),
@@ -28,7 +28,7 @@ JTOP_STATS: Dict[str, Any] = {  # jtop 4.x jetson.stats on an Orin, abridged
 
 
 class FakeJtop:
-    """The part of jtop's client that edge.jetson reads."""
+    """The part of jtop's client that edge.health.jetson reads."""
 
     def __init__(self) -> None:
         self.stats = dict(JTOP_STATS)

@@ -19,7 +19,7 @@ from mosquitto import Broker, Subscriber, broker, certs, wait_until, write_confi
 from mqtt_driver import make_event
 
 from edge.config import load_config
-from edge.publisher import MqttSink
+from edge.alerts.publisher import MqttSink
 
 DRIVER = Path(__file__).resolve().parent / "mqtt_driver.py"
 

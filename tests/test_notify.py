@@ -18,7 +18,7 @@ import cv2
 import pytest
 
 from conftest import REPO, shared_data
-from edge.notify import Notifier, Watchdog
+from edge.health.notify import Notifier, Watchdog
 
 
 class Listener:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.outbox import Outbox, OutboxError
+from edge.alerts.outbox import Outbox, OutboxError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -99,7 +99,7 @@ def test_threads_append_concurrently(tmp_path: Path) -> None:
 
 WRITER = """
 import sys
-from edge.outbox import Outbox
+from edge.alerts.outbox import Outbox
 box = Outbox(sys.argv[1])
 i = 0
 while True:

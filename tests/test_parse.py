@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edge.parse import ParseParams, find_peaks, parse_poses
-from edge.specs import KEYPOINT_INDEX, KEYPOINTS, Limb, load_spec
+from edge.inference.specs import KEYPOINT_INDEX, KEYPOINTS, Limb, load_spec
 
 try:
     from tests.parse_oracle import oracle_parse

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge.preprocess import fit, preprocess
-from edge.specs import load_spec
+from edge.inference.preprocess import fit, preprocess
+from edge.inference.specs import load_spec
 
 MOBILENET = load_spec("openpose-mobilenet-thin")
 

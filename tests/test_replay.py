@@ -14,7 +14,7 @@ from conftest import SHARED_DATA, run_cli, shared_data
 from edge.config import load_config
 from edge.pipeline import FallDetector
 from edge.replay import ReplayError, replay_skeletons, replay_video
-from edge.sinks import SinkSet, SkeletonRecorder
+from edge.alerts.sinks import SinkSet, SkeletonRecorder
 from test_daemon import Collect, write_config
 
 # The clips are replayed at this many frames per second of video time (the daemon's max_fps): all

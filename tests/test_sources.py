@@ -13,7 +13,7 @@ import pytest
 
 from conftest import shared_data
 from edge.config import CameraConfig
-from edge.sources import (CameraSource, SourceError, SourceSettings, check_camera, correct_orientation, csi_pipeline,
+from edge.capture.sources import (CameraSource, SourceError, SourceSettings, check_camera, correct_orientation, csi_pipeline,
                           open_capture, opencv_has_gstreamer, redact_uri, uri_kind)
 
 FAST = SourceSettings(reconnect_min_s=0.05, reconnect_max_s=0.2, stall_timeout_s=0.6, open_timeout_s=2.0)

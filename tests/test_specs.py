@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import yaml
 
-from edge.specs import BUILTIN_SPECS, KEYPOINT_INDEX, KEYPOINTS, SpecError, decode, load_spec, spec_from_dict
+from edge.inference.specs import BUILTIN_SPECS, KEYPOINT_INDEX, KEYPOINTS, SpecError, decode, load_spec, spec_from_dict
 
 
 def _labelled(n_channels, h, w, layout, offset=0):

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from edge.config import ConfigError
-from edge.specs import KEYPOINT_INDEX as K
-from edge.specs import load_spec
+from edge.inference.specs import KEYPOINT_INDEX as K
+from edge.inference.specs import load_spec
 from edge.track import Tracker, TrackerConfig
-from edge.views import (MIRROR, TrackFeatures, ViewPolicy, ViewsConfig, make_views, max_views, merge_people,
+from edge.inference.views import (MIRROR, TrackFeatures, ViewPolicy, ViewsConfig, make_views, max_views, merge_people,
                         person_distance, track_features)
 
 from conftest import REPO, shared_data
@@ -52,7 +52,7 @@ def test_every_view_maps_a_spot_back_to_where_it_was(spec_name, mode, frame_hw):
 
 
 def test_upright_view_is_exactly_plain_preprocess():
-    from edge.preprocess import preprocess
+    from edge.inference.preprocess import preprocess
 
     frame = np.random.default_rng(1).integers(0, 255, (120, 160, 3), dtype=np.uint8)
     spec = load_spec("openpose-mobilenet-thin")
@@ -74,7 +74,7 @@ def test_an_engine_with_a_smaller_batch_than_the_views_need_is_reported_at_start
     from types import SimpleNamespace
 
     from edge.config import load_config
-    from edge.pose import _warn_if_batch_too_small
+    from edge.inference.model import _warn_if_batch_too_small
 
     auto = load_config(None, env={})
     path = tmp_path / "never.yaml"
@@ -361,7 +361,7 @@ def _load_eval():
 def clip_runner(model_onnx):
     shared_data("gmdcsa24", "labels.csv")
     from edge.config import ModelConfig
-    from edge.engines.onnxruntime import OnnxRuntimeEngine
+    from edge.inference.engines.onnxruntime import OnnxRuntimeEngine
 
     ev = _load_eval()
     engine = OnnxRuntimeEngine(model_onnx)
@@ -406,7 +406,7 @@ def test_merging_keeps_everyone_the_upright_view_found_in_group_photos(pose_mode
 
     from edge.config import ModelConfig
     from edge.parse import parse_poses
-    from edge.specs import decode
+    from edge.inference.specs import decode
 
     for name in MULTI_PERSON_IMAGES:
         image = cv2.imread(str(shared_data("images", name)))

@@ -1,6 +1,6 @@
 """What every inference backend is: the :class:`Engine` interface and :class:`EngineError`.
 
-Leaf of edge.engines: the backends import it, and the package's :func:`create_engine` imports
+Leaf of edge.inference.engines: the backends import it, and the package's :func:`create_engine` imports
 the backends, so nothing imports in a circle.
 """
 from __future__ import annotations

@@ -4,7 +4,7 @@ Pose networks trained on everyday photos see upright people; a person lying on t
 mostly missed in the upright view and found when the frame is turned by 90 degrees. Three pieces:
 
 * :func:`make_views` -- the frame's views as one engine batch (rotation is done by
-  :func:`edge.preprocess.preprocess`, so it works for every model spec), with the exact
+  :func:`edge.inference.preprocess.preprocess`, so it works for every model spec), with the exact
   transform of each view back to frame coordinates;
 * :func:`merge_people` -- the people of every view, mapped to the frame, with one person seen in
   several views merged into one (the most complete, then most confident, skeleton is kept);
@@ -25,9 +25,9 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from edge.preprocess import Transform, preprocess
+from edge.inference.preprocess import Transform, preprocess
 from edge.settings import Section, setting
-from edge.specs import KEYPOINT_INDEX, KEYPOINTS, ModelSpec
+from edge.inference.specs import KEYPOINT_INDEX, KEYPOINTS, ModelSpec
 
 POLICIES = ("auto", "always", "never")
 ROTATED_VIEWS = {"both": (90, -90), "cw": (90,), "ccw": (-90,)}  # config value -> rotations, degrees cw

@@ -1,7 +1,7 @@
 """Facts about this device that a TensorRT engine depends on: TensorRT version, GPU, L4T release.
 
 An engine runs only on the TensorRT version and GPU (compute capability) it was built for;
-JetPack is known by its L4T release (read by :mod:`edge.board`).
+JetPack is known by its L4T release (read by :mod:`edge.health.board`).
 """
 from __future__ import annotations
 
@@ -22,24 +22,24 @@ class DeviceFacts:
 
 
 def jetpack_of(l4t_release: Optional[str]) -> Optional[str]:
-    """``"R35.4.1"`` -> ``"5.1.2"`` (edge.board's table); None when not known."""
-    from edge.board import Board, parse_l4t
+    """``"R35.4.1"`` -> ``"5.1.2"`` (edge.health.board's table); None when not known."""
+    from edge.health.board import Board, parse_l4t
 
     l4t = parse_l4t(l4t_release) if l4t_release else None
     return None if l4t is None else Board(model=None, l4t=l4t, l4t_source=None).jetpack
 
 
 def l4t_release() -> Optional[str]:
-    """This Jetson's L4T release as ``R35.4.1``, or None (see :func:`edge.board.detect_board`)."""
-    from edge.board import detect_board
+    """This Jetson's L4T release as ``R35.4.1``, or None (see :func:`edge.health.board.detect_board`)."""
+    from edge.health.board import detect_board
 
     return detect_board().release
 
 
 def current_device(device_index: int = 0) -> DeviceFacts:
     """This machine's facts; needs TensorRT and pycuda (EngineError otherwise)."""
-    from edge.engines.cuda import device_facts
-    from edge.engines.trt_api import tensorrt_version
+    from edge.inference.engines.cuda import device_facts
+    from edge.inference.engines.trt_api import tensorrt_version
 
     name, capability = device_facts(device_index)
     return DeviceFacts(tensorrt_version(), name, capability, l4t_release())

@@ -3,8 +3,8 @@
 :func:`open_connection` does DNS, TCP, the TLS handshake and sends CONNECT in one call (paho's
 ``connect``) and turns each way it can fail into a :class:`ConnectFailure` whose message says what
 was wrong and, as its ``fix``, what to change (``mqtt.host``, ``mqtt.port``, ``mqtt.tls.*``). A refused
-CONNACK arrives later, on the network loop: :func:`refusal` words it. Used by :mod:`edge.mqttlink`
-(the daemon's connection) and :mod:`edge.mqttcheck` (``fallwatch mqtt-test``). Never logs or returns
+CONNACK arrives later, on the network loop: :func:`refusal` words it. Used by :mod:`edge.alerts.link`
+(the daemon's connection) and :mod:`edge.alerts.probe` (``fallwatch mqtt-test``). Never logs or returns
 the password.
 """
 from __future__ import annotations

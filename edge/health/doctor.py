@@ -1,10 +1,10 @@
 """``fallwatch doctor``: can this device do the job, and what to fix — one line per check.
 
-Each check is a small function returning a :class:`~edge.checks.CheckResult` (status ``ok`` /
+Each check is a small function returning a :class:`~edge.health.checks.CheckResult` (status ``ok`` /
 ``warn`` / ``fail``, a message, and for warn/fail the fix, taken from an error's ``fix`` field when
 the error says it). :func:`run_checks` runs them in order, passing along what one
 check learnt (a camera frame for the inference check). Hardware goes through the thin modules that
-own it (edge.engines.*, edge.sources, edge.jetson, edge.mqttcheck); a check that cannot see what it
+own it (edge.inference.engines.*, edge.capture.sources, edge.health.jetson, edge.alerts.probe); a check that cannot see what it
 checks (no TensorRT here, say) says so as ``warn`` or ``fail``, never ``ok``.
 """
 from __future__ import annotations
@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from edge.board import SUPPORTED_TEXT, Board, detect_board
-from edge.checks import FAIL, OK, WARN, CheckResult, any_failed
+from edge.health.board import SUPPORTED_TEXT, Board, detect_board
+from edge.health.checks import FAIL, OK, WARN, CheckResult, any_failed
 
 SERVICE = "fallwatch.service"
 SERVICE_ENV_FILE = Path("/etc/fallwatch/env")
@@ -73,9 +73,9 @@ def check_runtime(backend: str) -> CheckResult:
                                "pip install onnxruntime (or the [cpu] extra: pip install 'fallwatch[cpu]')")
         return CheckResult("runtime", OK, "ONNX Runtime %s (%s)"
                            % (onnxruntime.__version__, ", ".join(onnxruntime.get_available_providers())))
-    from edge.engines import EngineError
-    from edge.engines.cuda import import_cuda
-    from edge.engines.tensorrt import runtime_versions
+    from edge.inference.engines import EngineError
+    from edge.inference.engines.cuda import import_cuda
+    from edge.inference.engines.tensorrt import runtime_versions
 
     try:
         versions = runtime_versions()
@@ -101,7 +101,7 @@ def check_opencv(camera_uris: Sequence[str], cv2: Any = None) -> CheckResult:
             return CheckResult("opencv", FAIL, "cannot import cv2 (%s)" % exc,
                                "on a Jetson: sudo apt-get install nvidia-opencv (the venv must see system packages); "
                                "elsewhere: pip install opencv-python-headless")
-    from edge.sources import opencv_has_gstreamer
+    from edge.capture.sources import opencv_has_gstreamer
 
     gst = opencv_has_gstreamer(cv2.getBuildInformation())
     text = "OpenCV %s, GStreamer %s" % (cv2.__version__, "yes" if gst else "no")
@@ -137,8 +137,8 @@ def _with_timeout(fn: Callable[[], Any], timeout_s: float) -> Tuple[bool, Any]:
 
 
 def _read_frames(camera: Any, count: int, timeout_s: float) -> Tuple[Any, int]:
-    """Open ``camera`` as the daemon does (edge.sources) and read ``count`` frames: (last frame, count read)."""
-    from edge import sources
+    """Open ``camera`` as the daemon does (edge.capture.sources) and read ``count`` frames: (last frame, count read)."""
+    from edge.capture import sources
 
     capture = sources.open_capture(camera, sources.SourceSettings(open_timeout_s=timeout_s,
                                                                   stall_timeout_s=timeout_s / 2))
@@ -157,7 +157,7 @@ def _read_frames(camera: Any, count: int, timeout_s: float) -> Tuple[Any, int]:
 def _shown_uri(uri: str) -> str:
     """The URI without a password, for the report."""
     try:
-        from edge.sources import redact_uri
+        from edge.capture.sources import redact_uri
     except ImportError:
         return uri.split("@", 1)[-1] if "@" in uri else uri
     return redact_uri(uri)
@@ -206,11 +206,11 @@ def check_engine(config: Any, board: Board) -> CheckResult:
     """The TensorRT engine file exists, is intact, and was built for this device, TensorRT and model."""
     if config.engine.backend != "tensorrt":
         return CheckResult("engine", OK, "engine.backend is %s: no TensorRT engine needed" % config.engine.backend)
-    from edge.engines import EngineError
-    from edge.engines.device import current_device
-    from edge.engines.metadata import check_engine as check_engine_file, read_metadata
-    from edge.engines.tensorrt import engine_path_for
-    from edge.pose import input_hw, model_path
+    from edge.inference.engines import EngineError
+    from edge.inference.engines.device import current_device
+    from edge.inference.engines.metadata import check_engine as check_engine_file, read_metadata
+    from edge.inference.engines.tensorrt import engine_path_for
+    from edge.inference.model import input_hw, model_path
 
     try:
         model = model_path(config)
@@ -243,9 +243,9 @@ def check_inference(config: Any, frame: Any) -> CheckResult:
     if frame is None:
         return CheckResult("inference", WARN, "skipped: no camera delivered a frame to run on",
                            "fix the camera first; then doctor runs the model on one of its frames")
-    from edge.engines import EngineError
+    from edge.inference.engines import EngineError
     from edge.pipeline import CameraPipeline
-    from edge.pose import open_pose_model
+    from edge.inference.model import open_pose_model
 
     try:
         model = open_pose_model(config)
@@ -273,12 +273,12 @@ def check_inference(config: Any, frame: Any) -> CheckResult:
 
 
 def check_mqtt(config: Any) -> CheckResult:
-    """Connect, log in, publish to the broker and get the event back (edge.mqttcheck, as ``mqtt-test``)."""
+    """Connect, log in, publish to the broker and get the event back (edge.alerts.probe, as ``mqtt-test``)."""
     if not config.mqtt.enabled:
         return CheckResult("mqtt", WARN, "mqtt.enabled is false: alerts go to the log only",
                            "set mqtt.enabled: true and mqtt.host (and user/password) in the configuration")
-    from edge.mqttcheck import check_connection
-    from edge.mqttclient import ConnectFailure
+    from edge.alerts.probe import check_connection
+    from edge.alerts.client import ConnectFailure
 
     where = "%s:%d" % (config.mqtt.host, config.mqtt.port)
     try:
@@ -325,7 +325,7 @@ def check_jtop(board: Board, run_dir: Path = Path("/run")) -> CheckResult:
     if not (run_dir / "jtop.sock").exists():
         return CheckResult("jtop", WARN, "jtop.service is not running (%s missing)" % (run_dir / "jtop.sock"),
                            "sudo systemctl enable --now jtop.service")
-    from edge import jetson
+    from edge.health import jetson
 
     try:
         stats = jetson.read_stats()

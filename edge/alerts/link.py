@@ -1,6 +1,6 @@
 """The daemon's connection to the broker: a network thread that connects, serves, and reconnects.
 
-Every connection is a fresh paho client on a clean session (:func:`edge.mqttclient.new_client`), so
+Every connection is a fresh paho client on a clean session (:func:`edge.alerts.client.new_client`), so
 paho never holds a queue of its own while offline; what to publish is the :class:`Session`'s
 business. Failures (DNS, TCP, TLS, refused login, no CONNACK, closed before CONNACK) give one ERROR
 line naming the fix and a retry after ``mqtt.reconnect_min_s``, doubling to ``mqtt.reconnect_max_s``;
@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Any, Callable, Optional, Tuple
 
-from edge.mqttclient import ConnectFailure, new_client, open_connection, refusal
+from edge.alerts.client import ConnectFailure, new_client, open_connection, refusal
 
 log = logging.getLogger("fallwatch.mqtt")
 _paho_log = logging.getLogger("fallwatch.mqtt.paho")  # paho's own trace (no secrets), DEBUG only

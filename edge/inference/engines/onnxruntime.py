@@ -6,7 +6,7 @@ from typing import Dict
 
 import numpy as np
 
-from edge.engines.base import Engine, EngineError
+from edge.inference.engines.base import Engine, EngineError
 
 
 class OnnxRuntimeEngine(Engine):

@@ -1,15 +1,15 @@
 """MQTT out: fall events that are never lost, camera state, stats, snapshots, Home Assistant discovery.
 
 :class:`MqttSink` is the daemon's MQTT sink. :meth:`MqttSink.emit` writes the event to the
-:class:`~edge.outbox.Outbox` (fsynced) and returns; from then on the event survives SIGKILL and
+:class:`~edge.alerts.outbox.Outbox` (fsynced) and returns; from then on the event survives SIGKILL and
 power loss. The pieces, one job each:
 
-- :mod:`edge.topics`: the topics (DESIGN.md contract 4);
-- :mod:`edge.mqttlink`: the network thread: connect, reconnect with backoff, name each failure;
-- :mod:`edge.delivery`: the outbox pump, the in-flight window and PUBACK bookkeeping (at least
+- :mod:`edge.alerts.topics`: the topics (DESIGN.md contract 4);
+- :mod:`edge.alerts.link`: the network thread: connect, reconnect with backoff, name each failure;
+- :mod:`edge.alerts.delivery`: the outbox pump, the in-flight window and PUBACK bookkeeping (at least
   once, in order per camera);
-- :mod:`edge.camerastate`: each camera's retained ``ON``/``OFF`` state and snapshot frames;
-- :mod:`edge.hass`: Home Assistant discovery payloads;
+- :mod:`edge.alerts.camerastate`: each camera's retained ``ON``/``OFF`` state and snapshot frames;
+- :mod:`edge.alerts.hass`: Home Assistant discovery payloads;
 - this module: the sink's interface, ``online``/``offline`` (the Last Will), and the ``stats`` message.
 """
 from __future__ import annotations
@@ -19,12 +19,12 @@ import threading
 import time
 from typing import Any, Dict, Optional
 
-from edge.camerastate import CameraStates
-from edge.delivery import Delivery
-from edge.events import encode_event, iso_utc
-from edge.mqttlink import MqttLink, Session
-from edge.outbox import Outbox
-from edge.topics import Topics, is_topic_level
+from edge.alerts.camerastate import CameraStates
+from edge.alerts.delivery import Delivery
+from edge.alerts.events import encode_event, iso_utc
+from edge.alerts.link import MqttLink, Session
+from edge.alerts.outbox import Outbox
+from edge.alerts.topics import Topics, is_topic_level
 
 log = logging.getLogger("fallwatch.mqtt")
 
@@ -133,7 +133,7 @@ class MqttSink(Session):
 
     def stats_message(self) -> Dict[str, Any]:
         """The ``stats`` payload: the daemon's figures, this sink's counters, and Jetson figures when there are any."""
-        from edge.jetson import read_stats
+        from edge.health.jetson import read_stats
 
         with self._lock:
             message: Dict[str, Any] = {"device": self._config.device_id, "timestamp": iso_utc(),
@@ -225,7 +225,7 @@ class MqttSink(Session):
         return hass.birth_topic or hass.discovery_prefix + "/status"
 
     def _announce(self) -> None:
-        from edge.hass import discovery_messages
+        from edge.alerts.hass import discovery_messages
 
         for topic, payload in discovery_messages(self._cfg.homeassistant.discovery_prefix, self._config.device_id,
                                                  self._cameras.cameras(), self.topics):
@@ -242,7 +242,7 @@ class MqttSink(Session):
             self._publish_snapshot(camera, record)
 
     def _publish_snapshot(self, camera: str, record: Any) -> None:
-        from edge.snapshot import render_snapshot
+        from edge.alerts.snapshot import render_snapshot
 
         snap = self._cfg.snapshot
         try:

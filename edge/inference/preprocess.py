@@ -11,7 +11,7 @@ from typing import Optional, Tuple
 import cv2
 import numpy as np
 
-from edge.specs import ModelSpec
+from edge.inference.specs import ModelSpec
 
 RESIZE_MODES = ("letterbox", "stretch")
 # Rotations preprocess can apply, degrees clockwise -> (cv2 rotate code, normalised rotated -> frame map

@@ -6,15 +6,15 @@ One retained config per camera on
 from ``<device>/status`` (``online``/``offline``, the Last Will), and attributes taken from the
 last fall event on ``<camera>/fall`` (a few fields, not the keypoints). All cameras of a device
 share one Home Assistant device. Home Assistant publishes ``online`` on its birth topic when it
-starts; the announcements are then sent again (:mod:`edge.publisher` does that).
+starts; the announcements are then sent again (:mod:`edge.alerts.publisher` does that).
 """
 from __future__ import annotations
 
 from typing import Dict, List, Sequence, Tuple
 
 from edge import __version__
-from edge.events import encode_event
-from edge.topics import Topics
+from edge.alerts.events import encode_event
+from edge.alerts.topics import Topics
 
 # Jinja template Home Assistant applies to each message on the fall topic to get the attributes.
 ATTRIBUTES_TEMPLATE = ("{{ {'event_id': value_json.event_id, 'type': value_json.type, "

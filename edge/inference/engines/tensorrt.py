@@ -4,7 +4,7 @@ One CUDA stream, page-locked host buffers and device buffers sized for the engin
 asynchronous copies in and out around ``execute_async_v3``. Any batch up to the engine's maximum
 runs at once (larger ones in chunks); an engine with a fixed batch N gets zero-padded chunks of N.
 :meth:`TensorRTEngine.close` frees every buffer and then the CUDA context. Only the tensor-name API
-(TensorRT 8.5+, the one TensorRT 10 kept) is used; see :mod:`edge.engines.trt_api`.
+(TensorRT 8.5+, the one TensorRT 10 kept) is used; see :mod:`edge.inference.engines.trt_api`.
 """
 from __future__ import annotations
 
@@ -14,15 +14,15 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from edge.engines.base import Engine, EngineError
+from edge.inference.engines.base import Engine, EngineError
 
 log = logging.getLogger("fallwatch.engine")
 
 
 class TensorRTEngine(Engine):
     def __init__(self, plan_path: Path, device_index: int = 0, verbose: bool = False) -> None:
-        from edge.engines.cuda import CudaContext
-        from edge.engines.trt_api import import_tensorrt, make_logger
+        from edge.inference.engines.cuda import CudaContext
+        from edge.inference.engines.trt_api import import_tensorrt, make_logger
 
         trt = import_tensorrt()
         self._trt = trt
@@ -120,7 +120,7 @@ class TensorRTEngine(Engine):
         context = getattr(self, "_cuda_context", None)
         if context is None:
             return
-        from edge.engines.cuda import free_host
+        from edge.inference.engines.cuda import free_host
 
         try:
             with context.active():
@@ -139,7 +139,7 @@ class TensorRTEngine(Engine):
 
 def runtime_versions() -> Dict[str, str]:
     """TensorRT and CUDA facts for ``fallwatch doctor``; EngineError when they cannot be imported."""
-    from edge.engines.device import current_device
+    from edge.inference.engines.device import current_device
 
     facts = current_device()
     out = {"TensorRT": facts.tensorrt_version, "GPU": "%s (compute %s)" % (facts.device_name,
@@ -151,7 +151,7 @@ def runtime_versions() -> Dict[str, str]:
 
 def engine_path_for(config: Any, model_path: Path) -> Path:
     """``engine.engine_file``, or the default file name for this model, input size and precision."""
-    from edge.engines.metadata import default_engine_path
+    from edge.inference.engines.metadata import default_engine_path
 
     if config.engine.engine_file is not None:
         return Path(config.engine.engine_file)
@@ -162,8 +162,8 @@ def engine_path_for(config: Any, model_path: Path) -> Path:
 def open_checked(engine_path: Path, model_path: Optional[Path], input_hw: Optional[Tuple[int, int]],
                  precision: Optional[str] = None) -> TensorRTEngine:
     """Check the engine's metadata against this device and model, then load it."""
-    from edge.engines.device import current_device
-    from edge.engines.metadata import check_engine
+    from edge.inference.engines.device import current_device
+    from edge.inference.engines.metadata import check_engine
 
     check_engine(engine_path, current_device(), model_path, input_hw, precision)
     return TensorRTEngine(engine_path)

@@ -2,7 +2,7 @@
 
 Every sink has ``emit(event)`` (a fall event, DESIGN.md contract 4), ``frame(record)`` (a
 :class:`edge.pipeline.FrameRecord` per processed frame), ``stats(dict)`` (periodic figures) and
-``close()`` (flush and release; called once, at the end). The MQTT publisher (edge.publisher.MqttSink)
+``close()`` (flush and release; called once, at the end). The MQTT publisher (edge.alerts.publisher.MqttSink)
 implements the same four. :class:`SinkSet` fans calls out and keeps one failing sink from
 stopping the others.
 """
@@ -17,7 +17,7 @@ from typing import IO, Any, Dict, List, Optional, Sequence, Union
 import cv2
 import numpy as np
 
-from edge.events import encode_event
+from edge.alerts.events import encode_event
 from edge.skeleton import NUM_KEYPOINTS, draw_skeletons, track_colour
 
 log = logging.getLogger("fallwatch.sinks")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any, Optional, Tuple
 
-from edge.engines.base import EngineError
+from edge.inference.engines.base import EngineError
 
 MIN_VERSION = (8, 5)
 _MODULE: Optional[Any] = None

@@ -9,7 +9,7 @@ from typing import List, Tuple
 import cv2
 import numpy as np
 
-from edge.preprocess import Transform
+from edge.inference.preprocess import Transform
 from edge.skeleton import KEYPOINTS
 
 
@@ -54,7 +54,7 @@ def render_maps(image: np.ndarray, heatmaps: np.ndarray, pafs: np.ndarray, trans
                 tile_width: int = 240) -> np.ndarray:
     """A sheet for one frame: the max over keypoint heatmaps, the max PAF magnitude, then one
     tile per keypoint, each over the frame. ``heatmaps`` ``(18[+1], h, w)``, ``pafs`` ``(2L, h', w')``
-    canonical (see :func:`edge.specs.decode`)."""
+    canonical (see :func:`edge.inference.specs.decode`)."""
     hw = image.shape[:2]
     parts = [map_to_frame(np.clip(c, 0, 1), transform, hw) for c in heatmaps[:len(KEYPOINTS)]]
     magnitude = np.sqrt(pafs[0::2] ** 2 + pafs[1::2] ** 2).max(axis=0)

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Tuple
 
-from edge.engines import Engine, EngineError, create_engine
-from edge.specs import ModelSpec, load_spec
+from edge.inference.engines import Engine, EngineError, create_engine
+from edge.inference.specs import ModelSpec, load_spec
 
 DEFAULT_SPEC = "openpose-mobilenet-thin"
 log = logging.getLogger("fallwatch.pose")
@@ -24,7 +24,7 @@ def model_path(config) -> Path:
     if config.model.spec != DEFAULT_SPEC:
         raise EngineError("model.onnx must name the ONNX file of model.spec %r (only %s is fetched "
                           "automatically)" % (config.model.spec, DEFAULT_SPEC))
-    from edge.models import default_onnx_path
+    from edge.inference.models import default_onnx_path
 
     path = default_onnx_path(config.paths.models_dir, input_hw(config))
     if not path.is_file():
@@ -52,7 +52,7 @@ def open_pose_model(config) -> PoseModel:
     spec = load_spec(config.model.spec)
     onnx = model_path(config)
     if config.engine.backend == "tensorrt":
-        from edge.engines.tensorrt import engine_path_for  # imports nothing of TensorRT itself
+        from edge.inference.engines.tensorrt import engine_path_for  # imports nothing of TensorRT itself
 
         engine = create_engine("tensorrt", onnx, engine_file=engine_path_for(config, onnx),
                                input_hw=input_hw(config), precision=config.engine.precision)
@@ -68,7 +68,7 @@ def open_pose_model(config) -> PoseModel:
 def _warn_if_batch_too_small(engine, config) -> None:
     """An engine built for fewer images per batch than views.policy may ask for still works (the
     views run in several passes, each costing a full inference), so this warns instead of refusing."""
-    from edge.views import max_views
+    from edge.inference.views import max_views
 
     most = getattr(engine, "max_batch", None)
     wanted = max_views(config.views.policy, config.views.rotated_views)

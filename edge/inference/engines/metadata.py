@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, List, Optional, Sequence, Tuple, Union
 
-from edge.engines.base import EngineError
-from edge.engines.device import DeviceFacts, jetpack_of
+from edge.inference.engines.base import EngineError
+from edge.inference.engines.device import DeviceFacts, jetpack_of
 
 FORMAT = 1
 PRECISIONS = ("int8", "fp16", "fp32")
@@ -39,7 +39,7 @@ class EngineMetadata:
     calibrator: Optional[str] = None  # entropy | minmax | None
     dla_core: Optional[int] = None
     jetpack: Optional[str] = None  # from l4t_release, for people
-    build_time: str = ""  # ISO 8601 UTC (edge.events.iso_utc)
+    build_time: str = ""  # ISO 8601 UTC (edge.alerts.events.iso_utc)
     build_seconds: float = 0.0
     fallwatch_version: str = ""
     format: int = FORMAT
@@ -147,7 +147,7 @@ def check_engine(engine_path: Union[str, Path], device: DeviceFacts, model_path:
                  input_hw: Optional[Sequence[int]] = None, precision: Optional[str] = None) -> EngineMetadata:
     """Refuse an engine that is missing, truncated, corrupted, or built for another device, model,
     input size or precision: EngineError with the exact rebuild command. Returns its metadata."""
-    from edge.models import sha256_file
+    from edge.inference.models import sha256_file
 
     engine_path = Path(engine_path)
     prec = precision or "int8"

@@ -1,7 +1,7 @@
 """Inference backends behind one small interface.
 
 An engine takes a batch of preprocessed input tensors and returns the network's raw outputs by
-tensor name; :func:`edge.specs.decode` makes sense of them. Each backend lives in its own
+tensor name; :func:`edge.inference.specs.decode` makes sense of them. Each backend lives in its own
 module, imported only when chosen, so a machine without TensorRT never imports it.
 """
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Tuple
 
-from edge.engines.base import BACKENDS, Engine, EngineError
+from edge.inference.engines.base import BACKENDS, Engine, EngineError
 
 __all__ = ["BACKENDS", "Engine", "EngineError", "create_engine"]
 
@@ -21,11 +21,11 @@ def create_engine(backend: str, model_path: Path, threads: int = 0, engine_file:
     against this device, the ONNX ``model_path`` it must have been built from, ``input_hw`` (height,
     width) and ``precision``; a mismatch raises EngineError with the exact rebuild command."""
     if backend == "onnxruntime":
-        from edge.engines.onnxruntime import OnnxRuntimeEngine
+        from edge.inference.engines.onnxruntime import OnnxRuntimeEngine
 
         return OnnxRuntimeEngine(Path(model_path), threads=threads)
     if backend == "tensorrt":
-        from edge.engines.tensorrt import open_checked
+        from edge.inference.engines.tensorrt import open_checked
 
         if engine_file is None:
             if Path(model_path).suffix not in (".engine", ".plan"):

@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 
 from edge.errors import FallwatchError
-from edge.video import VideoError, VideoReader, correct_orientation, usable_fps
+from edge.capture.video import VideoError, VideoReader, correct_orientation, usable_fps
 
 log = logging.getLogger("fallwatch.sources")
 
@@ -180,7 +180,7 @@ class Capture:
 
 def open_capture(camera, settings: SourceSettings = SourceSettings()) -> Union[Capture, VideoReader]:
     """Open ``camera`` (a config.CameraConfig: name, uri, width, height, fps, flip); a video file
-    is opened with the one video reader (edge.video).
+    is opened with the one video reader (edge.capture.video).
 
     Raises :class:`SourceError` saying what failed; the caller retries with backoff.
     """

@@ -1,6 +1,6 @@
 """``fallwatch mqtt-test``: connect with the configured settings one step at a time and say what failed.
 
-Steps, each an :class:`~edge.checks.CheckResult` ``ok``, ``fail`` (with the fix) or ``skip``: DNS
+Steps, each an :class:`~edge.health.checks.CheckResult` ``ok``, ``fail`` (with the fix) or ``skip``: DNS
 (resolve ``mqtt.host``), TCP (connect to ``mqtt.port``), TLS (handshake and certificate check with
 ``mqtt.tls``), login (CONNECT/CONNACK with the user name and password), publish (a test event, QoS 1,
 on ``<prefix>/<device>/mqtt-test``, never a camera's topic: nobody gets a false alarm), delivery (the
@@ -18,10 +18,10 @@ import time
 import uuid
 from typing import Any, Dict, List, Optional
 
-from edge.checks import FAIL, OK, SKIP, CheckResult, any_failed, format_result
-from edge.events import encode_event, iso_utc
-from edge.mqttclient import ConnectFailure, new_client, open_connection, refusal, ssl_context, tls_verify_failure
-from edge.topics import Topics
+from edge.health.checks import FAIL, OK, SKIP, CheckResult, any_failed, format_result
+from edge.alerts.events import encode_event, iso_utc
+from edge.alerts.client import ConnectFailure, new_client, open_connection, refusal, ssl_context, tls_verify_failure
+from edge.alerts.topics import Topics
 
 NAME_WIDTH = 9  # the longest step name, "delivery", and a space
 

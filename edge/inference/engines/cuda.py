@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Iterator, Optional, Tuple
 
-from edge.engines.base import EngineError
+from edge.inference.engines.base import EngineError
 
 _DRIVER: Optional[Any] = None
 

@@ -22,7 +22,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from edge.tfgraph import Node, parse_graphdef
+from edge.inference.tfgraph import Node, parse_graphdef
 
 OPSET = 13
 IR_VERSION = 7  # the IR version that came with opset 13: older runtimes (JetPack 5) load it
@@ -309,7 +309,7 @@ class _Converter:
 def graphdef_to_onnx(graph: Union[bytes, bytearray, Sequence[Node]], input_name: str = "image",
                      output_name: str = "Openpose/concat_stage7", height: int = 368, width: int = 432,
                      dynamic_batch: bool = True) -> onnx.ModelProto:
-    """A frozen TF ``GraphDef`` (serialised bytes or parsed :class:`~edge.tfgraph.Node` list) -> ONNX.
+    """A frozen TF ``GraphDef`` (serialised bytes or parsed :class:`~edge.inference.tfgraph.Node` list) -> ONNX.
 
     ``height`` x ``width`` is the fixed input size in pixels (multiples of 8). The model's input
     and output keep the TF names and NHWC layout (see the module docstring). Only the nodes the
