@@ -350,7 +350,7 @@ def test_source_is_the_absolute_file(tmp_path, monkeypatch):
 
 
 def test_spec_given_as_path(tmp_path):
-    spec = (ROOT / "edge" / "specs" / "trt_pose.yaml").read_text(encoding="utf-8")
+    spec = (ROOT / "edge" / "inference" / "specs" / "trt_pose.yaml").read_text(encoding="utf-8")
     (tmp_path / "my_spec.yaml").write_text(spec, encoding="utf-8")
     config = load_config(write(tmp_path, "model: {spec: my_spec.yaml, input_height: 224, input_width: 224}\n"),
                          env={})

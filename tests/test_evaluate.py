@@ -61,7 +61,7 @@ def test_the_cache_key_follows_the_skeleton_code_and_settings(tmp_path):
     assert ev.skeleton_key(video, base, 5.0) != key
     code = _package_copy(tmp_path)
     before = ev.code_digest(code)
-    (code / "specs" / "a.yaml").write_text("x: 1\n")
+    (code / "inference" / "specs" / "a.yaml").write_text("x: 1\n")
     after_spec = ev.code_digest(code)
     _append(code / "track.py", "# changed")
     assert len({before, after_spec, ev.code_digest(code)}) == 3
