@@ -56,7 +56,7 @@ from typing import Any, List, Optional, Sequence, Tuple, Union
 import cv2
 import numpy as np
 
-from edge.skeleton import KEYPOINTS, NUM_KEYPOINTS
+from edge.skeleton import NUM_KEYPOINTS
 from edge.inference.specs import Limb, load_spec
 
 MIN_PART_CONFIDENCE = 1e-3  # a found part's confidence is at least this; 0 means missing

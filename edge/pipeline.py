@@ -73,6 +73,19 @@ def parse_views(spec: ModelSpec, heatmaps: np.ndarray, pafs: np.ndarray, params:
     return [parse_poses(heatmaps[i], pafs[i], spec.topology, params) for i in range(heatmaps.shape[0])]
 
 
+def merge_views(parsed: Sequence[Tuple[np.ndarray, np.ndarray]], transforms: Sequence[Transform],
+                rotations: Sequence[int], size: Tuple[int, int], views: Any) -> People:
+    """The merge stage: the people of each view (``(keypoints, scores)`` in the view's network-input
+    coordinates, with its transform and rotation) mapped back to the frame (``size`` = width, height)
+    and merged, so that one person seen in two views counts once (edge.inference.views.merge_people,
+    with ``views.merge_distance`` and ``views.merge_box_overlap``). Keypoints ``(x, y, confidence)``
+    are normalised to [0, 1] of the frame (clipped to it), (0, 0, 0) for a missing part, rounded to
+    :data:`COORD_DECIMALS` so that a recorded skeleton JSONL replays bit-identically."""
+    keypoints, scores, view = merge_people([k for k, _ in parsed], [s for _, s in parsed], transforms, size,
+                                           views.merge_distance, views.merge_box_overlap)
+    return People(quantise_keypoints(keypoints), np.asarray(rotations, np.int64)[view], scores)
+
+
 def quantise_keypoints(keypoints: np.ndarray) -> np.ndarray:
     """``(N, 18, 3)`` float64 with x, y clipped to the frame ([0, 1]: a part the network places in the
     letterbox padding, past the frame's edge, is put on the edge), rounded to COORD_DECIMALS."""
@@ -188,16 +201,13 @@ class CameraPipeline:
         return decode(self.model.spec, outputs)
 
     def parse(self, job: InferenceJob, heatmaps: np.ndarray, pafs: np.ndarray) -> People:
-        """Parse every view, map its people back to the frame and merge them (one person seen in two
-        views counts once, see edge.inference.views.merge_people). Keypoints ``(x, y, confidence)`` are
-        normalised to [0, 1] of the frame (clipped to it), (0, 0, 0) for a missing part, rounded to
-        :data:`COORD_DECIMALS` so that a recorded skeleton JSONL replays bit-identically."""
-        parsed = parse_views(self.model.spec, heatmaps, pafs, self.parse_params)
+        """Parse every view (:func:`parse_views`), then :meth:`merge` them."""
+        return self.merge(job, parse_views(self.model.spec, heatmaps, pafs, self.parse_params))
+
+    def merge(self, job: InferenceJob, parsed: Sequence[Tuple[np.ndarray, np.ndarray]]) -> People:
+        """:func:`merge_views` of the people of each view of ``job``."""
         size = (job.frame.image.shape[1], job.frame.image.shape[0])
-        keypoints, scores, view = merge_people([k for k, _ in parsed], [s for _, s in parsed], job.transforms,
-                                               size, self.view_params.merge_distance,
-                                               self.view_params.merge_box_overlap)
-        return People(quantise_keypoints(keypoints), np.asarray(job.rotations, np.int64)[view], scores)
+        return merge_views(parsed, job.transforms, job.rotations, size, self.view_params)
 
     def find_people(self, job: InferenceJob, outputs: Dict[str, np.ndarray],
                     timer: Optional[StageTimer] = None) -> People:

@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Measure what the rotated views buy on the real GMDCSA24 clips (issue 9).
 
-Runs the real default model (ONNX Runtime, CPU) over every clip of ``labels.csv`` at a sampled
-frame rate, in every view (upright, 90 cw, 90 ccw) and in each resize mode, and caches the
+Runs the real default model (ONNX Runtime, CPU) through the daemon's camera pipeline
+(edge.pipeline: its views, preprocess, engine, decode, parse, merge and track stages) over every
+clip of ``labels.csv`` at a sampled frame rate, in every view (upright, 90 cw, 90 ccw) and in
+each resize mode, and caches the
 parsed people per frame and view (``out/views_cache/`` by default), so that re-running with other
 policy thresholds costs no inference. Then it replays each clip through the view policy and the
 real tracker, frame by frame in time order, exactly as the daemon would (the policy picks the
@@ -30,16 +32,19 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
-import cv2
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from edge.parse import parse_poses  # noqa: E402
-from edge.inference.specs import load_spec, decode  # noqa: E402
-from edge.track import Tracker, TrackerConfig  # noqa: E402
-from edge.inference.views import ViewPolicy, ViewsConfig, make_views, merge_people  # noqa: E402
+from edge.capture.sources import Frame  # noqa: E402
+from edge.capture.video import VideoError, VideoReader  # noqa: E402
+from edge.config import load_config  # noqa: E402
+from edge.inference.model import PoseModel  # noqa: E402
+from edge.inference.specs import load_spec  # noqa: E402
+from edge.inference.views import ViewsConfig  # noqa: E402
+from edge.pipeline import CameraPipeline, InferenceJob, merge_views, parse_views  # noqa: E402
+from edge.track import TrackerConfig  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "gmdcsa24"
 MODEL = REPO / "models" / "openpose-mobilenet-thin" / "mobilenet_thin_368x432.onnx"
@@ -65,24 +70,16 @@ def read_labels(data: Path = DATA) -> List[Clip]:
 def sampled_frames(path: Path, fps: float) -> Iterator[Tuple[int, float, np.ndarray]]:
     """``(index, t seconds, BGR frame)`` of the frames of a video kept at about ``fps`` (all when 0):
     a frame is kept when its time reaches the next multiple of 1/fps after the last kept one."""
-    cap = cv2.VideoCapture(str(path))
-    if not cap.isOpened():
-        raise SystemExit("cannot open %s" % path)
-    rate = cap.get(cv2.CAP_PROP_FPS) or 30.0
-    next_t, index = 0.0, 0
+    next_t = 0.0
     try:
-        while True:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            t = index / rate
-            if fps <= 0 or t >= next_t - 1e-6:
-                yield index, t, frame
-                while fps > 0 and next_t <= t + 1e-6:
-                    next_t += 1.0 / fps
-            index += 1
-    finally:
-        cap.release()
+        with VideoReader(path) as reader:
+            for index, t, frame in reader.frames():
+                if fps <= 0 or t >= next_t - 1e-6:
+                    yield index, t, frame
+                    while fps > 0 and next_t <= t + 1e-6:
+                        next_t += 1.0 / fps
+    except VideoError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 @dataclasses.dataclass
@@ -99,24 +96,28 @@ class FrameViews:
 
 
 class ViewRunner:
-    """Runs the model on the views of frames, remembering every (clip, frame, rotation) it has run."""
+    """Runs the model on the views of frames through a camera pipeline's stages, remembering every
+    (clip, frame, rotation) it has parsed."""
 
     def __init__(self, engine, mode: str, spec_name: str = "openpose-mobilenet-thin") -> None:
         self.engine, self.mode, self.spec = engine, mode, load_spec(spec_name)
+        self.pipeline = CameraPipeline("eval", load_config(None, env={}), PoseModel(self.spec, engine, INPUT_HW, mode),
+                                       view_policy=False)
         self.memo: Dict[Tuple[str, int, int], Tuple[np.ndarray, np.ndarray]] = {}
         self.inferences = 0
 
     def people(self, clip: str, index: int, frame: np.ndarray, rotations: Sequence[int]
                ) -> Tuple[Dict[int, Tuple[np.ndarray, np.ndarray]], Dict[int, Any]]:
-        batch, transforms = make_views(frame, self.spec, INPUT_HW, self.mode, rotations)
+        job = self.pipeline.prepare(Frame("eval", index, 0.0, 0.0, frame), rotations)
         todo = [r for r in rotations if (clip, index, r) not in self.memo]
         if todo:
             rows = [i for i, r in enumerate(rotations) if r in todo]
-            heatmaps, pafs = decode(self.spec, self.engine.run(batch[rows]))
+            part = InferenceJob(job.frame, job.batch[rows], tuple(job.transforms[i] for i in rows), tuple(todo))
+            parsed = parse_views(self.spec, *self.pipeline.decode(self.pipeline.infer(part)))
             self.inferences += len(todo)
-            for i, r in enumerate(todo):
-                self.memo[(clip, index, r)] = parse_poses(heatmaps[i], pafs[i], self.spec.topology)
-        return ({r: self.memo[(clip, index, r)] for r in rotations}, dict(zip(rotations, transforms)))
+            for r, people in zip(todo, parsed):
+                self.memo[(clip, index, r)] = people
+        return ({r: self.memo[(clip, index, r)] for r in rotations}, dict(zip(rotations, job.transforms)))
 
 
 def load_views(runner: ViewRunner, clip: Clip, fps: float, rotations: Sequence[int] = ALL_ROTATIONS,
@@ -147,8 +148,9 @@ def cached_views(runner: ViewRunner, clip: Clip, fps: float, cache: Path) -> Lis
         for k, (index, t, w, h) in enumerate(z["frames"].tolist()):
             people = {r: (z["kp_%d_%d" % (k, r)], z["sc_%d_%d" % (k, r)]) for r in ALL_ROTATIONS}
             frames.append(FrameViews(int(index), float(t), (int(w), int(h)), people, {}))
-        _, transforms = make_views(np.zeros((frames[0].size[1], frames[0].size[0], 3), np.uint8), runner.spec,
-                                   INPUT_HW, runner.mode, ALL_ROTATIONS) if frames else (None, ())
+        blank = np.zeros((frames[0].size[1], frames[0].size[0], 3), np.uint8) if frames else None
+        transforms = runner.pipeline.prepare(Frame("eval", 0, 0.0, 0.0, blank), ALL_ROTATIONS).transforms \
+            if frames else ()
         for f in frames:
             f.transforms = dict(zip(ALL_ROTATIONS, transforms))
         return frames
@@ -183,9 +185,12 @@ class ClipResult:
 def replay(frames: Sequence[FrameViews], params: ViewsConfig, fall_start_s: Optional[float] = None,
            tracker_params: TrackerConfig = TrackerConfig(), runner: Optional[ViewRunner] = None,
            clip: str = "") -> ClipResult:
-    """Drive the policy and the real tracker through a clip's frames in time order. Views a frame
-    lacks are run by ``runner`` on the frame's image (only those the policy asks for)."""
-    policy, tracker = ViewPolicy(params), Tracker(tracker_params)
+    """Drive a camera pipeline's merge and track stages (the real tracker, fall detector and view
+    policy) through a clip's frames in time order. Views a frame lacks are run by ``runner`` on the
+    frame's image (only those the policy asks for)."""
+    config = dataclasses.replace(load_config(None, env={}), views=params, tracker=tracker_params)
+    pipeline = CameraPipeline("eval", config, view_policy=True)
+    policy = pipeline.views
     post = post_found = found = max_people = people6 = multi = 0
     for f in frames:
         rotations = policy.views_for(f.t)
@@ -196,11 +201,10 @@ def replay(frames: Sequence[FrameViews], params: ViewsConfig, fall_start_s: Opti
             f.transforms.update(transforms)
         elif missing:
             raise ValueError("frame %d has no people for rotation(s) %s" % (f.index, missing))
-        kps, _, _ = merge_people([f.people[r][0] for r in rotations], [f.people[r][1] for r in rotations],
-                                 [f.transforms[r] for r in rotations], f.size, params.merge_distance,
-                                 params.merge_box_overlap)
-        tracker.update(kps, f.t, f.size)
-        policy.observe(tracker.tracks, f.t, f.size)
+        merged = merge_views([f.people[r] for r in rotations], [f.transforms[r] for r in rotations], rotations,
+                             f.size, params)
+        pipeline.track(merged, f.t, f.t, f.size)
+        kps = merged.keypoints
         parts = (kps[..., 2] > 0).sum(axis=1)
         hit = bool((parts >= MIN_PARTS).any())
         found += hit
@@ -264,18 +268,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def bench(engine, mode: str, runs: int, video: Path) -> Dict[str, float]:
     """Median milliseconds per frame with 1 and with 3 views, everything from the BGR frame to the
-    merged people (preprocess, engine, decode, parse, merge)."""
-    spec = load_spec("openpose-mobilenet-thin")
-    _, _, frame = next(sampled_frames(video, 1.0))
+    merged people (the camera pipeline's prepare, infer, decode, parse and merge stages)."""
+    pipeline = CameraPipeline("bench", load_config(None, env={}),
+                              PoseModel(load_spec("openpose-mobilenet-thin"), engine, INPUT_HW, mode), view_policy=False)
+    _, _, image = next(sampled_frames(video, 1.0))
+    frame = Frame("bench", 0, 0.0, 0.0, image)
     out = {}
     for rotations in ((0,), ALL_ROTATIONS):
         times = []
         for _ in range(runs + 1):  # the first run warms up
             start = time.perf_counter()
-            batch, transforms = make_views(frame, spec, INPUT_HW, mode, rotations)
-            heatmaps, pafs = decode(spec, engine.run(batch))
-            people = [parse_poses(heatmaps[i], pafs[i], spec.topology) for i in range(len(rotations))]
-            merge_people([p[0] for p in people], [p[1] for p in people], transforms, frame.shape[1::-1])
+            job = pipeline.prepare(frame, rotations)
+            pipeline.find_people(job, pipeline.infer(job))
             times.append(time.perf_counter() - start)
         out["%d_views" % len(rotations)] = round(1000 * float(np.median(times[1:])), 1)
     print("\n%s, %s: median ms per frame over %d runs: 1 view %.1f, 3 views %.1f" % (

@@ -404,18 +404,15 @@ MULTI_PERSON_IMAGES = ["apollo11_crew.jpg"] + ["coco/COCO_val2014_000000000%s.jp
 def test_merging_keeps_everyone_the_upright_view_found_in_group_photos(pose_model):
     import cv2
 
-    from edge.config import ModelConfig
-    from edge.parse import parse_poses
-    from edge.inference.specs import decode
+    from edge.config import load_config
+    from edge.pipeline import CameraPipeline, parse_views, still_frame
 
+    pipeline = CameraPipeline("photos", load_config(None, env={}), pose_model)
     for name in MULTI_PERSON_IMAGES:
         image = cv2.imread(str(shared_data("images", name)))
-        batch, transforms = make_views(image, pose_model.spec, (368, 432), ModelConfig().resize, (0, 90, -90))
-        heatmaps, pafs = decode(pose_model.spec, pose_model.engine.run(batch))
-        people = [parse_poses(heatmaps[i], pafs[i], pose_model.spec.topology) for i in range(3)]
-        kps, _, view = merge_people([p[0] for p in people], [p[1] for p in people], transforms,
-                                    (image.shape[1], image.shape[0]), ViewsConfig().merge_distance,
-                                    ViewsConfig().merge_box_overlap)
+        job = pipeline.prepare(still_frame(image), (0, 90, -90))
+        people = parse_views(pose_model.spec, *pipeline.decode(pipeline.infer(job)))
+        kps = pipeline.merge(job, people).keypoints
         upright = len(people[0][0])
         assert upright >= 2, "%s: the upright view found %d people; this test needs a group" % (name, upright)
         # people of the upright view are never merged away (a rotated view may add someone it missed)
