@@ -4,7 +4,6 @@ a Jetson's L4T release), and the CLI's report and exit status."""
 from __future__ import annotations
 
 import json
-import os
 import types
 from pathlib import Path
 
