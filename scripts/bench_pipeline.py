@@ -115,7 +115,6 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="write the figures here too")
     args = parser.parse_args()
 
-    import cv2
     import onnxruntime
 
     from edge.config import load_config
@@ -128,14 +127,15 @@ def main() -> int:
         config = replace(config, engine=replace(config.engine, threads=args.threads))
     camera = replace(config.cameras[0], name="bench", uri=str(args.video.resolve()), loop=True, max_fps=0)
     config = replace(config, cameras=(camera,), daemon=replace(config.daemon, stats_interval_s=0))
-    cap = cv2.VideoCapture(str(args.video))
+    from edge.capture.video import VideoReader
+
     images = []
-    while len(images) < args.frames:
-        ok, image = cap.read()
-        if not ok:
-            break
-        images.append(image)
-    cap.release()
+    with VideoReader(args.video) as reader:
+        while len(images) < args.frames:
+            image = reader.read()
+            if image is None:
+                break
+            images.append(image)
     if not images:
         raise SystemExit("cannot read frames from %s" % args.video)
     model = open_pose_model(config)
