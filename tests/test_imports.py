@@ -3,7 +3,7 @@
 * no import cycles among the project's modules (lazy imports inside functions count: a cycle
   hidden in a function is still two modules that cannot be understood apart);
 * no stage imports the daemon or a command line (edge.daemon, edge.cli, calibration.cli), and
-  calibration never imports edge.cli;
+  calibration never imports edge.cli; the stages of the flow never import edge.pipeline;
 * tensorrt, pycuda, jtop and GStreamer pipelines each live in one module.
 """
 from __future__ import annotations
@@ -25,6 +25,8 @@ SEAMS = {
     "pycuda": "edge.inference.engines.cuda",
     "jtop": "edge.health.jetson",
 }
+# The stages of the flow, which the pipeline strings together: none of them imports the pipeline.
+STAGES = ("edge.capture", "edge.inference", "edge.parse", "edge.track", "edge.fall", "edge.skeleton", "edge.alerts")
 GSTREAMER_MARKERS = ("nvarguscamerasrc", "CAP_GSTREAMER", "appsink")
 GSTREAMER_HOME = "edge.capture.sources"
 
@@ -127,6 +129,9 @@ def problems(root: Path = REPO) -> List[str]:
         if name.startswith("calibration.") and "edge.cli" in imported:
             found.append("%s imports edge.cli (line %d): calibration never imports the fallwatch CLI"
                          % (name, imported["edge.cli"]))
+        if "edge.pipeline" in imported and any(name == s or name.startswith(s + ".") for s in STAGES):
+            found.append("%s imports edge.pipeline (line %d): the pipeline strings the stages together, not "
+                         "the other way round" % (name, imported["edge.pipeline"]))
         if name not in TOP:
             for module in sorted(FORBIDDEN_FOR_STAGES & set(imported)):
                 found.append("%s imports %s (line %d): stages never import the daemon or a CLI"
@@ -187,6 +192,8 @@ def _write(root: Path, files: Dict[str, str]) -> Path:
     ({"edge/pose.py": "def f():\n    import tensorrt as trt\n"},
      "edge.pose imports tensorrt (line 2): only edge.inference.engines.trt_api may"),
     ({"edge/board.py": "from jtop import jtop\n"}, "edge.board imports jtop (line 1): only edge.health.jetson may"),
+    ({"edge/track.py": "from edge.pipeline import People\n", "edge/pipeline.py": ""},
+     "edge.track imports edge.pipeline (line 1): the pipeline strings the stages together, not the other way round"),
     ({"edge/replay.py": "PIPE = 'v4l2src ! appsink'\n"},
      "edge.replay builds GStreamer pipelines: only edge.capture.sources may"),
 ])
