@@ -52,18 +52,15 @@ from typing import Any, Deque, Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from edge.settings import Section, setting, show
-
-# Keypoint indices (edge.inference.specs.KEYPOINTS).
-NOSE, NECK, R_SHO, R_ELB, R_WRI, L_SHO, L_ELB, L_WRI = 0, 1, 2, 3, 4, 5, 6, 7
-R_HIP, R_KNEE, R_ANK, L_HIP, L_KNEE, L_ANK, R_EYE, L_EYE, R_EAR, L_EAR = 8, 9, 10, 11, 12, 13, 14, 15, 16, 17
-HEAD = (NOSE, R_EYE, L_EYE, R_EAR, L_EAR)
+from edge.skeleton import (HEAD, L_ANKLE, L_ELBOW, L_HIP, L_KNEE, L_SHOULDER, L_WRIST, NECK, R_ANKLE, R_ELBOW,
+                           R_HIP, R_KNEE, R_SHOULDER, R_WRIST)
 
 # Segment length as a fraction of standing height (Drillis & Contini anthropometry; the neck
 # keypoint sits between the shoulders).
 SEGMENTS: Tuple[Tuple[int, int, float], ...] = (
     (NECK, R_HIP, 0.30), (NECK, L_HIP, 0.30), (R_HIP, R_KNEE, 0.245), (L_HIP, L_KNEE, 0.245),
-    (R_KNEE, R_ANK, 0.246), (L_KNEE, L_ANK, 0.246), (R_SHO, R_ELB, 0.186), (L_SHO, L_ELB, 0.186),
-    (R_ELB, R_WRI, 0.146), (L_ELB, L_WRI, 0.146),
+    (R_KNEE, R_ANKLE, 0.246), (L_KNEE, L_ANKLE, 0.246), (R_SHOULDER, R_ELBOW, 0.186),
+    (L_SHOULDER, L_ELBOW, 0.186), (R_ELBOW, R_WRIST, 0.146), (L_ELBOW, L_WRIST, 0.146),
 )
 _SEG_A = np.array([s[0] for s in SEGMENTS])
 _SEG_B = np.array([s[1] for s in SEGMENTS])
@@ -200,11 +197,11 @@ def observe(keypoints: np.ndarray, t: float, frame_size: Tuple[int, int], min_co
 
     head_y = mean_y(HEAD)
     if math.isnan(head_y) and not math.isnan(size):
-        top = mean_y((NECK,)) if ok[NECK] else mean_y((R_SHO, L_SHO))
+        top = mean_y((NECK,)) if ok[NECK] else mean_y((R_SHOULDER, L_SHOULDER))
         head_y = top - 0.08 * size if not math.isnan(top) else math.nan
     if math.isnan(head_y):
         head_y = float(np.nanmin(py))
-    top = mean_xy((NECK,)) or mean_xy((R_SHO, L_SHO)) or mean_xy(HEAD)
+    top = mean_xy((NECK,)) or mean_xy((R_SHOULDER, L_SHOULDER)) or mean_xy(HEAD)
     hips = mean_xy((R_HIP, L_HIP))
     bottom = hips or mean_xy((R_KNEE, L_KNEE))
     angle = math.nan
@@ -215,7 +212,7 @@ def observe(keypoints: np.ndarray, t: float, frame_size: Tuple[int, int], min_co
     centre_px = hips or (float(np.mean(xs)), float(np.mean(ys)))
     return Observation(
         t=float(t), size=size, head_y=head_y, hip_y=mean_y((R_HIP, L_HIP)), ankle_y=float(np.nanmax(
-            [py[R_ANK], py[L_ANK]])) if (ok[R_ANK] or ok[L_ANK]) else math.nan,
+            [py[R_ANKLE], py[L_ANKLE]])) if (ok[R_ANKLE] or ok[L_ANKLE]) else math.nan,
         knee_y=mean_y((R_KNEE, L_KNEE)), centre=(centre_px[0] / width, centre_px[1] / height),
         torso_angle_deg=angle, aspect=box_w / max(box_h, 1.0))
 

@@ -38,9 +38,9 @@ from typing import Deque, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from edge.skeleton import NUM_KEYPOINTS, box_size, skeleton_bbox
 from edge.settings import Section, setting
 
-NUM_KEYPOINTS = 18
 _FAR = 1e6  # cost of a pair that may not match
 TENTATIVE_HANDICAP = 0.1  # person heights added to the distances of a tentative track seen beside others
 _BESIDE_FRAMES = 2  # frames seen beside a confirmed track that prove a tentative track is somebody else
@@ -83,25 +83,6 @@ class TrackHistory:
 
     def __len__(self) -> int:
         return int(self.t.shape[0])
-
-
-def skeleton_bbox(keypoints: np.ndarray, min_confidence: float) -> np.ndarray:
-    """``(N, 18, 3)`` -> ``(N, 4)`` boxes ``x0, y0, x1, y1`` of the parts present (zeros when none)."""
-    kp = np.asarray(keypoints, dtype=np.float64).reshape(-1, NUM_KEYPOINTS, 3)
-    present = kp[..., 2] >= min_confidence
-    any_part = present.any(axis=1)
-    x, y = kp[..., 0], kp[..., 1]
-    boxes = np.stack([np.where(present, x, np.inf).min(axis=1), np.where(present, y, np.inf).min(axis=1),
-                      np.where(present, x, -np.inf).max(axis=1), np.where(present, y, -np.inf).max(axis=1)], axis=1)
-    boxes[~any_part] = 0.0
-    return boxes
-
-
-def box_size_px(boxes: np.ndarray, frame_size: Tuple[int, int]) -> np.ndarray:
-    """``(N, 4)`` normalised boxes -> ``(N,)`` the longer side of each in pixels."""
-    w, h = frame_size
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    return np.maximum((boxes[:, 2] - boxes[:, 0]) * w, (boxes[:, 3] - boxes[:, 1]) * h)
 
 
 class Track:
@@ -228,7 +209,7 @@ class Tracker:
         centre = np.sqrt(((centre_t[:, None] - centre_d[None]) ** 2).sum(axis=-1))
         raw = np.where(n_common >= p.min_common_keypoints, mean_kp, centre)
         size_t = np.array([tr.size_px for tr in tracks])
-        size_d = box_size_px(boxes, frame_size)
+        size_d = box_size(boxes, frame_size)
         size = np.maximum(np.maximum(size_t[:, None], size_d[None, :]), p.min_person_size * h)
         return raw / size
 
@@ -254,7 +235,7 @@ class Tracker:
         p = self.config
         kp = np.asarray(keypoints, dtype=np.float64).reshape(-1, NUM_KEYPOINTS, 3)
         boxes = skeleton_bbox(kp, p.min_keypoint_confidence)
-        sizes = box_size_px(boxes, frame_size)
+        sizes = box_size(boxes, frame_size)
         ids = np.zeros(len(kp), dtype=np.int64)
         d = np.zeros((len(self._tracks), len(kp)))
         if d.size:

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from edge.config import ConfigError
-from edge.track import Tracker, TrackerConfig, assign, skeleton_bbox
+from edge.skeleton import skeleton_bbox
+from edge.track import Tracker, TrackerConfig, assign
 
 W, H = 640, 480
 # A standing person in body heights: x from the body's centre line, y from the top of the head.

@@ -27,16 +27,12 @@ import numpy as np
 
 from edge.inference.preprocess import Transform, preprocess
 from edge.settings import Section, setting
-from edge.inference.specs import KEYPOINT_INDEX, KEYPOINTS, ModelSpec
+from edge.inference.specs import ModelSpec
+from edge.skeleton import HIPS, MIRROR, NECK, NUM_KEYPOINTS, SHOULDERS
 
 POLICIES = ("auto", "always", "never")
 ROTATED_VIEWS = {"both": (90, -90), "cw": (90,), "ccw": (-90,)}  # config value -> rotations, degrees cw
 
-_NECK = KEYPOINT_INDEX["neck"]
-_SHOULDERS = (KEYPOINT_INDEX["r_shoulder"], KEYPOINT_INDEX["l_shoulder"])
-_HIPS = (KEYPOINT_INDEX["r_hip"], KEYPOINT_INDEX["l_hip"])
-# keypoint index -> its mirror (left <-> right); the network may swap sides between views
-MIRROR = np.array([KEYPOINT_INDEX[n.replace("r_", "#").replace("l_", "r_").replace("#", "l_")] for n in KEYPOINTS])
 FRAGMENT_OVERLAP = 0.7  # a skeleton this much inside a kept one's box (box_overlap) is a fragment of it
 BOX_PAD = 0.1  # a skeleton's box is widened by this times its longer side before overlaps are measured
 TORSO_TO_BODY_HEIGHT = 3.0  # neck-to-hip length x this ~ standing body height (adult proportions)
@@ -104,7 +100,7 @@ def person_distance(a: np.ndarray, b: np.ndarray, frame_size: Tuple[float, float
     size = max(float(_box_side(pa[None], has_a[None])[0]), float(_box_side(pb[None], has_b[None])[0]),
                min_size * frame_size[1])
     best = math.inf
-    for order in (np.arange(len(b)), MIRROR):
+    for order in (np.arange(len(b)), MIRROR):  # the network may swap left and right between views
         common = has_a & has_b[order]
         if common.sum() >= min_common_parts:
             d = np.sqrt(((pa[common] - pb[order][common]) ** 2).sum(axis=1))
@@ -159,10 +155,10 @@ def merge_people(per_view_keypoints: Sequence[np.ndarray], per_view_scores: Sequ
                          % (len(per_view_keypoints), len(per_view_scores)))
     kps: List[np.ndarray] = []
     for v, keypoints in enumerate(per_view_keypoints):
-        keypoints = np.asarray(keypoints, np.float32).reshape(-1, len(KEYPOINTS), 3)
+        keypoints = np.asarray(keypoints, np.float32).reshape(-1, NUM_KEYPOINTS, 3)
         kps.append(transforms[v].keypoints_to_frame(keypoints) if transforms is not None else keypoints)
     if not kps or not sum(len(k) for k in kps):
-        return np.zeros((0, len(KEYPOINTS), 3), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
+        return np.zeros((0, NUM_KEYPOINTS, 3), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
     keypoints = np.concatenate(kps)
     scores = np.concatenate([np.asarray(s, np.float32).reshape(-1) for s in per_view_scores])
     view = np.concatenate([np.full(len(k), v, np.int64) for v, k in enumerate(kps)])
@@ -233,14 +229,14 @@ def track_features(t: np.ndarray, keypoints: np.ndarray, now: float, frame_size:
     t = np.asarray(t, np.float64).reshape(-1)
     if not len(t):
         return TrackFeatures(None, None, math.inf, None)
-    kp = np.asarray(keypoints, np.float64).reshape(-1, len(KEYPOINTS), 3)
+    kp = np.asarray(keypoints, np.float64).reshape(-1, NUM_KEYPOINTS, 3)
     recent = t >= t[-1] - history_s
     t, kp = t[recent], kp[recent]
     xy, present = _pixels(kp, frame_size), kp[..., 2] > 0
-    hip, has_hip = _mid(xy, present, _HIPS)
-    shoulder, has_shoulder = _mid(xy, present, _SHOULDERS)
-    neck = np.where(present[:, _NECK, None], xy[:, _NECK], shoulder)
-    has_neck = present[:, _NECK] | has_shoulder
+    hip, has_hip = _mid(xy, present, HIPS)
+    shoulder, has_shoulder = _mid(xy, present, SHOULDERS)
+    neck = np.where(present[:, NECK, None], xy[:, NECK], shoulder)
+    has_neck = present[:, NECK] | has_shoulder
     torso = np.where(has_hip & has_neck, np.hypot(*(neck - hip).T), np.nan)
     extent = _box_side(xy, present)
     body = max(float(np.nanmax(torso)) * TORSO_TO_BODY_HEIGHT if np.isfinite(torso).any() else 0.0,
