@@ -13,8 +13,8 @@ Each arrow is one method, so the daemon can run them on different threads: :meth
 :meth:`track` (tracker, fall detector, events: a :class:`FrameRecord` and the events);
 :meth:`process` runs them all for one frame. Its stages can be handed in (a model with any engine,
 a fall detector), and a pipeline without a model tracks recorded skeletons (skeleton replay).
-The camera's :class:`~edge.inference.views.ViewPolicy` looks at the tracks after each frame and says which
-views the next frames need.
+The camera's :class:`~edge.inference.views.ViewPolicy` looks at the tracks after each frame and
+says which views the next frames need.
 """
 from __future__ import annotations
 
@@ -26,18 +26,18 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from edge.alerts.events import COORD_DECIMALS, make_event
-from edge.fall import FallDetector, zones_of
-from edge.parse import ParseParams, parse_poses
-from edge.inference.preprocess import Transform
 from edge.capture.sources import Frame
-from edge.inference.specs import ModelSpec, decode
+from edge.fall import FallDetector, zones_of
 from edge.health.timing import StageTimer
-from edge.track import Track, Tracker
+from edge.inference.preprocess import Transform
+from edge.inference.specs import ModelSpec, decode
 from edge.inference.views import ViewPolicy, make_views, merge_people
+from edge.parse import ParseParams, parse_poses
+from edge.track import Track, Tracker
 
 log = logging.getLogger("fallwatch.pipeline")
 
-TIME_DECIMALS = 6  # frame times are rounded to 1 microsecond, for the same reason
+TIME_DECIMALS = 6  # frame times are rounded to 1 microsecond, so that JSON round-trips them exactly
 
 
 @dataclass
@@ -154,8 +154,8 @@ def create_detector(config: Any, camera: str) -> FallDetector:
 class CameraPipeline:
     """Everything between one camera's frames and its events.
 
-    ``model``: an open :class:`edge.inference.model.PoseModel` (spec, engine, input size, resize), shared
-    by the cameras of a process, or None to track recorded skeletons only. ``detector``: a fall
+    ``model``: an open :class:`edge.inference.model.PoseModel` (spec, engine, input size, resize),
+    shared by the cameras of a process, or None to track recorded skeletons only. ``detector``: a fall
     detector (default: :func:`create_detector`). ``ids``: the track id counter (shared across
     cameras and reloads). ``view_policy``: whether the tracks are watched for rotated views
     (default: when there is a model to run them). One thread per stage, frames in time order.
