@@ -22,9 +22,11 @@ seconds and the frame size in pixels. Matching:
   it). Then the other tentative tracks get what is left, so a second skeleton of one person (two
   views that were not merged) cannot steal that person's track. A detection left over starts a
   tentative track.
-* A tentative track gets its id once matched in ``min_hits`` frames in a row (a one-frame ghost
-  never gets one); it is dropped at its first miss. A confirmed track survives up to
-  ``max_missed_s`` seconds without a match (a person hidden for a moment keeps the id).
+* A tentative track gets its id once matched in ``min_hits`` frames (a one-frame ghost never gets
+  one); it is dropped when unseen for longer than ``tentative_max_missed_s``, so a person the
+  network finds in every other frame (a dark room, a far corner) still gets an id. A confirmed
+  track survives up to ``max_missed_s`` seconds without a match (a person hidden for a moment
+  keeps the id).
 
 Ids are ints from 1 upward, never reused while the id counter lives (one daemon run).
 Deterministic: the same inputs in the same order give the same ids.
@@ -57,8 +59,11 @@ class TrackerConfig(Section):
         2, "the match distance grows by this much per second a track goes unseen, person heights per second",
         between=(0, 100))
     max_missed_s: float = setting(2, "a track keeps its id this long without being seen, seconds", between=(0, 3600))
-    min_hits: int = setting(3, "frames in a row a new person must be seen in before getting a track id",
-                            between=(1, 100))
+    min_hits: int = setting(3, "frames a new person must be seen in before getting a track id (within "
+                            "tentative_max_missed_s of each other)", between=(1, 100))
+    tentative_max_missed_s: float = setting(
+        0.5, "a new person not yet given an id survives this long unseen, seconds (in a dark room the network "
+        "finds a person in some frames only); 0 = dropped at the first miss", between=(0, 10))
     min_keypoint_confidence: float = setting(0.05, "keypoints below this confidence count as missing",
                                              between=(0.01, 1))
     min_common_keypoints: int = setting(2, "fewer keypoints in common: compare skeleton box centres instead",
@@ -261,7 +266,7 @@ class Tracker:
         for track in self._tracks:
             if id(track) in matched_tracks:
                 survivors.append(track)
-            elif track.confirmed and track.missed_s(t) <= p.max_missed_s:
+            elif track.missed_s(t) <= (p.max_missed_s if track.confirmed else p.tentative_max_missed_s):
                 survivors.append(track)
         for di in sorted(free):
             track = Track(kp[di], boxes[di], t, p.history_s, float(sizes[di]), p.size_memory_s)
