@@ -92,6 +92,9 @@ class FallConfig(Section):
         between=(0.05, 1.5))
     max_hip_height_bh: float = setting(0.35, "down: and the hips (when seen) at most this high, body heights",
                                        between=(0.05, 1.5))
+    down_margin_bh: float = setting(0.1, "once down, a frame keeps the person down unless their head or hips come "
+                                    "up more than this above the down thresholds (parts jitter from frame to "
+                                    "frame), body heights", between=(0, 1))
     lying_torso_angle_deg: float = setting(50.0, "a torso this far from vertical counts as lying, degrees",
                                            between=(10, 90))
     max_floor_head_bh: float = setting(0.2, "lying on the floor: head and hips at most this high, body heights "
@@ -120,6 +123,10 @@ class FallConfig(Section):
                 "got %s; must be above max_head_height_bh (%r) and max_head_height_lying_bh (%r): a person "
                 "cannot be up and down at once" % (show(self.up_head_height_bh), self.max_head_height_bh,
                                                    self.max_head_height_lying_bh))
+        if max(self.max_head_height_bh, self.max_head_height_lying_bh) + self.down_margin_bh > self.up_head_height_bh:
+            yield "down_margin_bh", (
+                "got %s; the down thresholds plus this margin must not pass up_head_height_bh (%r): else a "
+                "person getting up would still count as down" % (show(self.down_margin_bh), self.up_head_height_bh))
         if self.max_floor_head_bh >= self.up_head_height_bh:
             yield "max_floor_head_bh", (
                 "got %s; must be below up_head_height_bh (%r): else a person lying on the floor counts as up "
@@ -238,6 +245,10 @@ class _TrackState:
     long_lie_sent: bool = False
     cleared_at: float = -math.inf
 
+    def reset(self) -> None:
+        """Forget everything (the track's clock went back)."""
+        self.__init__()  # type: ignore[misc]
+
 
 class FallDetector:
     """Per-camera fall detection: call :meth:`update` once per processed frame, in time order.
@@ -261,23 +272,35 @@ class FallDetector:
             alive.add(track.id)
             if getattr(track, "last_t", t) != t:
                 continue
-            obs = observe(track.keypoints, t, frame_size, self.config.min_keypoint_confidence)
-            st = self._tracks.setdefault(track.id, _TrackState())
-            if obs is None or not t > st.last_t:  # no usable parts, or time went backwards / repeated
-                if t < st.last_t:
-                    self._tracks[track.id] = _TrackState()
-                continue
-            st.last_t = t
-            event = self._step(st, obs)
-            if event is not None:
-                kp = np.asarray(track.keypoints, dtype=np.float64)
-                event.update(track_id=int(track.id), keypoints=kp)
-                events.append(event)
+            found = []
+            st = self._tracks.get(track.id)
+            if st is None:  # a new track: what it saw before it got its id counts too
+                st = self._tracks[track.id] = _TrackState()
+                past = track.history() if hasattr(track, "history") else None
+                for pt, pkp in zip(past.t, past.keypoints) if past is not None else ():
+                    if pt < t:
+                        found.append(self._look(st, pkp, float(pt), frame_size))
+            found.append(self._look(st, track.keypoints, t, frame_size))
+            for event in found:
+                if event is not None:
+                    event.update(track_id=int(track.id), keypoints=np.asarray(track.keypoints, dtype=np.float64))
+                    events.append(event)
         for gone in set(self._tracks) - alive:
             del self._tracks[gone]
         return events
 
     # ------------------------------------------------------------------ per track
+
+    def _look(self, st: "_TrackState", keypoints: np.ndarray, t: float, frame_size: Tuple[int, int]
+              ) -> Optional[Dict[str, Any]]:
+        """One observation of a track: its event, if it caused one."""
+        obs = observe(keypoints, t, frame_size, self.config.min_keypoint_confidence)
+        if obs is None or not t > st.last_t:  # no usable parts, or time went backwards / repeated
+            if t < st.last_t:
+                st.reset()
+            return None
+        st.last_t = t
+        return self._step(st, obs)
 
     def _remember(self, st: _TrackState, obs: Observation) -> Tuple[float, float]:
         """Update the track's size and floor memories; return (size px, floor row px)."""
@@ -345,7 +368,11 @@ class FallDetector:
         before = [o for o in st.recent if prev.t - p.descent_window_s <= o.t < prev.t]
         onset = [((prev.head_y - o.head_y) / size, (prev.head_y - o.head_y) / size / (prev.t - o.t))
                  for o in before if prev.t - o.t >= 0.1]
-        fast_onset = [v for dv, v in onset if dv >= 0.5 * p.min_descent_bh and v >= p.min_descent_speed_bh_per_s]
+        # Seen lying after the gap, the body axis turned while unseen: an onset at half the speed is
+        # enough evidence (a person sitting down first is seen upright and slow before any gap).
+        lying = not math.isnan(obs.torso_angle_deg) and obs.torso_angle_deg >= p.lying_torso_angle_deg
+        min_speed = p.min_descent_speed_bh_per_s * (0.5 if lying else 1.0)
+        fast_onset = [v for dv, v in onset if dv >= 0.5 * p.min_descent_bh and v >= min_speed]
         if not fast_onset:
             return None
         drop = (obs.head_y - min(o.head_y for o in before)) / size
@@ -373,6 +400,24 @@ class FallDetector:
         if not lying:
             return head_h <= p.max_head_height_bh and not math.isnan(hip_h)
         return True
+
+    def _still_down(self, obs: Observation, head_h: float, hip_h: float) -> bool:
+        """Not down by :meth:`_is_down`, but not clearly up either: head and hips (when seen) within
+        ``down_margin_bh`` of the down thresholds. Keeps the down clock through parts jitter."""
+        p = self.config
+        lying = not math.isnan(obs.torso_angle_deg) and obs.torso_angle_deg >= p.lying_torso_angle_deg
+        head_limit = (p.max_head_height_lying_bh if lying else p.max_head_height_bh) + p.down_margin_bh
+        return (not math.isnan(head_h) and head_h <= head_limit
+                and (math.isnan(hip_h) or hip_h <= p.max_hip_height_bh + p.down_margin_bh))
+
+    def _off_floor(self, obs: Observation, head_h: float, hip_h: float) -> bool:
+        """Clearly not lying at floor level: the torso upright, or head or hips more than
+        ``down_margin_bh`` above ``max_floor_head_bh``. A half-seen frame is neither on nor off."""
+        p = self.config
+        if not math.isnan(obs.torso_angle_deg) and obs.torso_angle_deg < p.lying_torso_angle_deg:
+            return True
+        limit = p.max_floor_head_bh + p.down_margin_bh
+        return (not math.isnan(head_h) and head_h > limit) or (not math.isnan(hip_h) and hip_h > limit)
 
     def _on_floor(self, obs: Observation, head_h: float, hip_h: float) -> bool:
         """Lying flat at floor level (not on a bed: its top is well above max_floor_head_bh)."""
@@ -405,7 +450,8 @@ class FallDetector:
             else:
                 head_h, hip_h = self._heights(obs, floor, size)
                 if not self._on_floor(obs, head_h, hip_h):
-                    st.floor_since = None
+                    if self._off_floor(obs, head_h, hip_h):
+                        st.floor_since = None
                     return None
                 st.floor_since = obs.t if st.floor_since is None else st.floor_since
                 if obs.t - st.floor_since < p.floor_lying_s or self._in_zone(obs) is not None:
@@ -430,7 +476,7 @@ class FallDetector:
                     st.state, st.fallen_at, st.up_since, st.long_lie_sent = FALLEN, obs.t, None, False
                     return self._event("fall_detected", st, obs, head_h, hip_h)
             else:
-                if down is not None:
+                if down is not None and not (st.down_since is not None and self._still_down(obs, head_h, hip_h)):
                     st.down_since = None
                 if st.down_since is None and obs.t - st.descent["t"] > p.confirm_within_s:
                     st.state = NORMAL

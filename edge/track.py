@@ -234,10 +234,16 @@ class Tracker:
         cost = np.where(sub_within, sub_d + handicap[:, None], _FAR)
         return [(rows[r], free[c]) for r, c in assign(cost) if sub_within[r, c]]
 
+    def _alive(self, track: Track, t: float) -> bool:
+        """Unseen for no longer than a track of its kind may be (confirmed or tentative)."""
+        p = self.config
+        return track.missed_s(t) <= (p.max_missed_s if track.confirmed else p.tentative_max_missed_s)
+
     def update(self, keypoints: np.ndarray, t: float, frame_size: Tuple[int, int]) -> np.ndarray:
         """Match this frame's people; returns each detection's track id (``(N,)`` int64, 0 while
         its track is tentative). ``frame_size`` is ``(width, height)`` in pixels."""
         p = self.config
+        self._tracks = [tr for tr in self._tracks if self._alive(tr, t)]  # gone before this frame: no match
         kp = np.asarray(keypoints, dtype=np.float64).reshape(-1, NUM_KEYPOINTS, 3)
         boxes = skeleton_bbox(kp, p.min_keypoint_confidence)
         sizes = box_size(boxes, frame_size)
@@ -266,7 +272,7 @@ class Tracker:
         for track in self._tracks:
             if id(track) in matched_tracks:
                 survivors.append(track)
-            elif track.missed_s(t) <= (p.max_missed_s if track.confirmed else p.tentative_max_missed_s):
+            elif self._alive(track, t):
                 survivors.append(track)
         for di in sorted(free):
             track = Track(kp[di], boxes[di], t, p.history_s, float(sizes[di]), p.size_memory_s)

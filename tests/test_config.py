@@ -164,7 +164,8 @@ def test_bad_config_error_carries_key(tmp_path):
 # the other keys at their defaults, fall.up_head_height_bh: 0.1 would be below the down thresholds.
 BESIDE = {
     "fall.up_head_height_bh": {"fall.max_head_height_bh": 0.05, "fall.max_head_height_lying_bh": 0.05,
-                               "fall.max_floor_head_bh": 0.01},
+                               "fall.max_floor_head_bh": 0.01, "fall.down_margin_bh": 0},
+    "fall.down_margin_bh": {"fall.up_head_height_bh": 2},
     "fall.max_head_height_bh": {"fall.up_head_height_bh": 2},
     "fall.max_head_height_lying_bh": {"fall.up_head_height_bh": 2},
     "fall.max_floor_head_bh": {"fall.up_head_height_bh": 2},

@@ -328,3 +328,49 @@ def test_a_hostile_stream_through_the_tracker_and_detector_never_crashes_or_aler
         assert events == [], (i, events)
         most_tracks = max(most_tracks, len(tail.tracker.tracks))
     assert most_tracks >= 10  # the stream did reach the detector as tracks
+
+
+def test_parts_jitter_around_the_down_threshold_does_not_reset_the_down_clock():
+    """Lying on the floor, but every other frame the parts come out a little higher (hips about 0.4 body
+    heights up instead of 0.08: just above max_hip_height_bh). The person never came up: such a
+    frame keeps the clock running (down_margin_bh); with no margin it restarts it every time."""
+    lift = 0.34 * 300.0 / FRAME[1]  # body heights -> normalised rows, for sequence()'s 300 px figure
+    frames = []
+    for i, (t, kp) in enumerate(sequence(FALLS["sideways to the right"][0], 15, 8.0)):
+        if t > 2.8 and i % 2:
+            kp = kp.copy()
+            kp[:, 1] -= lift
+        frames.append((t, kp))
+    events = run(frames)
+    assert kinds(events) == ["fall_detected"] and events[0]["t"] <= 2.8 + 2.0
+    assert run(frames, FallDetector(FallConfig(down_margin_bh=0.0))) == []
+
+
+def _through_the_tracker(frames, config):
+    """The frames as the daemon sees them: the real tracker, then the detector (edge.pipeline); a
+    frame without the person is ``(t, None)``."""
+    from edge.pipeline import CameraPipeline
+
+    pipeline, events = CameraPipeline("hall", config), []
+    for t, kp in frames:
+        events += pipeline.track(np.zeros((0, 18, 3)) if kp is None else kp[None], t, t, FRAME)[1]
+    return events
+
+
+@pytest.mark.parametrize("fps", (15, 30))
+def test_a_fall_seen_in_a_third_of_the_frames_is_caught(fps):
+    """A dark room: the network finds the person in a third of the frames, at random. Through the
+    real tracker, every fall is still reported and daily life stays quiet, over several draws."""
+    from edge.config import load_config
+
+    config = load_config(None, env={})
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        for name, (keyframes, on_floor) in sorted(FALLS.items()):
+            frames = [(t, kp if rng.random() < 1 / 3 else None) for t, kp in sequence(keyframes, fps, 10.0)]
+            events = _through_the_tracker(frames, config)
+            assert kinds(events) == ["fall_detected"], (name, seed, events)
+            assert events[0]["t"] <= on_floor + 3.0, (name, seed)
+        for name, keyframes in sorted(DAILY_LIFE.items()):
+            frames = [(t, kp if rng.random() < 1 / 3 else None) for t, kp in sequence(keyframes, fps, 10.0)]
+            assert _through_the_tracker(frames, config) == [], (name, seed)

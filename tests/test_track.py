@@ -268,3 +268,23 @@ def test_a_half_seen_person_keeps_the_size_they_had_standing():
         got = [int(tracker.update(kp[None], k / 15, (W, H))[0]) for k, kp in enumerate(frames_seen)]
         assert got == expected, memory_s
     assert tracker.tracks[-1].size_px == pytest.approx((0.42 - 0.04) * 300)  # eyes to wrists: the upper body
+
+
+def test_a_person_seen_in_every_other_frame_gets_an_id_and_a_ghost_still_does_not():
+    """In a dark room the network finds a person in every other frame (15 fps): the tentative track
+    survives the misses (tentative_max_missed_s) and gets its id after min_hits sightings; with 0 it
+    is dropped at every miss and never does. A ghost seen once still gets nothing."""
+    def run(config):
+        tracker, ids = Tracker(config), []
+        for k in range(12):
+            seen = [person(200, 100, 300)] if k % 2 == 0 else []
+            ids.append(tracker.update(frames(*seen), k / 15, (W, H)).tolist())
+        return ids
+
+    ids = run(TrackerConfig(min_hits=3))
+    assert ids[:4] == [[0], [], [0], []] and ids[4] == [1] and ids[-2] == [1]
+    assert all(i in ([], [0]) for i in run(TrackerConfig(min_hits=3, tentative_max_missed_s=0.0)))
+    tracker = Tracker(TrackerConfig(min_hits=2))
+    assert [tracker.update(frames(person(560, 300, 100)) if k == 0 else frames(), k / 15, (W, H)).tolist()
+            for k in range(8)] == [[0]] + [[]] * 7
+    assert tracker.tracks == [] and tracker.update(frames(person(560, 300, 100)), 1.0, (W, H)).tolist() == [0]
