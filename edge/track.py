@@ -23,8 +23,9 @@ seconds and the frame size in pixels. Matching:
   views that were not merged) cannot steal that person's track. A detection left over starts a
   tentative track.
 * A tentative track gets its id once matched in ``min_hits`` frames (a one-frame ghost never gets
-  one); it is dropped when unseen for longer than ``tentative_max_missed_s``, so a person the
-  network finds in every other frame (a dark room, a far corner) still gets an id. A confirmed
+  one); a frame without it drops it once it has been unseen for longer than
+  ``tentative_max_missed_s``, so a person the network finds in every other frame (a dark room, a
+  far corner) still gets an id, and at any frame rate the next frame may still continue it. A confirmed
   track survives up to ``max_missed_s`` seconds without a match (a person hidden for a moment
   keeps the id).
 
@@ -59,8 +60,8 @@ class TrackerConfig(Section):
         2, "the match distance grows by this much per second a track goes unseen, person heights per second",
         between=(0, 100))
     max_missed_s: float = setting(2, "a track keeps its id this long without being seen, seconds", between=(0, 3600))
-    min_hits: int = setting(3, "frames a new person must be seen in before getting a track id (within "
-                            "tentative_max_missed_s of each other)", between=(1, 100))
+    min_hits: int = setting(3, "frames a new person must be seen in before getting a track id (frames without "
+                            "them in between end the count after tentative_max_missed_s)", between=(1, 100))
     tentative_max_missed_s: float = setting(
         0.5, "a new person not yet given an id survives this long unseen, seconds (in a dark room the network "
         "finds a person in some frames only); 0 = dropped at the first miss", between=(0, 10))
@@ -243,7 +244,6 @@ class Tracker:
         """Match this frame's people; returns each detection's track id (``(N,)`` int64, 0 while
         its track is tentative). ``frame_size`` is ``(width, height)`` in pixels."""
         p = self.config
-        self._tracks = [tr for tr in self._tracks if self._alive(tr, t)]  # gone before this frame: no match
         kp = np.asarray(keypoints, dtype=np.float64).reshape(-1, NUM_KEYPOINTS, 3)
         boxes = skeleton_bbox(kp, p.min_keypoint_confidence)
         sizes = box_size(boxes, frame_size)

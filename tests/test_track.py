@@ -286,5 +286,5 @@ def test_a_person_seen_in_every_other_frame_gets_an_id_and_a_ghost_still_does_no
     assert all(i in ([], [0]) for i in run(TrackerConfig(min_hits=3, tentative_max_missed_s=0.0)))
     tracker = Tracker(TrackerConfig(min_hits=2))
     assert [tracker.update(frames(person(560, 300, 100)) if k == 0 else frames(), k / 15, (W, H)).tolist()
-            for k in range(8)] == [[0]] + [[]] * 7
-    assert tracker.tracks == [] and tracker.update(frames(person(560, 300, 100)), 1.0, (W, H)).tolist() == [0]
+            for k in range(15)] == [[0]] + [[]] * 14
+    assert tracker.update(frames(person(560, 300, 100)), 1.0, (W, H)).tolist() == [0]  # a new tentative track
