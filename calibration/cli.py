@@ -115,6 +115,7 @@ def _usage(message: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from calibration.data import HOLDOUT_EVERY, Sources, check_count, collect
+    from edge.inference.model import low_light
     from edge.inference.model import model_path as configured_model
     from edge.inference.specs import load_spec
 
@@ -139,11 +140,12 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix=".fallwatch-calib-", dir=str(out.parent)) as scratch:
         calib = verify_set = None
         if precision == "int8" and not sources.empty():
-            calib = collect(sources, spec, input_hw, config.model.resize, Path(scratch), "calibration", progress)
+            calib = collect(sources, spec, input_hw, config.model.resize, Path(scratch), "calibration", progress,
+                            low_light(config))
         if args.verify_images or args.verify_video:
             verify_set = collect(Sources(images=tuple(args.verify_images), videos=tuple(args.verify_video),
                                          frames=args.verify_frames), spec, input_hw, config.model.resize,
-                                 Path(scratch), "verification", progress)
+                                 Path(scratch), "verification", progress, low_light(config))
         elif calib is not None and not args.no_verify:
             calib, verify_set = calib.split_holdout(HOLDOUT_EVERY)
             log.info("holding out every %dth calibration frame for verification (%d frames); give "

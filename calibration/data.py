@@ -14,7 +14,7 @@ import numpy as np
 from calibration.frames import (Frame, FramesError, camera_frames, image_files, read_images, sample_indices,
                                 video_frames)
 from calibration.progress import Progress
-from edge.inference.preprocess import preprocess
+from edge.inference.preprocess import LowLight, preprocess
 from edge.inference.specs import ModelSpec
 
 log = logging.getLogger("fallwatch.calibration")
@@ -100,8 +100,9 @@ def _frames(sources: Sources, skipped: List[str]) -> Tuple[Iterator[Frame], int]
 
 
 def collect(sources: Sources, spec: ModelSpec, input_hw: Tuple[int, int], resize: str, scratch_dir: Path,
-            name: str = "calibration", progress: bool = True) -> TensorSet:
-    """Read and preprocess every frame of ``sources`` into ``scratch_dir/<name>.npy`` (memory-mapped)."""
+            name: str = "calibration", progress: bool = True, light: Optional[LowLight] = None) -> TensorSet:
+    """Read and preprocess every frame of ``sources`` into ``scratch_dir/<name>.npy`` (memory-mapped),
+    brightening dark frames as ``light`` says (the daemon's :func:`edge.inference.model.low_light`)."""
     if sources.empty():
         raise FramesError("no calibration source: give --images DIR, --video FILE or --camera URI")
     skipped: List[str] = []
@@ -113,7 +114,7 @@ def collect(sources: Sources, spec: ModelSpec, input_hw: Tuple[int, int], resize
     bar = Progress("preprocessing %s frames" % name, bound) if progress else None
     try:
         for frame in frames:
-            preprocess(frame.image, spec, input_hw, resize, out=store[len(names):len(names) + 1])
+            preprocess(frame.image, spec, input_hw, resize, out=store[len(names):len(names) + 1], light=light)
             names.append(frame.source)
             if bar is not None:
                 bar.update()

@@ -69,6 +69,11 @@ class ModelConfig(Section):
     input_width: int = setting(432, "network input width, pixels", between=(32, 2048))
     resize: str = setting("stretch", "how frames of another aspect ratio are fitted (stretch finds more people; "
                           "BENCHMARKS.md, Views)", choices=("letterbox", "stretch"))
+    low_light: str = setting("never", "auto: brighten frames darker than low_light_luma (gamma, then CLAHE) before "
+                             "the network, in the daemon and in INT8 calibration alike; never: pass every frame as "
+                             "it is (BENCHMARKS.md, Low light)", choices=("auto", "never"))
+    low_light_luma: float = setting(60, "mean luma, 0 (black) to 255 (white), below which low_light auto brightens "
+                                    "a frame", between=(0, 255))
 
 
 @dataclass(frozen=True)

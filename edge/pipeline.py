@@ -185,7 +185,8 @@ class CameraPipeline:
         view policy asks for at ``frame.t``) as one engine batch."""
         model = self.model
         rotations = tuple(rotations) if rotations is not None else self.rotations(frame.t)
-        batch, transforms = make_views(frame.image, model.spec, model.input_hw, model.resize, rotations)
+        batch, transforms = make_views(frame.image, model.spec, model.input_hw, model.resize, rotations,
+                                       model.light)
         return InferenceJob(frame, batch, tuple(transforms), rotations)
 
     def infer(self, job: InferenceJob) -> Dict[str, np.ndarray]:

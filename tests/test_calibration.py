@@ -22,7 +22,7 @@ from edge.inference.engines.device import DeviceFacts
 from edge.inference.engines.metadata import (cache_path, check_engine, default_engine_path, make_metadata, metadata_path,
                                    read_metadata)
 from edge.inference.models import sha256_bytes
-from edge.inference.preprocess import preprocess
+from edge.inference.preprocess import LowLight, preprocess
 from edge.inference.specs import load_spec
 
 from conftest import shared_data
@@ -132,6 +132,20 @@ def test_collect_preprocesses_exactly_like_the_daemon(tmp_path):
     assert [b.shape[0] for b in batches] == [3, 1]
     assert [b.shape[0] for b in data.batches(3, drop_last=True)] == [3]
     assert (tmp_path / "calibration.npy").is_file()  # on disk, memory-mapped
+
+
+def test_collect_brightens_dark_frames_as_the_daemon_does(tmp_path):
+    rng = np.random.RandomState(3)
+    (tmp_path / "img").mkdir()
+    frames = [rng.randint(0, 30, (120, 160, 3)).astype(np.uint8), rng.randint(100, 200, (120, 160, 3)).astype(np.uint8)]
+    for i, frame in enumerate(frames):
+        assert cv2.imwrite(str(tmp_path / "img" / ("f%d.png" % i)), frame)
+    light = LowLight(threshold=60.0)
+    data = collect(Sources(images=(tmp_path / "img",)), SPEC, HW, "stretch", tmp_path, progress=False, light=light)
+    for i, frame in enumerate(frames):
+        assert np.array_equal(data.tensors[i], preprocess(frame, SPEC, HW, "stretch", light=light)[0][0])
+    assert data.tensors[0].mean() > preprocess(frames[0], SPEC, HW, "stretch")[0].mean() + 20
+    assert np.array_equal(data.tensors[1], preprocess(frames[1], SPEC, HW, "stretch")[0][0])
 
 
 def test_collect_combines_sources_and_holds_out_every_tenth(tmp_path):

@@ -1,11 +1,17 @@
 """Preprocess: layout, colour, normalisation, and an exact way back to frame coordinates."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
-from edge.inference.preprocess import fit, preprocess
+from edge.capture.sources import Frame
+from edge.config import load_config
+from edge.inference.model import PoseModel, low_light
+from edge.inference.preprocess import LowLight, fit, mean_luma, preprocess
 from edge.inference.specs import load_spec
+from edge.pipeline import CameraPipeline
 
 MOBILENET = load_spec("openpose-mobilenet-thin")
 
@@ -122,3 +128,77 @@ def test_rotation_turns_the_picture_clockwise(rotation, corner):
 def test_rejects_rotations_it_cannot_do(bad):
     with pytest.raises(ValueError, match="rotation"):
         preprocess(np.zeros((48, 64, 3), np.uint8), MOBILENET, (368, 432), rotation=bad)
+
+
+# ---------------------------------------------------------------- low light
+
+LIGHT = LowLight(threshold=60.0)
+
+
+def _dim_spot_frame(h, w, cx, cy, r, background=6, spot=40):
+    """A dark frame (mean luma well under 60) with a dim grey disc at (cx, cy) and a little noise."""
+    rng = np.random.default_rng(h + w)
+    frame = np.clip(rng.normal(background, 2, (h, w, 3)), 0, 255).astype(np.uint8)
+    yy, xx = np.mgrid[0:h, 0:w]
+    frame[(xx + 0.5 - cx) ** 2 + (yy + 0.5 - cy) ** 2 <= r * r] = spot
+    return frame
+
+
+@pytest.mark.parametrize("spec_name", ["openpose-mobilenet-thin", "bodyposenet", "trt_pose"])
+@pytest.mark.parametrize("rotation", [0, 90, -90])
+def test_frames_that_are_not_dark_pass_bit_identical(spec_name, rotation):
+    spec = load_spec(spec_name)
+    hw = {"bodyposenet": (288, 384), "trt_pose": (224, 224)}.get(spec_name, (368, 432))
+    rng = np.random.default_rng(7)
+    for frame in (rng.integers(0, 256, (480, 640, 3), dtype=np.uint8),  # mean ~128
+                  np.full((720, 1280, 3), 61, np.uint8)):  # just above the threshold
+        assert mean_luma(frame) >= LIGHT.threshold
+        plain, t_plain = preprocess(frame, spec, hw, "letterbox", rotation=rotation)
+        lit, t_lit = preprocess(frame, spec, hw, "letterbox", rotation=rotation, light=LIGHT)
+        assert np.array_equal(plain, lit) and t_plain == t_lit
+
+
+@pytest.mark.parametrize("rotation", [0, 90, -90])
+@pytest.mark.parametrize("mode", ["letterbox", "stretch"])
+def test_a_dark_frame_is_brightened_in_place(rotation, mode):
+    h, w, cx, cy = 480, 640, 420.0, 170.0
+    frame = _dim_spot_frame(h, w, cx, cy, r=30)
+    assert mean_luma(frame) < LIGHT.threshold
+    plain, t_plain = preprocess(frame, MOBILENET, (368, 432), mode, rotation=rotation)
+    lit, t_lit = preprocess(frame, MOBILENET, (368, 432), mode, rotation=rotation, light=LIGHT)
+    assert t_plain == t_lit  # geometry does not move
+    x0, y0, fw, fh = fit((w, h) if rotation else (h, w), (368, 432), mode)
+    inside = (slice(y0, y0 + fh), slice(x0, x0 + fw))
+    assert lit[0][inside].mean() > plain[0][inside].mean() + 20
+    if mode == "letterbox":  # padding stays black
+        outside = np.ones((368, 432), bool)
+        outside[inside] = False
+        assert lit[0][outside].max() == 0
+    for tensor, transform in ((plain, t_plain), (lit, t_lit)):
+        img = tensor[0, :, :, 0]
+        spot = (img > (img[inside].max() + np.median(img[inside])) / 2).astype(np.float64)
+        u, v = _centroid(spot)
+        fx, fy = transform.to_frame(np.array([u / 432, v / 368]))
+        assert abs(fx * w - cx) < 2.0 and abs(fy * h - cy) < 2.0
+
+
+def test_low_light_threshold_is_checked():
+    with pytest.raises(ValueError, match="mean luma from 0 to 255"):
+        LowLight(threshold=300)
+
+
+def test_the_daemon_and_calibrator_take_low_light_from_the_model_section():
+    config = load_config(None, env={})
+    assert config.model.low_light == "never" and low_light(config) is None
+    auto = dataclasses.replace(config, model=dataclasses.replace(config.model, low_light="auto", low_light_luma=42))
+    assert low_light(auto) == LowLight(threshold=42.0)
+
+
+def test_the_camera_pipeline_preprocesses_with_the_model_low_light():
+    config = load_config(None, env={})
+    frame = _dim_spot_frame(480, 640, 300, 200, r=40)
+    for light in (None, LIGHT):
+        model = PoseModel(MOBILENET, None, (368, 432), "stretch", light)
+        job = CameraPipeline("cam", config, model, view_policy=False).prepare(Frame("cam", 0, 0.0, 0.0, frame))
+        expected, _ = preprocess(frame, MOBILENET, (368, 432), "stretch", light=light)
+        assert np.array_equal(job.batch[:1], expected)

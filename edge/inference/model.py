@@ -1,4 +1,4 @@
-"""The configured pose network as one object: its spec, its engine, its input size and resize.
+"""The configured pose network as one object: its spec, its engine, its input size, resize and low-light handling.
 
 :func:`open_pose_model` loads what the configuration names; :class:`edge.pipeline.CameraPipeline`
 runs it.
@@ -8,9 +8,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Tuple
+from typing import Optional, Tuple
 
 from edge.inference.engines import Engine, EngineError, create_engine
+from edge.inference.preprocess import LowLight
 from edge.inference.specs import ModelSpec, load_spec
 
 DEFAULT_SPEC = "openpose-mobilenet-thin"
@@ -36,12 +37,21 @@ def input_hw(config) -> Tuple[int, int]:
     return config.model.input_height, config.model.input_width
 
 
+def low_light(config) -> Optional[LowLight]:
+    """The brightening of dark frames that ``model.low_light`` asks for (None = never); the daemon and
+    the calibrator both take it from here."""
+    if config.model.low_light == "never":
+        return None
+    return LowLight(threshold=config.model.low_light_luma)
+
+
 @dataclass
 class PoseModel:
     spec: ModelSpec
     engine: Engine
     input_hw: Tuple[int, int]
     resize: str
+    light: Optional[LowLight] = None
 
     def close(self) -> None:
         self.engine.close()
@@ -62,7 +72,7 @@ def open_pose_model(config) -> PoseModel:
         raise EngineError("the model's input is %r but spec %s expects %r: is model.spec right for %s?"
                           % (engine.input_name, spec.name, spec.input_tensor, model_path(config)))
     _warn_if_batch_too_small(engine, config)
-    return PoseModel(spec, engine, input_hw(config), config.model.resize)
+    return PoseModel(spec, engine, input_hw(config), config.model.resize, low_light(config))
 
 
 def _warn_if_batch_too_small(engine, config) -> None:

@@ -25,7 +25,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from edge.inference.preprocess import Transform, preprocess
+from edge.inference.preprocess import LowLight, Transform, preprocess
 from edge.settings import Section, setting
 from edge.inference.specs import ModelSpec
 from edge.skeleton import HIPS, MIRROR, NECK, NUM_KEYPOINTS, SHOULDERS
@@ -56,9 +56,11 @@ def rotations_of(rotated_views: str) -> Tuple[int, ...]:
 
 
 def make_views(frame: np.ndarray, spec: ModelSpec, input_hw: Tuple[int, int], mode: str,
-               rotations: Sequence[int] = (0,)) -> Tuple[np.ndarray, Tuple[Transform, ...]]:
+               rotations: Sequence[int] = (0,), light: Optional[LowLight] = None
+               ) -> Tuple[np.ndarray, Tuple[Transform, ...]]:
     """The frame seen at each rotation, as one batch ``(V, ...)`` float32 in the spec's layout,
-    and each view's transform from normalised input to normalised frame coordinates."""
+    and each view's transform from normalised input to normalised frame coordinates; ``light``
+    as in :func:`preprocess`."""
     if not len(rotations):
         raise ValueError("make_views needs at least one rotation (0 = upright)")
     ih, iw = input_hw
@@ -66,7 +68,7 @@ def make_views(frame: np.ndarray, spec: ModelSpec, input_hw: Tuple[int, int], mo
     batch = np.empty(shape, np.float32)
     transforms = []
     for i, rotation in enumerate(rotations):
-        _, transform = preprocess(frame, spec, input_hw, mode, out=batch[i:i + 1], rotation=rotation)
+        _, transform = preprocess(frame, spec, input_hw, mode, out=batch[i:i + 1], rotation=rotation, light=light)
         transforms.append(transform)
     return batch, tuple(transforms)
 
