@@ -29,7 +29,10 @@ shoulders and hips are read. Defaults throughout: ``FallDetector(model, labels, 
 **Fed as ambianic's pipeline feeds it.** Every frame of the clip, in order, one call per frame, the
 clock reading the frame's ``t`` (its module's ``time`` is a :class:`FrameClock`), so its own 1 s /
 10 s history rules run on the clip's time, as on a camera whose frames arrive faster than 1 per
-second. A fresh detector per clip. The first FALL is the clip's alert; all are counted.
+second. A fresh detector per clip. The first FALL is the clip's alert; all are counted, each with
+the leaning angle it reports (``find_changes_in_angle`` takes ``abs(theta1 - theta2)`` of two
+``atan2`` angles without wrapping it, so a near-horizontal line whose angle crosses +-180 degrees
+"turns" by about 340 degrees: such alerts are counted apart).
 
 **Keypoints in its PoseNet layout.** Only the network is replaced: ``src.pipeline.posenet_model.
 Posenet_MobileNet.execute_model`` returns, for the frame's skeleton, what PoseNet's ``parse_output``
@@ -315,8 +318,8 @@ class _Events:
 
 
 def run_peer(jsonl: Path, fall_detect: types.ModuleType, clock: FrameClock, placeholder: Path,
-             confidence_threshold: Optional[float] = None) -> List[float]:
-    """The t of every frame on which the peer's ``fall_detect`` returns a FALL."""
+             confidence_threshold: Optional[float] = None) -> List[Tuple[float, float]]:
+    """``(t, leaning angle)`` of every frame on which the peer's ``fall_detect`` returns a FALL."""
     image = sys.modules["PIL.Image"]
     clock.t = 0.0
     kwargs = {} if confidence_threshold is None else {"confidence_threshold": confidence_threshold}
@@ -329,8 +332,7 @@ def run_peer(jsonl: Path, fall_detect: types.ModuleType, clock: FrameClock, plac
         coco = to_posenet(person) if person is not None else np.zeros((len(POSENET_KEYPOINTS), 3))
         frame = FrameImage(coco, (int(record["width"]), int(record["height"])), image.ROTATE_90, image.ROTATE_270)
         result, _ = detector.fall_detect(image=frame)
-        if result and any(r[0] == "FALL" for r in result):
-            alerts.append(clock.t)
+        alerts += [(clock.t, float(r[2])) for r in result or () if r[0] == "FALL"]
     return alerts
 
 
@@ -392,8 +394,10 @@ def bench_dataset(folder: Path, config: Any, cache: Path, any_code: bool, peer: 
         start = float(row["fall_start_s"]) if row["label"] == "fall" else None
         clips.append({"file": row["file"], "label": row["label"], "fall_start_s": start,
                       "skeletons": str(jsonl), "skeletons_from_this_code": current,
-                      "peer_alerts": run_peer(jsonl, *peer, confidence_threshold=confidence_threshold),
-                      "fallwatch_alerts": run_fallwatch(jsonl, config)})
+                      "peer_alerts": [], "peer_angles": [], "fallwatch_alerts": run_fallwatch(jsonl, config)})
+        for t, angle in run_peer(jsonl, *peer, confidence_threshold=confidence_threshold):
+            clips[-1]["peer_alerts"].append(t)
+            clips[-1]["peer_angles"].append(round(angle, 1))
     totals = {"fall_clips": sum(c["label"] == "fall" for c in clips),
               "adl_clips": sum(c["label"] == "adl" for c in clips)}
     for who in ("peer", "fallwatch"):
@@ -405,6 +409,7 @@ def bench_dataset(folder: Path, config: Any, cache: Path, any_code: bool, peer: 
             "adl_clips_with_an_alert": sum(1 for lab, _, al in alerts if lab == "adl" and al),
             "alerts_in_adl_clips": sum(len(al) for lab, _, al in alerts if lab == "adl"),
         }
+    totals["peer"]["alerts_from_angle_wraparound"] = sum(a > 180 for c in clips for a in c["peer_angles"])
     return {"dataset": str(folder), "clips": clips, "totals": totals}
 
 
@@ -431,6 +436,9 @@ def format_dataset(result: Dict[str, Any]) -> str:
                      "with an alert %d/%d (%d alerts)" % (
                          who, w["falls_caught"], t["fall_clips"], LABEL_TOLERANCE_S, w["falls_alerted_too_early"],
                          w["adl_clips_with_an_alert"], t["adl_clips"], w["alerts_in_adl_clips"]))
+    lines.append("peer alerts whose shoulder-hip line 'turned' by more than 180 degrees (its angle difference is "
+                 "not wrapped: a line near horizontal crossing +-180 degrees): %d of %d"
+                 % (t["peer"]["alerts_from_angle_wraparound"], sum(len(c["peer_alerts"]) for c in result["clips"])))
     if not all(c["skeletons_from_this_code"] for c in result["clips"]):
         lines.append("(* skeletons recorded by other code than this checkout's: --any-code)")
     return "\n".join(lines)
