@@ -2,7 +2,7 @@
 """A peer on identical perception: ambianic's fall rule (PyPI ``falldetect`` 1.0.9) and fallwatch's
 detector, both fed the skeleton JSONL that fallwatch records for each labelled clip.
 
-    scripts/bench_peer.py DATASET [DATASET ...] --cache DIR [--any-code] [--config FILE] [--json FILE]
+    scripts/bench_peer.py DATASET [DATASET ...] --cache DIR [--any-code] [--skip-missing] [--json FILE]
 
 The peer is downloaded here, never installed or depended on: ``pip download --no-deps
 falldetect==1.0.9`` into ``--peer-dir`` (default ``~/.cache/fallwatch/bench-peer``), and its
@@ -62,7 +62,9 @@ two rotation constants; drawing happens only at DEBUG log level).
 
 **Skeletons.** For each clip the JSONL ``fallwatch evaluate DIR --cache CACHE`` writes
 (``<clip>-<key>.jsonl``, the key from :func:`edge.evaluate.skeleton_key`); clips without one are
-computed first by :func:`edge.evaluate.evaluate` (slow: the model on every frame). ``--any-code``
+computed first by :func:`edge.evaluate.evaluate` (slow: the model on every frame; never while another
+run fills the same cache: both would write the same ``.partial`` file), or left out with
+``--skip-missing``. ``--any-code``
 also accepts a clip's cached JSONL made by other code (another key; the newest): both detectors
 still see identical skeletons. fallwatch's alerts: :func:`edge.replay.replay_skeletons` on the same
 file with the configuration, as ``fallwatch evaluate`` does. An alert counts for a fall when the
@@ -363,11 +365,18 @@ def _lookup(folder: Path, rows: List[Dict[str, str]], config: Any, cache: Path,
     return found
 
 
-def skeleton_files(folder: Path, config: Any, cache: Path, any_code: bool) -> Dict[str, Tuple[Path, bool]]:
+def skeleton_files(folder: Path, config: Any, cache: Path, any_code: bool,
+                   skip_missing: bool = False) -> Dict[str, Tuple[Path, bool]]:
     """clip -> (its skeleton JSONL, made by this code), computing missing ones through fallwatch
-    evaluate's own code path (which then computes every clip lacking this code's skeletons)."""
+    evaluate's own code path (which then computes every clip lacking this code's skeletons), or,
+    with ``skip_missing``, leaving them out."""
     rows = read_labels(folder)
     found = _lookup(folder, rows, config, cache, any_code)
+    if skip_missing:
+        for row in rows:
+            if row["file"] not in found:
+                print("bench_peer: %s: no skeletons in %s, left out" % (row["file"], cache), file=sys.stderr)
+        return found
     if len(found) < len(rows):
         from edge.inference.model import open_pose_model
 
@@ -386,10 +395,12 @@ def caught(label: str, start: Optional[float], alerts: List[float]) -> bool:
 
 
 def bench_dataset(folder: Path, config: Any, cache: Path, any_code: bool, peer: Tuple[Any, ...],
-                  confidence_threshold: Optional[float]) -> Dict[str, Any]:
-    files = skeleton_files(folder, config, cache, any_code)
+                  confidence_threshold: Optional[float], skip_missing: bool = False) -> Dict[str, Any]:
+    files = skeleton_files(folder, config, cache, any_code, skip_missing)
     clips = []
     for row in read_labels(folder):
+        if row["file"] not in files:
+            continue
         jsonl, current = files[row["file"]]
         start = float(row["fall_start_s"]) if row["label"] == "fall" else None
         clips.append({"file": row["file"], "label": row["label"], "fall_start_s": start,
@@ -410,7 +421,12 @@ def bench_dataset(folder: Path, config: Any, cache: Path, any_code: bool, peer: 
             "alerts_in_adl_clips": sum(len(al) for lab, _, al in alerts if lab == "adl"),
         }
     totals["peer"]["alerts_from_angle_wraparound"] = sum(a > 180 for c in clips for a in c["peer_angles"])
-    return {"dataset": str(folder), "clips": clips, "totals": totals}
+    totals["peer"]["falls_caught_by_a_wraparound_alert"] = sum(
+        1 for c in clips if caught(c["label"], c["fall_start_s"], c["peer_alerts"]) and c["peer_angles"][0] > 180)
+    totals["peer"]["adl_clips_whose_first_alert_is_a_wraparound"] = sum(
+        1 for c in clips if c["label"] == "adl" and c["peer_angles"] and c["peer_angles"][0] > 180)
+    missing = [row["file"] for row in read_labels(folder) if row["file"] not in files]
+    return {"dataset": str(folder), "clips": clips, "totals": totals, "left_out": missing}
 
 
 def _t(alerts: List[float]) -> str:
@@ -422,12 +438,13 @@ def _t(alerts: List[float]) -> str:
 def format_dataset(result: Dict[str, Any]) -> str:
     lines = ["%s (%d fall clips, %d ADL clips)" % (Path(result["dataset"]).name, result["totals"]["fall_clips"],
                                                    result["totals"]["adl_clips"]), "",
-             "| clip | label | fall start (s) | peer alert (s) | fallwatch alert (s) |", "|---|---|---|---|---|"]
+             "| clip | label | fall start (s) | peer alert (s) | peer: line turn at that alert (deg) "
+             "| fallwatch alert (s) |", "|---|---|---|---|---|---|"]
     for c in result["clips"]:
-        lines.append("| %s%s | %s | %s | %s | %s |" % (
+        lines.append("| %s%s | %s | %s | %s | %s | %s |" % (
             c["file"], "" if c["skeletons_from_this_code"] else " *", c["label"],
             "" if c["fall_start_s"] is None else "%.2f" % c["fall_start_s"], _t(c["peer_alerts"]),
-            _t(c["fallwatch_alerts"])))
+            "%.0f" % c["peer_angles"][0] if c["peer_angles"] else "-", _t(c["fallwatch_alerts"])))
     t = result["totals"]
     lines.append("")
     for who in ("peer", "fallwatch"):
@@ -436,9 +453,14 @@ def format_dataset(result: Dict[str, Any]) -> str:
                      "with an alert %d/%d (%d alerts)" % (
                          who, w["falls_caught"], t["fall_clips"], LABEL_TOLERANCE_S, w["falls_alerted_too_early"],
                          w["adl_clips_with_an_alert"], t["adl_clips"], w["alerts_in_adl_clips"]))
+    p = t["peer"]
     lines.append("peer alerts whose shoulder-hip line 'turned' by more than 180 degrees (its angle difference is "
-                 "not wrapped: a line near horizontal crossing +-180 degrees): %d of %d"
-                 % (t["peer"]["alerts_from_angle_wraparound"], sum(len(c["peer_alerts"]) for c in result["clips"])))
+                 "not wrapped: a near-horizontal line crossing +-180 degrees): %d of %d; falls caught by such an "
+                 "alert %d, ADL clips whose first alert is one %d" % (
+                     p["alerts_from_angle_wraparound"], sum(len(c["peer_alerts"]) for c in result["clips"]),
+                     p["falls_caught_by_a_wraparound_alert"], p["adl_clips_whose_first_alert_is_a_wraparound"]))
+    if result["left_out"]:
+        lines.append("(left out, no skeletons yet: %s)" % ", ".join(result["left_out"]))
     if not all(c["skeletons_from_this_code"] for c in result["clips"]):
         lines.append("(* skeletons recorded by other code than this checkout's: --any-code)")
     return "\n".join(lines)
@@ -450,6 +472,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--cache", type=Path, required=True, help="fallwatch evaluate's skeleton cache")
     ap.add_argument("--any-code", action="store_true",
                     help="use a clip's cached skeletons even when other code made them")
+    ap.add_argument("--skip-missing", action="store_true",
+                    help="leave out clips without skeletons instead of computing them (e.g. while another "
+                         "run is filling the same cache)")
     ap.add_argument("--config", default=str(REPO / "config.yaml"), help="fallwatch config (default: config.yaml)")
     ap.add_argument("--peer-dir", type=Path, default=Path.home() / ".cache" / "fallwatch" / "bench-peer",
                     help="where the peer's wheel is downloaded and unpacked")
@@ -461,7 +486,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     config = load_config(args.config)
     peer = load_peer(fetch_wheel(args.peer_dir), args.peer_dir)
     threshold = args.confidence_threshold
-    results = [bench_dataset(d, config, args.cache, args.any_code, peer, threshold) for d in args.datasets]
+    results = [bench_dataset(d, config, args.cache, args.any_code, peer, threshold, args.skip_missing)
+               for d in args.datasets]
     print("peer: %s %s, FallDetector defaults%s; fallwatch: %s\n" % (
         PEER, PEER_VERSION, "" if threshold is None else " except confidence_threshold %.2f" % threshold,
         args.config))
