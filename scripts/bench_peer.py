@@ -31,8 +31,9 @@ clock reading the frame's ``t`` (its module's ``time`` is a :class:`FrameClock`)
 10 s history rules run on the clip's time, as on a camera whose frames arrive faster than 1 per
 second. A fresh detector per clip. The first FALL is the clip's alert; all are counted, each with
 the leaning angle it reports (``find_changes_in_angle`` takes ``abs(theta1 - theta2)`` of two
-``atan2`` angles without wrapping it, so a near-horizontal line whose angle crosses +-180 degrees
-"turns" by about 340 degrees: such alerts are counted apart).
+``atan2`` angles without wrapping it: a near-horizontal line whose angle crosses +-180 degrees
+"turns" by 360 minus its real turn. An alert whose real turn, ``min(a, 360 - a)``, is not above its
+60 degrees exists only through that and is counted apart: :func:`unwrapped_only`).
 
 **Keypoints in its PoseNet layout.** Only the network is replaced: ``src.pipeline.posenet_model.
 Posenet_MobileNet.execute_model`` returns, for the frame's skeleton, what PoseNet's ``parse_output``
@@ -390,6 +391,16 @@ def skeleton_files(folder: Path, config: Any, cache: Path, any_code: bool,
     return found
 
 
+def real_turn(angle: float) -> float:
+    """The peer's reported line turn (``abs`` of two ``atan2`` angles, 0-360) wrapped to 0-180."""
+    return min(angle, 360.0 - angle)
+
+
+def unwrapped_only(angle: float) -> bool:
+    """The peer alerted (turn > ``_fall_factor``, 60) only because the turn is not wrapped."""
+    return angle > 180.0 and real_turn(angle) <= 60.0
+
+
 def caught(label: str, start: Optional[float], alerts: List[float]) -> bool:
     return label == "fall" and bool(alerts) and alerts[0] >= start - LABEL_TOLERANCE_S
 
@@ -420,11 +431,12 @@ def bench_dataset(folder: Path, config: Any, cache: Path, any_code: bool, peer: 
             "adl_clips_with_an_alert": sum(1 for lab, _, al in alerts if lab == "adl" and al),
             "alerts_in_adl_clips": sum(len(al) for lab, _, al in alerts if lab == "adl"),
         }
-    totals["peer"]["alerts_from_angle_wraparound"] = sum(a > 180 for c in clips for a in c["peer_angles"])
-    totals["peer"]["falls_caught_by_a_wraparound_alert"] = sum(
-        1 for c in clips if caught(c["label"], c["fall_start_s"], c["peer_alerts"]) and c["peer_angles"][0] > 180)
-    totals["peer"]["adl_clips_whose_first_alert_is_a_wraparound"] = sum(
-        1 for c in clips if c["label"] == "adl" and c["peer_angles"] and c["peer_angles"][0] > 180)
+    totals["peer"]["alerts_only_from_the_unwrapped_angle"] = sum(unwrapped_only(a) for c in clips
+                                                                 for a in c["peer_angles"])
+    totals["peer"]["falls_caught_only_through_it"] = sum(
+        1 for c in clips if caught(c["label"], c["fall_start_s"], c["peer_alerts"]) and unwrapped_only(c["peer_angles"][0]))
+    totals["peer"]["adl_clips_whose_first_alert_is_only_through_it"] = sum(
+        1 for c in clips if c["label"] == "adl" and c["peer_angles"] and unwrapped_only(c["peer_angles"][0]))
     missing = [row["file"] for row in read_labels(folder) if row["file"] not in files]
     return {"dataset": str(folder), "clips": clips, "totals": totals, "left_out": missing}
 
@@ -435,16 +447,22 @@ def _t(alerts: List[float]) -> str:
     return "%.2f" % alerts[0] + (" (%d)" % len(alerts) if len(alerts) > 1 else "")
 
 
+def _turn(angles: List[float]) -> str:
+    if not angles:
+        return "-"
+    return "%.0f" % angles[0] + (" (%.0f)" % real_turn(angles[0]) if angles[0] > 180 else "")
+
+
 def format_dataset(result: Dict[str, Any]) -> str:
     lines = ["%s (%d fall clips, %d ADL clips)" % (Path(result["dataset"]).name, result["totals"]["fall_clips"],
                                                    result["totals"]["adl_clips"]), "",
-             "| clip | label | fall start (s) | peer alert (s) | peer: line turn at that alert (deg) "
+             "| clip | label | fall start (s) | peer alert (s) | peer: line turn at that alert, reported (real), deg "
              "| fallwatch alert (s) |", "|---|---|---|---|---|---|"]
     for c in result["clips"]:
         lines.append("| %s%s | %s | %s | %s | %s | %s |" % (
             c["file"], "" if c["skeletons_from_this_code"] else " *", c["label"],
             "" if c["fall_start_s"] is None else "%.2f" % c["fall_start_s"], _t(c["peer_alerts"]),
-            "%.0f" % c["peer_angles"][0] if c["peer_angles"] else "-", _t(c["fallwatch_alerts"])))
+            _turn(c["peer_angles"]), _t(c["fallwatch_alerts"])))
     t = result["totals"]
     lines.append("")
     for who in ("peer", "fallwatch"):
@@ -454,11 +472,11 @@ def format_dataset(result: Dict[str, Any]) -> str:
                          who, w["falls_caught"], t["fall_clips"], LABEL_TOLERANCE_S, w["falls_alerted_too_early"],
                          w["adl_clips_with_an_alert"], t["adl_clips"], w["alerts_in_adl_clips"]))
     p = t["peer"]
-    lines.append("peer alerts whose shoulder-hip line 'turned' by more than 180 degrees (its angle difference is "
-                 "not wrapped: a near-horizontal line crossing +-180 degrees): %d of %d; falls caught by such an "
-                 "alert %d, ADL clips whose first alert is one %d" % (
-                     p["alerts_from_angle_wraparound"], sum(len(c["peer_alerts"]) for c in result["clips"]),
-                     p["falls_caught_by_a_wraparound_alert"], p["adl_clips_whose_first_alert_is_a_wraparound"]))
+    lines.append("peer alerts that exist only because its angle difference is not wrapped (real turn at most "
+                 "60 degrees): %d of %d; falls caught only through such an alert %d, ADL clips whose first alert "
+                 "is one %d" % (
+                     p["alerts_only_from_the_unwrapped_angle"], sum(len(c["peer_alerts"]) for c in result["clips"]),
+                     p["falls_caught_only_through_it"], p["adl_clips_whose_first_alert_is_only_through_it"]))
     if result["left_out"]:
         lines.append("(left out, no skeletons yet: %s)" % ", ".join(result["left_out"]))
     if not all(c["skeletons_from_this_code"] for c in result["clips"]):
