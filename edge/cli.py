@@ -91,24 +91,37 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from edge.evaluate import EvaluateError, evaluate, format_table, totals
+    from edge.errors import FallwatchError
+    from edge.evaluate import EvaluateError, evaluate_datasets, format_report, report_json
     from edge.inference.model import open_pose_model
 
     config = load_config_for(args)
     cache = Path(args.cache) if args.cache else Path(config.paths.state_dir) / "evaluate-cache"
     try:
-        results = evaluate(Path(args.dataset), config, cache, lambda: open_pose_model(config), args.max_fps)
+        if args.plots:
+            from edge.plots import require_matplotlib
+
+            require_matplotlib()  # before minutes of replay, not after
+    except FallwatchError as exc:
+        print("fallwatch: %s" % exc, file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        by_dataset = evaluate_datasets([Path(d) for d in args.dataset], config, cache,
+                                       lambda: open_pose_model(config), args.max_fps)
     except EvaluateError as exc:
         print("fallwatch: %s" % exc, file=sys.stderr)
         return EXIT_USAGE
-    print(format_table(results))
+    print(format_report(by_dataset))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump({"clips": [dict(file=r.file, label=r.label, fall_start_s=r.fall_start_s, alert_t=r.alert_t,
-                                      latency_s=r.latency_s, alerts=r.alerts,
-                                      events=[{k: e[k] for k in ("type", "t", "track_id", "confidence", "features")
-                                               if k in e} for e in r.events]) for r in results],
-                       "totals": totals(results)}, fh, indent=1)
+            json.dump(report_json(by_dataset), fh, indent=1)
+    if args.plots:
+        from edge.plots import plot_clip, plot_path
+
+        for results in by_dataset.values():
+            for r in results:
+                plot_clip(r, config, plot_path(Path(args.plots), r))
+        log.info("plots written under %s", args.plots)
     return EXIT_OK
 
 
@@ -360,17 +373,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_detect)
 
     p = sub.add_parser(
-        "evaluate", help="run fall detection over a labelled folder of clips and report recall and false alerts",
-        description="Replays every clip listed in DATASET/labels.csv (columns file, label = fall | adl, "
-                    "fall_start_s) through the daemon's pipeline and prints a table: per clip whether and "
-                    "when fall_detected came, and the totals (recall, false alerts per ADL clip, median "
-                    "and worst time from fall start to alert). The skeletons of each clip are cached "
-                    "(keyed by the clip and the model, views and tracker settings), so a second run with "
-                    "other `fall:` thresholds takes seconds.")
-    p.add_argument("dataset", metavar="DATASET", help="a folder with labels.csv, e.g. ../shared/data/gmdcsa24")
+        "evaluate", help="run fall detection over labelled folders of clips: recall, false alerts, and why",
+        description="Replays every clip listed in each DATASET/labels.csv (columns file, label = fall | adl, "
+                    "fall_start_s) through the daemon's pipeline and prints a table per dataset: per clip "
+                    "whether and when fall_detected came, the share of frames from 1 s after the fall start "
+                    "in which someone was seen with 6+ parts, and for every missed fall and every ADL clip "
+                    "that alerted one reason (edge/diagnose.py lists them); then the totals per dataset and "
+                    "over all (recall, false-alert clips, median and worst time from fall start to alert). "
+                    "The skeletons of each clip are cached (keyed by the clip, the model, views and tracker "
+                    "settings and the code that makes them), so a second run with other `fall:` thresholds "
+                    "takes seconds.")
+    p.add_argument("dataset", metavar="DATASET", nargs="+",
+                   help="a folder with labels.csv, e.g. ../shared/data/gmdcsa24 ../shared/data/upfall")
     p.add_argument("--cache", metavar="DIR", help="skeleton cache (default: <paths.state_dir>/evaluate-cache)")
     p.add_argument("--max-fps", type=float, metavar="N", help="process at most N frames per second of video")
-    p.add_argument("--json", metavar="FILE", help="also write the results and every event as JSON")
+    p.add_argument("--json", metavar="FILE", help="also write the results, diagnoses and every event as JSON")
+    p.add_argument("--plots", metavar="DIR",
+                   help="also draw a timeline per clip, DIR/<dataset>/<clip>.png: per track the parts seen, head "
+                        "and hip height above the floor, torso angle, descent speed and the detector's state, "
+                        "with the thresholds, the labelled fall start and the alerts (needs matplotlib: "
+                        "pip install 'fallwatch[plots]')")
     p.set_defaults(func=cmd_evaluate)
 
     conf = sub.add_parser("config", help="check or print the configuration")

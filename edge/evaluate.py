@@ -9,6 +9,11 @@ skeletons (model, views, tracker, ``max_fps``) and the source of the code that m
 detection excepted; the views policy reads the tracks, so even a tracker change can change
 which skeletons are found). Detection then runs on the cached skeletons, so
 trying other ``fall`` thresholds takes seconds, not minutes.
+
+Each clip's skeletons are also traced (edge.diagnose): every missed fall and every daily-activity
+clip that alerted gets one reason, and each fall clip the share of its frames after the fall in
+which someone was seen with at least ``MIN_PARTS`` parts. Several dataset folders are evaluated
+in one go (:func:`evaluate_datasets`), with totals per dataset and over all of them.
 """
 from __future__ import annotations
 
@@ -19,10 +24,12 @@ import json
 import logging
 import os
 import statistics
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from edge.diagnose import MIN_PARTS, Diagnosis, diagnose, seen_after_fall, trace
 from edge.inference.model import open_pose_model
 from edge.replay import replay_skeletons, replay_video
 from edge.alerts.sinks import SinkSet, SkeletonRecorder
@@ -42,6 +49,10 @@ class ClipResult:
     alert_t: Optional[float]  # first fall_detected, seconds from the clip's start
     alerts: int  # fall_detected events in the clip
     events: List[Dict[str, Any]]
+    dataset: str = ""
+    seen: Optional[Tuple[int, int]] = None  # (frames with someone of MIN_PARTS+ parts, frames) after the fall
+    diagnosis: Optional[Diagnosis] = None  # why a fall was missed or an ADL clip alerted
+    trace: Any = field(default=None, repr=False, compare=False)  # edge.diagnose.Trace, for plots
 
     @property
     def latency_s(self) -> Optional[float]:
@@ -193,12 +204,37 @@ def evaluate(folder: Path, config: Any, cache_dir: Path, open_model: Callable[[]
             replay_skeletons(jsonl, config, collect)
             falls = [e for e in collect.events if e["type"] == "fall_detected"]
             start = float(row["fall_start_s"]) if row["label"] == "fall" else None
+            traced = trace(jsonl, config)
+            if [e["t"] for e in traced.events] != [e["t"] for e in collect.events]:
+                log.warning("%s: the diagnosis replay gave other events than the evaluation; its reason may be "
+                            "wrong", row["file"])
             results.append(ClipResult(row["file"], row["label"], start, falls[0]["t"] if falls else None,
-                                      len(falls), collect.events))
+                                      len(falls), collect.events, folder.name,
+                                      seen_after_fall(traced, start) if start is not None else None,
+                                      diagnose(traced, row["label"], start, config, LABEL_TOLERANCE_S), traced))
     finally:
         if model is not None:
             model.close()
     return results
+
+
+def dataset_names(folders: Sequence[Path]) -> List[str]:
+    """A name per dataset folder: its own name, or its path where two folders share a name."""
+    names = [Path(f).name for f in folders]
+    return [n if names.count(n) == 1 else str(f) for n, f in zip(names, folders)]
+
+
+def evaluate_datasets(folders: Sequence[Path], config: Any, cache_dir: Path, open_model: Callable[[], Any],
+                      max_fps: Optional[float] = None) -> Dict[str, List[ClipResult]]:
+    """:func:`evaluate` on each folder (all labels are checked first), by dataset name."""
+    for folder in folders:
+        read_labels(Path(folder))
+    out: Dict[str, List[ClipResult]] = {}
+    for name, folder in zip(dataset_names(folders), folders):
+        out[name] = evaluate(Path(folder), config, cache_dir, open_model, max_fps)
+        for r in out[name]:
+            r.dataset = name
+    return out
 
 
 # Labelled fall starts are read off the video by eye: an alert this much before one still counts.
@@ -211,29 +247,68 @@ def totals(results: List[ClipResult]) -> Dict[str, Any]:
     caught = [r for r in falls if r.latency_s is not None and r.latency_s >= -LABEL_TOLERANCE_S]
     early = sum(1 for r in falls if r.latency_s is not None and r.latency_s < -LABEL_TOLERANCE_S)
     latencies = [r.latency_s for r in caught]
+    seen = [r.seen for r in falls if r.seen is not None]
+    frames = sum(n for _, n in seen)
     return {
         "fall_clips": len(falls), "adl_clips": len(adls),
+        "caught_falls": len(caught), "missed_falls": len(falls) - len(caught),
         "recall": round(len(caught) / len(falls), 3) if falls else None,
+        "false_alert_clips": sum(1 for r in adls if r.alerts),
         "false_alerts_per_adl_clip": round(sum(r.alerts for r in adls) / len(adls), 3) if adls else None,
         "alerts_before_the_fall": early,
         "median_latency_s": round(statistics.median(latencies), 2) if latencies else None,
         "worst_latency_s": round(max(latencies), 2) if latencies else None,
+        "seen_after_fall": round(sum(k for k, _ in seen) / frames, 3) if frames else None,
+        "reasons": dict(Counter(r.diagnosis.reason for r in results if r.diagnosis is not None).most_common()),
     }
 
 
+def _totals_line(t: Dict[str, Any]) -> str:
+    seen = "-" if t["seen_after_fall"] is None else "%.1f%%" % (100 * t["seen_after_fall"])
+    reasons = ", ".join("%s %d" % kv for kv in t["reasons"].items()) or "-"
+    return ("recall %s (%d of %d fall clips), false-alert clips %d of %d ADL clips (false alerts per ADL clip %s), "
+            "alerts more than %.1f s before the labelled fall start %d, latency from fall start: median %s s, "
+            "worst %s s; frames after the falls with someone of %d+ parts: %s; reasons: %s"
+            % (t["recall"], t["caught_falls"], t["fall_clips"], t["false_alert_clips"], t["adl_clips"],
+               t["false_alerts_per_adl_clip"], LABEL_TOLERANCE_S, t["alerts_before_the_fall"],
+               t["median_latency_s"], t["worst_latency_s"], MIN_PARTS, seen, reasons))
+
+
 def format_table(results: List[ClipResult]) -> str:
-    lines = ["| clip | label | fall starts (s) | alert (s) | fall start to alert (s) | fall_detected | other events |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| clip | label | fall starts (s) | alert (s) | fall start to alert (s) | fall_detected | other events "
+             "| seen after fall | diagnosis |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         others = sorted({e["type"] for e in r.events if e["type"] != "fall_detected"})
-        lines.append("| %s | %s | %s | %s | %s | %d | %s |" % (
+        seen = "-" if not r.seen or not r.seen[1] else "%.0f%% of %d" % (100.0 * r.seen[0] / r.seen[1], r.seen[1])
+        why = "-" if r.diagnosis is None else "%s: %s" % (r.diagnosis.reason, r.diagnosis.detail)
+        lines.append("| %s | %s | %s | %s | %s | %d | %s | %s | %s |" % (
             r.file, r.label, "" if r.fall_start_s is None else "%.1f" % r.fall_start_s,
             "-" if r.alert_t is None else "%.2f" % r.alert_t,
-            "-" if r.latency_s is None else "%.2f" % r.latency_s, r.alerts, ", ".join(others) or "-"))
-    t = totals(results)
+            "-" if r.latency_s is None else "%.2f" % r.latency_s, r.alerts, ", ".join(others) or "-", seen, why))
     lines.append("")
-    lines.append("recall %s (%d fall clips), false alerts per ADL clip %s (%d ADL clips), alerts more than "
-                 "%.1f s before the labelled fall start %d, latency from fall start: median %s s, worst %s s"
-                 % (t["recall"], t["fall_clips"], t["false_alerts_per_adl_clip"], t["adl_clips"],
-                    LABEL_TOLERANCE_S, t["alerts_before_the_fall"], t["median_latency_s"], t["worst_latency_s"]))
+    lines.append(_totals_line(totals(results)))
     return "\n".join(lines)
+
+
+def format_report(by_dataset: Dict[str, List[ClipResult]]) -> str:
+    """A table per dataset with its totals, then the totals over all of them."""
+    parts = ["## %s\n\n%s" % (name, format_table(results)) for name, results in by_dataset.items()]
+    if len(by_dataset) > 1:
+        everything = [r for results in by_dataset.values() for r in results]
+        parts.append("## all %d datasets\n\n%s" % (len(by_dataset), _totals_line(totals(everything))))
+    return "\n\n".join(parts)
+
+
+def report_json(by_dataset: Dict[str, List[ClipResult]]) -> Dict[str, Any]:
+    """``clips`` (every clip, with its dataset, events, perception and diagnosis), ``datasets`` (the
+    totals of each) and ``totals`` (over all)."""
+    everything = [r for results in by_dataset.values() for r in results]
+    clips = [dict(dataset=r.dataset, file=r.file, label=r.label, fall_start_s=r.fall_start_s, alert_t=r.alert_t,
+                  latency_s=r.latency_s, alerts=r.alerts,
+                  seen_after_fall=None if r.seen is None else {"frames_seen": r.seen[0], "frames": r.seen[1]},
+                  diagnosis=None if r.diagnosis is None else r.diagnosis.to_dict(),
+                  events=[{k: e[k] for k in ("type", "t", "track_id", "confidence", "features") if k in e}
+                          for e in r.events]) for r in everything]
+    return {"clips": clips, "datasets": {name: {"totals": totals(results)} for name, results in by_dataset.items()},
+            "totals": totals(everything)}

@@ -289,6 +289,20 @@ class FallDetector:
             del self._tracks[gone]
         return events
 
+    def inspect(self, track_id: int) -> Optional[Dict[str, Any]]:
+        """Read-only: a track's ``state``, the ``size_px`` and ``floor_px`` its rules measure
+        against now (NaN when unknown), ``down_since`` and the ``descent`` in progress; None for an
+        unknown track. For diagnosis (edge.diagnose); it changes nothing."""
+        st = self._tracks.get(track_id)
+        if st is None:
+            return None
+        size = float(np.quantile([s for _, s in st.sizes], 0.8)) if st.sizes else math.nan
+        floor = float(np.median([f for _, f in st.floors])) if st.floors else math.nan
+        if st.state != NORMAL:
+            size, floor = st.frozen_size, st.frozen_floor
+        return {"state": st.state, "size_px": size, "floor_px": floor, "down_since": st.down_since,
+                "descent": dict(st.descent)}
+
     # ------------------------------------------------------------------ per track
 
     def _look(self, st: "_TrackState", keypoints: np.ndarray, t: float, frame_size: Tuple[int, int]
