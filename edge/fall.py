@@ -264,6 +264,7 @@ class FallDetector:
         self.ignore = [z for z in zones if z.kind == "ignore"]
         self.floor_zones = [z for z in zones if z.kind == "floor"]
         self._tracks: Dict[int, _TrackState] = {}
+        self._gone: List[_TrackState] = []  # tracks ended within confirm_within_s, to hand over
 
     def update(self, tracks: Sequence[Any], t: float, frame_size: Tuple[int, int]) -> List[Dict[str, Any]]:
         events: List[Dict[str, Any]] = []
@@ -275,19 +276,50 @@ class FallDetector:
             found = []
             st = self._tracks.get(track.id)
             if st is None:  # a new track: what it saw before it got its id counts too
-                st = self._tracks[track.id] = _TrackState()
                 past = track.history() if hasattr(track, "history") else None
-                for pt, pkp in zip(past.t, past.keypoints) if past is not None else ():
-                    if pt < t:
-                        found.append(self._look(st, pkp, float(pt), frame_size))
+                seen = [(float(pt), pkp) for pt, pkp in zip(past.t, past.keypoints) if pt < t] if past else []
+                first = seen[0] if seen else (t, track.keypoints)
+                st = self._tracks[track.id] = self._handed_over(first[1], first[0], frame_size) or _TrackState()
+                for pt, pkp in seen:
+                    found.append(self._look(st, pkp, pt, frame_size))
             found.append(self._look(st, track.keypoints, t, frame_size))
             for event in found:
                 if event is not None:
                     event.update(track_id=int(track.id), keypoints=np.asarray(track.keypoints, dtype=np.float64))
                     events.append(event)
         for gone in set(self._tracks) - alive:
-            del self._tracks[gone]
+            self._gone.append(self._tracks.pop(gone))
+        horizon = t - self.config.confirm_within_s
+        self._gone = [g for g in self._gone if g.last_t >= horizon]
         return events
+
+    def _handed_over(self, keypoints: np.ndarray, t: float, frame_size: Tuple[int, int]
+                     ) -> Optional["_TrackState"]:
+        """A new track that starts where another one was lost: the network often loses a person in
+        mid-fall and the tracker then starts a new track for them lying. When a track unseen since
+        (but seen within ``confirm_within_s``) had a floor and was last seen within one body height
+        of where the new one starts, the new track takes over its state (floor, size, the descent so
+        far); each lost track is handed over once. None when there is no such track."""
+        obs = observe(keypoints, t, frame_size, self.config.min_keypoint_confidence)
+        if obs is None:
+            return None
+        width, height = float(frame_size[0]), float(frame_size[1])
+        best, best_d = None, 1.0
+        for st in list(self._tracks.values()) + self._gone:
+            if not (t - self.config.confirm_within_s <= st.last_t < t) or not st.floors or not st.recent:
+                continue
+            size = float(np.quantile([s for _, s in st.sizes], 0.8)) if st.sizes else math.nan
+            last = st.recent[-1]
+            d = math.hypot((obs.centre[0] - last.centre[0]) * width, (obs.centre[1] - last.centre[1]) * height) / size
+            if d <= best_d:
+                best, best_d = st, d
+        if best is None:
+            return None
+        if best in self._gone:
+            self._gone.remove(best)
+        else:
+            self._tracks = {k: v for k, v in self._tracks.items() if v is not best}
+        return best
 
     def inspect(self, track_id: int) -> Optional[Dict[str, Any]]:
         """Read-only: a track's ``state``, the ``size_px`` and ``floor_px`` its rules measure

@@ -104,6 +104,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--after-fall-only", action="store_true", help="thin only from the labelled fall start on")
     ap.add_argument("--max-fps", type=float, default=None, help="as given to fallwatch evaluate (cache key)")
+    ap.add_argument("--skip-missing", action="store_true", help="leave out clips without cached skeletons")
     ap.add_argument("--any-key", action="store_true",
                     help="use a clip's newest cached skeletons even when another version of the code made them")
     args = ap.parse_args(argv)
@@ -118,6 +119,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 if not jsonl.is_file() and args.any_key:
                     found = sorted(args.cache.glob("%s-*.jsonl" % stem), key=lambda p: p.stat().st_mtime)
                     jsonl = found[-1] if found else jsonl
+                if not jsonl.is_file() and args.skip_missing:
+                    print("skipped %s: no cached skeletons" % row["file"], file=sys.stderr)
+                    continue
                 if not jsonl.is_file():
                     raise SystemExit("%s: no cached skeletons (%s); run fallwatch evaluate %s --cache %s first"
                                      % (row["file"], jsonl.name, folder, args.cache))
