@@ -7,7 +7,9 @@ goes on for ``EXTEND_S`` seconds feeding the clip's last frame again, to learn w
 would have come had the clip been longer. :func:`diagnose` reads that trace and gives one
 :class:`Diagnosis`; the first reason of :data:`MISSED` that holds, in that order, or one of
 :data:`FALSE_ALERT`. "After the fall" means from 1 s after the labelled fall start to the clip's
-end; "the person" is the track seen there with at least ``MIN_PARTS`` parts in the most frames.
+end; "the person" is a track seen there with at least ``MIN_PARTS`` parts: one already seen
+before the fall start if there is one (a second skeleton may appear beside a fallen person), and
+of those the one seen so in the most frames.
 
 Missed falls:
 
@@ -215,7 +217,9 @@ def _missed(tr: Trace, t0: float, falls: List[Dict[str, Any]], config: Any, tole
         return Diagnosis("no_skeleton", "no track with %d+ parts after the fall; someone had %d+ parts in %d of %d "
                          "frames (the clip ends %.2f s after the fall start)"
                          % (MIN_PARTS, MIN_PARTS, seen, frames, tr.end_t - t0))
-    track = Counter(r.track for r in after).most_common(1)[0][0]
+    seen = Counter(r.track for r in after)
+    first = {r.track: r.t for r in reversed(tr.rows)}
+    track = max(seen, key=lambda i: (first[i] < t0, seen[i]))
     rows = [r for r in tr.rows if r.track == track]
     since = [r for r in rows if r.t >= t0 - tolerance_s]
     size = float(np.nanmedian([r.size_px for r in after if r.track == track]))

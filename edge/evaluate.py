@@ -274,6 +274,12 @@ def _totals_line(t: Dict[str, Any]) -> str:
                t["median_latency_s"], t["worst_latency_s"], MIN_PARTS, seen, reasons))
 
 
+def _seconds(value: float) -> str:
+    """``value`` to 0.01 s, without a second trailing zero (0.3 -> 0.3, 2 -> 2.0, 0.85 -> 0.85)."""
+    text = "%.2f" % value
+    return text[:-1] if text.endswith("0") else text
+
+
 def format_table(results: List[ClipResult]) -> str:
     lines = ["| clip | label | fall starts (s) | alert (s) | fall start to alert (s) | fall_detected | other events "
              "| seen after fall | diagnosis |",
@@ -283,7 +289,7 @@ def format_table(results: List[ClipResult]) -> str:
         seen = "-" if not r.seen or not r.seen[1] else "%.0f%% of %d" % (100.0 * r.seen[0] / r.seen[1], r.seen[1])
         why = "-" if r.diagnosis is None else "%s: %s" % (r.diagnosis.reason, r.diagnosis.detail)
         lines.append("| %s | %s | %s | %s | %s | %d | %s | %s | %s |" % (
-            r.file, r.label, "" if r.fall_start_s is None else "%.1f" % r.fall_start_s,
+            r.file, r.label, "" if r.fall_start_s is None else _seconds(r.fall_start_s),
             "-" if r.alert_t is None else "%.2f" % r.alert_t,
             "-" if r.latency_s is None else "%.2f" % r.latency_s, r.alerts, ", ".join(others) or "-", seen, why))
     lines.append("")
