@@ -279,9 +279,10 @@ class FallDetector:
                 past = track.history() if hasattr(track, "history") else None
                 seen = [(float(pt), pkp) for pt, pkp in zip(past.t, past.keypoints) if pt < t] if past else []
                 first = seen[0] if seen else (t, track.keypoints)
-                st = self._tracks[track.id] = self._handed_over(first[1], first[0], frame_size) or _TrackState()
+                st = self._tracks[track.id] = self._handed_over(first[1], first[0], t, frame_size) or _TrackState()
                 for pt, pkp in seen:
-                    found.append(self._look(st, pkp, pt, frame_size))
+                    if pt > st.last_t:  # a track handed over has seen up to its own last_t already
+                        found.append(self._look(st, pkp, pt, frame_size))
             found.append(self._look(st, track.keypoints, t, frame_size))
             for event in found:
                 if event is not None:
@@ -293,20 +294,21 @@ class FallDetector:
         self._gone = [g for g in self._gone if g.last_t >= horizon]
         return events
 
-    def _handed_over(self, keypoints: np.ndarray, t: float, frame_size: Tuple[int, int]
+    def _handed_over(self, keypoints: np.ndarray, t: float, now: float, frame_size: Tuple[int, int]
                      ) -> Optional["_TrackState"]:
-        """A new track that starts where another one was lost: the network often loses a person in
-        mid-fall and the tracker then starts a new track for them lying. When a track unseen since
-        (but seen within ``confirm_within_s``) had a floor and was last seen within one body height
-        of where the new one starts, the new track takes over its state (floor, size, the descent so
-        far); each lost track is handed over once. None when there is no such track."""
+        """A new track, first seen at ``t`` and confirmed at ``now``, that starts where another one
+        was lost: the network often loses a person in mid-fall (or splits them into two partial
+        skeletons) and the tracker then carries on with a new track for them lying. When a track not
+        seen at ``now``, but seen within ``confirm_within_s`` before ``t``, had a floor and was last
+        seen within one body height of where the new one starts, the new track takes over its state
+        (floor, size, the descent so far); each lost track is handed over once."""
         obs = observe(keypoints, t, frame_size, self.config.min_keypoint_confidence)
         if obs is None:
             return None
         width, height = float(frame_size[0]), float(frame_size[1])
         best, best_d = None, 1.0
         for st in list(self._tracks.values()) + self._gone:
-            if not (t - self.config.confirm_within_s <= st.last_t < t) or not st.floors or not st.recent:
+            if not (t - self.config.confirm_within_s <= st.last_t < now) or not st.floors or not st.recent:
                 continue
             size = float(np.quantile([s for _, s in st.sizes], 0.8)) if st.sizes else math.nan
             last = st.recent[-1]
