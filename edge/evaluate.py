@@ -159,7 +159,9 @@ def skeleton_key(video: Path, config: Any, max_fps: Optional[float]) -> str:
     return digest.hexdigest()[:16]
 
 
-class _Events:
+class EventList:
+    """A sink that keeps the events it is given (``events``) and ignores frames and stats."""
+
     def __init__(self) -> None:
         self.events: List[Dict[str, Any]] = []
 
@@ -200,7 +202,7 @@ def evaluate(folder: Path, config: Any, cache_dir: Path, open_model: Callable[[]
                 finally:
                     sinks.close()
                 os.replace(str(partial), str(jsonl))
-            collect = _Events()
+            collect = EventList()
             replay_skeletons(jsonl, config, collect)
             falls = [e for e in collect.events if e["type"] == "fall_detected"]
             start = float(row["fall_start_s"]) if row["label"] == "fall" else None

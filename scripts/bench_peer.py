@@ -94,7 +94,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from edge.config import load_config  # noqa: E402
-from edge.evaluate import LABEL_TOLERANCE_S, evaluate, read_labels, skeleton_key  # noqa: E402
+from edge.evaluate import LABEL_TOLERANCE_S, EventList, evaluate, read_labels, skeleton_key  # noqa: E402
 from edge.replay import read_skeletons, replay_skeletons  # noqa: E402
 from edge.skeleton import HIPS, KEYPOINT_INDEX, SHOULDERS  # noqa: E402
 
@@ -303,23 +303,6 @@ def load_peer(wheel: Path, workdir: Path) -> Tuple[types.ModuleType, FrameClock,
 # ------------------------------------------------------------------------------------ running
 
 
-class _Events:
-    def __init__(self) -> None:
-        self.events: List[Dict[str, Any]] = []
-
-    def frame(self, record: Any) -> None:
-        pass
-
-    def emit(self, event: Dict[str, Any]) -> None:
-        self.events.append(event)
-
-    def stats(self, stats: Any) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 def run_peer(jsonl: Path, fall_detect: types.ModuleType, clock: FrameClock, placeholder: Path,
              confidence_threshold: Optional[float] = None) -> List[Tuple[float, float]]:
     """``(t, leaning angle)`` of every frame on which the peer's ``fall_detect`` returns a FALL."""
@@ -341,7 +324,7 @@ def run_peer(jsonl: Path, fall_detect: types.ModuleType, clock: FrameClock, plac
 
 def run_fallwatch(jsonl: Path, config: Any) -> List[float]:
     """The t of every ``fall_detected`` of fallwatch's detector replayed on ``jsonl``."""
-    sink = _Events()
+    sink = EventList()
     replay_skeletons(jsonl, config, sink)
     return [e["t"] for e in sink.events if e["type"] == "fall_detected"]
 

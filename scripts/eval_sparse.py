@@ -37,25 +37,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from edge.config import load_config  # noqa: E402
-from edge.evaluate import skeleton_key  # noqa: E402
+from edge.evaluate import EventList, skeleton_key  # noqa: E402
 from edge.replay import read_skeletons, replay_skeletons  # noqa: E402
-
-
-class _Events:
-    def __init__(self) -> None:
-        self.events: List[Dict[str, Any]] = []
-
-    def frame(self, record: Any) -> None:
-        pass
-
-    def emit(self, event: Dict[str, Any]) -> None:
-        self.events.append(event)
-
-    def stats(self, stats: Any) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 def thin(records: Sequence[Dict[str, Any]], keep_frames: float, keep_parts: float, rng: np.random.Generator,
@@ -85,7 +68,7 @@ def first_fall(records: Sequence[Dict[str, Any]], config: Any) -> Optional[float
         for record in records:
             fh.write(json.dumps(record) + "\n")
         path = fh.name
-    sink = _Events()
+    sink = EventList()
     try:
         replay_skeletons(path, config, sink)
     finally:
