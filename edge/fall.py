@@ -244,6 +244,7 @@ class _TrackState:
     fallen_at: float = math.nan
     long_lie_sent: bool = False
     cleared_at: float = -math.inf
+    echo_of: Optional["_TrackState"] = None  # the track whose fall this one is a second skeleton of
 
     def reset(self) -> None:
         """Forget everything (the track's clock went back)."""
@@ -348,7 +349,42 @@ class FallDetector:
                 st.reset()
             return None
         st.last_t = t
-        return self._step(st, obs)
+        return self._unless_echo(st, obs, self._step(st, obs), frame_size)
+
+    def _unless_echo(self, st: _TrackState, obs: Observation, event: Optional[Dict[str, Any]],
+                     frame_size: Tuple[int, int]) -> Optional[Dict[str, Any]]:
+        """One fall, one alert. The network sometimes sees a fallen person twice (a second,
+        partial skeleton beside the first) and the tracker gives it its own id; that second track
+        then "falls" too. A ``fall_detected`` of a track that lies within one body height of a
+        track already fallen (and seen within ``confirm_within_s``) is the same incident: it is not
+        sent, and that track's later events are held back while the first track is still tracked
+        or has been cleared. If the first track is lost without getting up, the second one speaks
+        for the incident from then on (``long_lie``, ``fall_cleared``)."""
+        if event is None:
+            return None
+        if event["type"] == "fall_detected":
+            st.echo_of = self._fallen_near(st, obs, frame_size)
+        first = st.echo_of
+        if first is None:
+            return event
+        if any(first is other for other in self._tracks.values()) or first.cleared_at > first.fallen_at:
+            return None
+        st.echo_of = None
+        return event
+
+    def _fallen_near(self, st: _TrackState, obs: Observation, frame_size: Tuple[int, int]
+                     ) -> Optional[_TrackState]:
+        width, height = float(frame_size[0]), float(frame_size[1])
+        for other in self._tracks.values():
+            if other is st or other.state != FALLEN or not other.recent:
+                continue
+            if other.last_t < obs.t - self.config.confirm_within_s or not other.frozen_size > 0:
+                continue
+            last = other.recent[-1]
+            d = math.hypot((obs.centre[0] - last.centre[0]) * width, (obs.centre[1] - last.centre[1]) * height)
+            if d <= other.frozen_size:
+                return other
+        return None
 
     def _remember(self, st: _TrackState, obs: Observation) -> Tuple[float, float]:
         """Update the track's size and floor memories; return (size px, floor row px)."""

@@ -374,3 +374,54 @@ def test_a_fall_seen_in_a_third_of_the_frames_is_caught(fps):
         for name, keyframes in sorted(DAILY_LIFE.items()):
             frames = [(t, kp if rng.random() < 1 / 3 else None) for t, kp in sequence(keyframes, fps, 10.0)]
             assert _through_the_tracker(frames, config) == [], (name, seed)
+
+
+def _run_people(people, until=None, frame=FRAME):
+    """people: {track id: [(t, keypoints)]}; each frame hands the detector the tracks seen at t."""
+    by_t = {}
+    for track_id, frames in people.items():
+        for t, kp in frames:
+            if until is None or t <= until:
+                by_t.setdefault(round(t, 6), []).append(SimpleNamespace(id=track_id, keypoints=kp, last_t=t))
+    detector, events = FallDetector(), []
+    for t in sorted(by_t):
+        events += [dict(e, t=t) for e in detector.update(by_t[t], t, frame)]
+    return events
+
+
+def _shifted(frames, dx, drop=(), scale=1.0):
+    """The frames' skeleton scaled about the frame's centre, moved right by dx, parts dropped."""
+    out = []
+    for t, kp in frames:
+        kp = np.array(kp, dtype=np.float64)
+        kp[:, :2] = 0.5 + scale * (kp[:, :2] - 0.5)
+        kp[:, 0] += dx
+        kp[list(drop), :] = 0.0
+        out.append((t, kp))
+    return out
+
+
+def test_a_fallen_person_seen_twice_raises_one_alert_and_two_people_apart_raise_two():
+    frames = sequence(FALLS["sideways to the right"][0], 15, 8.0)
+    # a second, partial skeleton of the same person (no face, no left leg) a few pixels aside: one incident
+    echo = _shifted(frames, 0.01, drop=(0, 14, 15, 16, 17, 12, 13))
+    events = _run_people({1: frames, 2: echo})
+    assert kinds(events) == ["fall_detected"]
+    # two people falling three body heights apart are two incidents (each a third of the size, so both fit)
+    size = observe(frames[0][1], 0.0, FRAME, 0.1).size / 3 / FRAME[0]  # body height, as a share of the width
+    events = _run_people({1: _shifted(frames, -1.5 * size, scale=1 / 3), 2: _shifted(frames, 1.5 * size, scale=1 / 3)})
+    assert kinds(events) == ["fall_detected", "fall_detected"] and {e["track_id"] for e in events} == {1, 2}
+
+
+def test_when_the_first_skeleton_is_lost_the_second_one_carries_the_incident():
+    keyframes = [(0, STANDING), (2.0, STANDING), (2.8, LYING_RIGHT), (70.0, LYING_RIGHT), (71.5, SITTING_FLOOR),
+                 (72.5, KNEELING), (73.5, STANDING)]
+    frames = sequence(keyframes, 10, 80.0)
+    first = [(t, kp) for t, kp in frames if t < 10.0]  # the tracker loses it at 10 s
+    events = _run_people({1: first, 2: _shifted(frames, 0.01, drop=(0, 14, 15, 16, 17))})
+    assert kinds(events) == ["fall_detected", "long_lie", "fall_cleared"]
+    assert events[0]["t"] < 10.0 and events[1]["track_id"] == events[2]["track_id"] == 2
+    # and while the first is still tracked, the second stays silent to the end
+    events = _run_people({1: frames, 2: _shifted(frames, 0.01, drop=(0, 14, 15, 16, 17))})
+    assert kinds(events) == ["fall_detected", "long_lie", "fall_cleared"]
+    assert {e["track_id"] for e in events} == {events[0]["track_id"]}
