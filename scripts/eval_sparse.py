@@ -29,7 +29,7 @@ import json
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -77,6 +77,34 @@ def first_fall(records: Sequence[Dict[str, Any]], config: Any) -> Optional[float
     return falls[0] if falls else None
 
 
+Clip = Tuple[str, str, str, Optional[float], List[Dict[str, Any]]]
+
+
+def load_clips(datasets: Sequence[Path], cache: Path, config: Any, max_fps: Optional[float] = None,
+               any_key: bool = False, skip_missing: bool = False) -> List[Clip]:
+    """Each labelled clip's cached skeletons: (dataset, file, label, fall start or None, records)."""
+    clips = []
+    for folder in datasets:
+        with open(folder / "labels.csv", newline="", encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                video = folder / row["file"]
+                stem = row["file"].replace("/", "_").rsplit(".", 1)[0]
+                jsonl = cache / ("%s-%s.jsonl" % (stem, skeleton_key(video, config, max_fps)))
+                if not jsonl.is_file() and any_key:
+                    found = sorted(cache.glob("%s-*.jsonl" % stem), key=lambda p: p.stat().st_mtime)
+                    jsonl = found[-1] if found else jsonl
+                if not jsonl.is_file() and skip_missing:
+                    print("skipped %s: no cached skeletons" % row["file"], file=sys.stderr)
+                    continue
+                if not jsonl.is_file():
+                    raise SystemExit("%s: no cached skeletons (%s); run fallwatch evaluate %s --cache %s first"
+                                     % (row["file"], jsonl.name, folder, cache))
+                start = float(row["fall_start_s"]) if row["label"] == "fall" else None
+                clips.append((folder.name, row["file"], row["label"], start,
+                              [record for _, record in read_skeletons(jsonl)]))
+    return clips
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("datasets", nargs="+", type=Path, help="folders with labels.csv (as for fallwatch evaluate)")
@@ -92,25 +120,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     help="use a clip's newest cached skeletons even when another version of the code made them")
     args = ap.parse_args(argv)
     config = load_config(args.config, env={})
-    clips = []
-    for folder in args.datasets:
-        with open(folder / "labels.csv", newline="", encoding="utf-8") as fh:
-            for row in csv.DictReader(fh):
-                video = folder / row["file"]
-                stem = row["file"].replace("/", "_").rsplit(".", 1)[0]
-                jsonl = args.cache / ("%s-%s.jsonl" % (stem, skeleton_key(video, config, args.max_fps)))
-                if not jsonl.is_file() and args.any_key:
-                    found = sorted(args.cache.glob("%s-*.jsonl" % stem), key=lambda p: p.stat().st_mtime)
-                    jsonl = found[-1] if found else jsonl
-                if not jsonl.is_file() and args.skip_missing:
-                    print("skipped %s: no cached skeletons" % row["file"], file=sys.stderr)
-                    continue
-                if not jsonl.is_file():
-                    raise SystemExit("%s: no cached skeletons (%s); run fallwatch evaluate %s --cache %s first"
-                                     % (row["file"], jsonl.name, folder, args.cache))
-                start = float(row["fall_start_s"]) if row["label"] == "fall" else None
-                clips.append((folder.name, row["file"], row["label"], start,
-                              [record for _, record in read_skeletons(jsonl)]))
+    clips = load_clips(args.datasets, args.cache, config, args.max_fps, args.any_key, args.skip_missing)
     print("| keep frames | keep parts | dataset | falls alerted | ADL clips alerting |")
     print("|---|---|---|---|---|")
     for kf in args.keep_frames:
