@@ -67,25 +67,20 @@ def with_fall(config: Any, **values: float) -> Any:
 
 def score(clips: Sequence[Clip], config: Any, keep_frames: Sequence[float], seeds: int) -> Score:
     s = Score()
-    for _, _, label, _, records in clips:
-        alerted = first_fall(records, config) is not None
-        if label == "fall":
-            s.falls += alerted
-            s.fall_runs += 1
-        else:
-            s.adl_full += alerted
-            s.adl_clips += 1
-    for kf in keep_frames:
-        for seed in range(seeds):
-            rng = np.random.default_rng(seed)
-            for _, _, label, _, records in clips:
-                alerted = first_fall(thin(records, kf, 1.0, rng), config) is not None
-                if label == "fall":
-                    s.falls += alerted
-                    s.fall_runs += 1
-                else:
-                    s.adl_thin += alerted
-                    s.adl_thin_runs += 1
+    runs = [(None, 0)] + [(kf, seed) for kf in keep_frames for seed in range(seeds)]  # None: full perception
+    for kf, seed in runs:
+        rng = np.random.default_rng(seed)
+        for _, _, label, _, records in clips:
+            alerted = first_fall(records if kf is None else thin(records, kf, 1.0, rng), config) is not None
+            if label == "fall":
+                s.falls += alerted
+                s.fall_runs += 1
+            elif kf is None:
+                s.adl_full += alerted
+                s.adl_clips += 1
+            else:
+                s.adl_thin += alerted
+                s.adl_thin_runs += 1
     return s
 
 
