@@ -358,8 +358,9 @@ class FallDetector:
         then "falls" too. A ``fall_detected`` of a track that lies within one body height of a
         track already fallen (and seen within ``confirm_within_s``) is the same incident: it is not
         sent, and that track's later events are held back while the first track is still tracked
-        or has been cleared. If the first track is lost without getting up, the second one speaks
-        for the incident from then on (``long_lie``, ``fall_cleared``)."""
+        (or lost less than ``confirm_within_s`` ago, so it may be handed over) or has been cleared.
+        If the first track is lost for good without getting up, the second one speaks for the
+        incident from then on (``long_lie``, ``fall_cleared``)."""
         if event is None:
             return None
         if event["type"] == "fall_detected":
@@ -367,7 +368,8 @@ class FallDetector:
         first = st.echo_of
         if first is None:
             return event
-        if any(first is other for other in self._tracks.values()) or first.cleared_at > first.fallen_at:
+        carried = any(first is other for other in list(self._tracks.values()) + self._gone)  # or to be handed over
+        if carried or first.cleared_at > first.fallen_at:
             return None
         st.echo_of = None
         return event
