@@ -161,12 +161,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from edge.health import doctor
     from edge.health.board import detect_board
     from edge.health.checks import CheckResult, format_result
-    from edge.config import ConfigError, default_config_path, load_config
+    from edge.config import ConfigError, find_config, load_config
 
-    path = args.config
-    if path is None:
-        found = default_config_path()
-        path = found if found.is_file() else None
+    path = find_config(args.config)
     setup_logging(args.log_level or "warning")
     env = dict(doctor.service_env(), **os.environ)  # the service's EnvironmentFile, as systemd gives it
     board = detect_board()
@@ -317,7 +314,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def _add_common(parser: argparse.ArgumentParser, default: object) -> None:
     parser.add_argument("-c", "--config", metavar="FILE", default=default,
                         help="configuration file (default: $FALLWATCH_CONFIG, else /etc/fallwatch/config.yaml "
-                             "if present, else ./config.yaml, else built-in defaults)")
+                             "if present, else ./config.yaml, else built-in defaults, with a warning); a file "
+                             "named here or by FALLWATCH_CONFIG must exist")
     parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default=default,
                         help="override log_level from the configuration")
 
