@@ -57,8 +57,10 @@ def cmd_model_check(args: argparse.Namespace) -> int:
     from edge.inference.mapview import render_maps, strongest_peaks
     from edge.skeleton import KEYPOINT_INDEX
 
+    from edge.media import check_image_output
+
+    out = check_image_output(args.out or Path(args.image).stem + "_maps.png")
     image, spec, (heatmaps, pafs, transform) = _on_image(args, lambda pipeline, image: pipeline.maps(image))
-    out = Path(args.out or Path(args.image).stem + "_maps.png")
     if not cv2.imwrite(str(out), render_maps(image, heatmaps, pafs, transform)):
         raise SystemExit("fallwatch: cannot write %s" % out)
     necks = strongest_peaks(heatmaps[KEYPOINT_INDEX["neck"]], transform, image.shape[:2])
@@ -73,8 +75,11 @@ def cmd_model_check(args: argparse.Namespace) -> int:
 def cmd_detect(args: argparse.Namespace) -> int:
     import cv2
 
+    from edge.media import check_image_output
     from edge.skeleton import KEYPOINTS, draw_skeletons
 
+    if args.out:
+        check_image_output(args.out)
     image, spec, people = _on_image(args, lambda pipeline, image: pipeline.detect(image))
     keypoints, scores = people.keypoints, people.scores
     height, width = image.shape[:2]
@@ -97,11 +102,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     config = load_config_for(args)
     cache = Path(args.cache) if args.cache else Path(config.paths.state_dir) / "evaluate-cache"
-    try:
+    try:  # before minutes of replay, not after
         if args.plots:
             from edge.plots import require_matplotlib
 
-            require_matplotlib()  # before minutes of replay, not after
+            require_matplotlib()
+        if args.json:
+            from edge.media import check_output_file
+
+            check_output_file(args.json, "--json report")
     except FallwatchError as exc:
         print("fallwatch: %s" % exc, file=sys.stderr)
         return EXIT_USAGE
@@ -111,6 +120,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     except EvaluateError as exc:
         print("fallwatch: %s" % exc, file=sys.stderr)
         return EXIT_USAGE
+    except OSError as exc:  # the skeleton cache
+        print("fallwatch: evaluate: %s" % exc, file=sys.stderr)
+        return EXIT_FAIL
     print(format_report(by_dataset))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
@@ -293,7 +305,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         if skeletons:
             if args.preview:
                 log.warning("--preview: a skeleton JSONL has no images; no preview is written")
-            summary = replay_skeletons(args.input, config, sinks, max_fps=args.max_fps, start_wall=start_wall)
+            summary = replay_skeletons(args.input, config, sinks, max_fps=args.max_fps, start_wall=start_wall,
+                                       strict=args.strict)
         else:
             from edge.inference.model import open_pose_model
 
@@ -358,7 +371,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "magnitudes over the image; prints the map shapes and the strongest neck peaks "
                     "(frame pixels) as JSON.")
     p.add_argument("image", help="an image file (JPEG, PNG, ...)")
-    p.add_argument("--out", metavar="PNG", help="where to write the picture (default: <image>_maps.png here)")
+    p.add_argument("--out", metavar="PNG", help="where to write the picture, an image format OpenCV writes (.png, "
+                                                 ".jpg, ...; checked before the model runs; default: "
+                                                 "<image>_maps.png here)")
     p.set_defaults(func=cmd_model_check)
 
     p = sub.add_parser(
@@ -367,7 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "found as JSON: a score and, for each keypoint found, [x, y, confidence] in the "
                     "image's pixels. With --out, also draws the skeletons over the image.")
     p.add_argument("image", help="an image file (JPEG, PNG, ...)")
-    p.add_argument("--out", metavar="PNG", help="write the image with the skeletons drawn over it")
+    p.add_argument("--out", metavar="PNG", help="write the image with the skeletons drawn over it, in an image "
+                                                 "format OpenCV writes (.png, .jpg, ...; checked before the model "
+                                                 "runs)")
     p.set_defaults(func=cmd_detect)
 
     p = sub.add_parser(
@@ -451,8 +468,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stats-out", metavar="FILE.jsonl",
                    help="write the periodic stats (and the final ones at the end) as JSON lines to this file")
     p.add_argument("--preview", metavar="FILE.mp4",
-                   help="write an annotated video (skeletons, track ids) for debugging; with several "
-                        "cameras, FILE-<camera>.mp4 each")
+                   help="write an annotated video (skeletons, track ids) for debugging, .mp4, .m4v, .mov, .avi "
+                        "or .mkv (checked before the cameras open); with several cameras, FILE-<camera>.mp4 each")
     p.add_argument("--camera", metavar="URI",
                    help="read only this camera (csi://N, /dev/videoN, rtsp://..., a video file) instead of "
                         "the configured cameras; it is named cam")
@@ -464,12 +481,19 @@ def build_parser() -> argparse.ArgumentParser:
                     "INPUT, every frame in order, timed by the input's own timestamps (frame index / frame "
                     "rate for a video, the t field of a skeleton JSONL), not the clock: the same input "
                     "gives the same output. Events go to stdout as JSON lines (or --events-out), each "
-                    "with t, the seconds since the start of the input; a summary goes to stderr.")
+                    "with t, the seconds since the start of the input; a summary goes to stderr. In a "
+                    "skeleton JSONL, a line that cannot be read (not JSON, a field missing or out of range, "
+                    "t going back, a last line cut short by a recorder killed mid-write) is skipped with a "
+                    "warning naming its file and line, and counted in the summary (lines_skipped); --strict "
+                    "stops at it instead.",
+        epilog="Exit status: 0 done, 1 the input cannot be replayed (the reason is printed), 2 bad configuration "
+               "or usage (an output path OpenCV cannot write, ...).")
     p.add_argument("input", help="a video file, or a skeleton JSONL (.jsonl) from `fallwatch run --record-skeletons`")
     p.add_argument("--events-out", metavar="FILE.jsonl", help="write events to this file instead of stdout")
     p.add_argument("--record-skeletons", metavar="FILE.jsonl",
                    help="write the skeletons of every processed frame, with their track ids")
-    p.add_argument("--preview", metavar="FILE.mp4", help="write an annotated video (video input only)")
+    p.add_argument("--preview", metavar="FILE.mp4",
+                   help="write an annotated video (video input only): .mp4, .m4v, .mov, .avi or .mkv")
     p.add_argument("--camera", default="replay",
                    help="camera name in the output (video input; default: replay); when it names a configured "
                         "camera, that camera's flip and max_fps apply")
@@ -479,6 +503,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start-time", metavar="ISO8601",
                    help="wall-clock time of the input's start, for event timestamps (default: "
                         "1970-01-01T00:00:00Z + t)")
+    p.add_argument("--strict", action="store_true",
+                   help="skeleton JSONL: stop with an error at the first line that cannot be read, instead of "
+                        "skipping it")
     p.set_defaults(func=cmd_replay)
     return parser
 
@@ -489,6 +516,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from edge.inference.models import ModelFetchError
     from edge.alerts.outbox import OutboxError
     from edge.inference.specs import SpecError
+    from edge.media import OutputPathError
 
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level or "info")
@@ -497,7 +525,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (EngineError, ModelFetchError, SpecError, OutboxError) as exc:
         print("fallwatch: %s" % exc, file=sys.stderr)
         return EXIT_FAIL
-    except ConfigError as exc:  # a setting made outside the config file; the file's are caught on loading
+    except (ConfigError, OutputPathError) as exc:  # a setting made outside the config file; a bad output path
         print("fallwatch: %s" % exc, file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
