@@ -275,6 +275,16 @@ def _frame_rate(text: str) -> float:
     return value
 
 
+def _timeout(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.1 <= value <= 600:
+        raise argparse.ArgumentTypeError("%r is not a timeout: give seconds, 0.1 to 600" % text)
+    return value
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     import datetime
 
@@ -401,7 +411,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dataset", metavar="DATASET", nargs="+",
                    help="a folder with labels.csv, e.g. ../shared/data/gmdcsa24 ../shared/data/upfall")
     p.add_argument("--cache", metavar="DIR", help="skeleton cache (default: <paths.state_dir>/evaluate-cache)")
-    p.add_argument("--max-fps", type=float, metavar="N", help="process at most N frames per second of video")
+    p.add_argument("--max-fps", type=_frame_rate, metavar="N",
+                   help="process at most N frames per second of video (0 to 1000, 0 = every frame)")
     p.add_argument("--json", metavar="FILE", help="also write the results, diagnoses and every event as JSON")
     p.add_argument("--plots", metavar="DIR",
                    help="also draw a timeline per clip, DIR/<dataset>/<clip>.png: per track the parts seen, head "
@@ -427,8 +438,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "that denies publishing under MQTT 3.1.1, where the broker acknowledges and drops it). "
                     "The test client id is <client_id>-test, so a running daemon stays connected.",
         epilog="Exit status: 0 when no step failed, 1 when one did, 2 bad configuration or usage.")
-    p.add_argument("--timeout", type=float, default=5.0, metavar="S",
-                   help="seconds to wait for each answer from the broker (default: 5)")
+    p.add_argument("--timeout", type=_timeout, default=5.0, metavar="S",
+                   help="seconds to wait for each answer from the broker, 0.1 to 600 (default: 5)")
     p.set_defaults(func=cmd_mqtt_test)
 
     p = sub.add_parser(

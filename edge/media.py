@@ -91,7 +91,8 @@ def check_video_output(path: Union[str, Path], what: str = "preview video") -> P
     finally:
         os.unlink(scratch)
     if not opened:
+        others = [s for s, codec in VIDEO_CODECS.items() if codec != video_fourcc(path)]
         raise OutputPathError("%s %s: this OpenCV cannot write %s video (codec %s)"
                               % (what, path, path.suffix, video_fourcc(path)),
-                              "try %s" % _one_of([s for s in VIDEO_CODECS if s != path.suffix.lower()]))
+                              "try %s" % _one_of(others) if others else "")
     return path

@@ -258,3 +258,16 @@ def test_a_damaged_evaluate_cache_is_recomputed_not_half_used(tmp_path):
                             "not JSON (Expecting property name enclosed in double quotes: line 1 column 2 (char 1)))"
                             ": removing them and replaying the video" % cached), warning
     assert "fallwatch model fetch" in error and not cached.exists() and damaged.stdout == ""
+
+
+@pytest.mark.parametrize("args, message", [
+    (["mqtt-test", "--timeout", "nan"], "argument --timeout: 'nan' is not a timeout: give seconds, 0.1 to 600"),
+    (["mqtt-test", "--timeout", "-1"], "argument --timeout: '-1' is not a timeout: give seconds, 0.1 to 600"),
+    (["evaluate", ".", "--max-fps", "nan"],
+     "argument --max-fps: 'nan' is not a frame rate: give frames per second, 0 to 1000 (0 = every frame)"),
+])
+def test_a_number_argument_out_of_range_is_a_usage_error(tmp_path, args, message):
+    """(mqtt-test --timeout nan raised ValueError inside socket.settimeout.)"""
+    result = run_cli("--config", str(config_file(tmp_path)), *args)
+    assert result.returncode == 2 and "Traceback" not in result.stderr and result.stdout == ""
+    assert result.stderr.splitlines()[-1] == "fallwatch %s: error: %s" % (args[0], message)
