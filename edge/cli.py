@@ -55,9 +55,8 @@ def cmd_model_check(args: argparse.Namespace) -> int:
     import cv2
 
     from edge.inference.mapview import render_maps, strongest_peaks
-    from edge.skeleton import KEYPOINT_INDEX
-
     from edge.media import check_image_output
+    from edge.skeleton import KEYPOINT_INDEX
 
     out = check_image_output(args.out or Path(args.image).stem + "_maps.png")
     image, spec, (heatmaps, pafs, transform) = _on_image(args, lambda pipeline, image: pipeline.maps(image))

@@ -7,6 +7,11 @@ a reader (edge.capture.video) and the input's clock. Time is the input's: a vide
 rate, a JSONL line's ``t`` is its ``t`` field; events carry that ``t`` and a ``timestamp`` of
 ``start_wall + t`` (by default the epoch, 1970-01-01T00:00:00Z, so output is deterministic).
 The same input gives the same output, byte for byte.
+
+A skeleton JSONL is read through one checked reader (:func:`read_skeletons`): a bad line (not
+JSON, a field missing or out of range, ``t`` going back) stops a strict replay with ReplayError
+naming the file and line; otherwise it is skipped with a warning and counted, so that one damaged
+line (or a last line cut short by a recorder killed mid-write) does not lose a recording.
 """
 from __future__ import annotations
 
