@@ -56,6 +56,21 @@ def summary_of(result) -> dict:
     return json.loads(result.stderr.strip().splitlines()[-1])
 
 
+# ------------------------------------------------------------------ part 3: doctor sees the same file as run
+
+
+def test_doctor_fails_the_config_check_when_fallwatch_config_names_a_missing_file(tmp_path):
+    """(tests/test_config.py: every other command exits 2 on it.)"""
+    missing = tmp_path / "gone.yaml"
+    proc = run_cli("doctor", "--no-mqtt", "--no-cameras", env={"FALLWATCH_CONFIG": str(missing),
+                                                                "FALLWATCH_ROOT": str(tmp_path)})
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "fallwatch doctor: %s" % missing
+    assert lines[1].startswith("fail  config") and "%s: no such file" % missing in lines[1]
+    assert "correct that key" not in proc.stdout
+
+
 # ------------------------------------------------------------------ part 5: a damaged recording
 
 
