@@ -197,7 +197,8 @@ def check_skeleton_line(line: Union[str, bytes]) -> Dict[str, Any]:
             raise ValueError("people[%d].keypoints: x and y must be finite, from %g to %g of the frame, "
                              "confidence finite and at least 0" % (i, low, high))
         if "view" in person and not _integer(person["view"], -MAX_VIEW_DEG, MAX_VIEW_DEG):
-            raise ValueError("people[%d].view must be a rotation in whole degrees, got %s" % (i, _shown(person["view"])))
+            raise ValueError("people[%d].view must be a rotation in whole degrees, got %s"
+                             % (i, _shown(person["view"])))
     return record
 
 

@@ -179,7 +179,8 @@ def test_an_image_output_opencv_cannot_write_is_refused_before_the_model_runs(tm
     out = tmp_path / "a.txt"
     result = run_cli("--config", str(config_file(tmp_path, tmp_path / "no-models")),
                      *(command + [str(image), "--out", str(out)]))
-    assert one_line(result, 2) == "fallwatch: output image %s: OpenCV cannot write .txt files: name it .png or .jpg" % out
+    assert one_line(result, 2) == ("fallwatch: output image %s: OpenCV cannot write .txt files: name it .png or .jpg"
+                                   % out)
     assert not out.exists() and result.stdout == ""
     folder = tmp_path / "no-such-folder" / "a.png"
     result = run_cli("--config", str(config_file(tmp_path, tmp_path / "no-models")),
