@@ -55,10 +55,11 @@ def cmd_model_check(args: argparse.Namespace) -> int:
     import cv2
 
     from edge.inference.mapview import render_maps, strongest_peaks
+    from edge.media import check_image_output
     from edge.skeleton import KEYPOINT_INDEX
 
+    out = check_image_output(args.out or Path(args.image).stem + "_maps.png")
     image, spec, (heatmaps, pafs, transform) = _on_image(args, lambda pipeline, image: pipeline.maps(image))
-    out = Path(args.out or Path(args.image).stem + "_maps.png")
     if not cv2.imwrite(str(out), render_maps(image, heatmaps, pafs, transform)):
         raise SystemExit("fallwatch: cannot write %s" % out)
     necks = strongest_peaks(heatmaps[KEYPOINT_INDEX["neck"]], transform, image.shape[:2])
@@ -73,8 +74,11 @@ def cmd_model_check(args: argparse.Namespace) -> int:
 def cmd_detect(args: argparse.Namespace) -> int:
     import cv2
 
+    from edge.media import check_image_output
     from edge.skeleton import KEYPOINTS, draw_skeletons
 
+    if args.out:
+        check_image_output(args.out)
     image, spec, people = _on_image(args, lambda pipeline, image: pipeline.detect(image))
     keypoints, scores = people.keypoints, people.scores
     height, width = image.shape[:2]
@@ -97,11 +101,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     config = load_config_for(args)
     cache = Path(args.cache) if args.cache else Path(config.paths.state_dir) / "evaluate-cache"
-    try:
+    try:  # before minutes of replay, not after
         if args.plots:
             from edge.plots import require_matplotlib
 
-            require_matplotlib()  # before minutes of replay, not after
+            require_matplotlib()
+        if args.json:
+            from edge.media import check_output_file
+
+            check_output_file(args.json, "--json report")
     except FallwatchError as exc:
         print("fallwatch: %s" % exc, file=sys.stderr)
         return EXIT_USAGE
@@ -111,6 +119,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     except EvaluateError as exc:
         print("fallwatch: %s" % exc, file=sys.stderr)
         return EXIT_USAGE
+    except OSError as exc:  # the skeleton cache
+        print("fallwatch: evaluate: %s" % exc, file=sys.stderr)
+        return EXIT_FAIL
     print(format_report(by_dataset))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
@@ -161,12 +172,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from edge.health import doctor
     from edge.health.board import detect_board
     from edge.health.checks import CheckResult, format_result
-    from edge.config import ConfigError, default_config_path, load_config
+    from edge.config import ConfigError, find_config, load_config
 
-    path = args.config
-    if path is None:
-        found = default_config_path()
-        path = found if found.is_file() else None
+    path = find_config(args.config)
     setup_logging(args.log_level or "warning")
     env = dict(doctor.service_env(), **os.environ)  # the service's EnvironmentFile, as systemd gives it
     board = detect_board()
@@ -266,6 +274,16 @@ def _frame_rate(text: str) -> float:
     return value
 
 
+def _timeout(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.1 <= value <= 600:
+        raise argparse.ArgumentTypeError("%r is not a timeout: give seconds, 0.1 to 600" % text)
+    return value
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     import datetime
 
@@ -296,7 +314,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         if skeletons:
             if args.preview:
                 log.warning("--preview: a skeleton JSONL has no images; no preview is written")
-            summary = replay_skeletons(args.input, config, sinks, max_fps=args.max_fps, start_wall=start_wall)
+            summary = replay_skeletons(args.input, config, sinks, max_fps=args.max_fps, start_wall=start_wall,
+                                       strict=args.strict)
         else:
             from edge.inference.model import open_pose_model
 
@@ -317,7 +336,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def _add_common(parser: argparse.ArgumentParser, default: object) -> None:
     parser.add_argument("-c", "--config", metavar="FILE", default=default,
                         help="configuration file (default: $FALLWATCH_CONFIG, else /etc/fallwatch/config.yaml "
-                             "if present, else ./config.yaml, else built-in defaults)")
+                             "if present, else ./config.yaml, else built-in defaults, with a warning); a file "
+                             "named here or by FALLWATCH_CONFIG must exist")
     parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default=default,
                         help="override log_level from the configuration")
 
@@ -360,7 +380,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "magnitudes over the image; prints the map shapes and the strongest neck peaks "
                     "(frame pixels) as JSON.")
     p.add_argument("image", help="an image file (JPEG, PNG, ...)")
-    p.add_argument("--out", metavar="PNG", help="where to write the picture (default: <image>_maps.png here)")
+    p.add_argument("--out", metavar="PNG", help="where to write the picture, an image format OpenCV writes (.png, "
+                                                 ".jpg, ...; checked before the model runs; default: "
+                                                 "<image>_maps.png here)")
     p.set_defaults(func=cmd_model_check)
 
     p = sub.add_parser(
@@ -369,7 +391,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "found as JSON: a score and, for each keypoint found, [x, y, confidence] in the "
                     "image's pixels. With --out, also draws the skeletons over the image.")
     p.add_argument("image", help="an image file (JPEG, PNG, ...)")
-    p.add_argument("--out", metavar="PNG", help="write the image with the skeletons drawn over it")
+    p.add_argument("--out", metavar="PNG", help="write the image with the skeletons drawn over it, in an image "
+                                                 "format OpenCV writes (.png, .jpg, ...; checked before the model "
+                                                 "runs)")
     p.set_defaults(func=cmd_detect)
 
     p = sub.add_parser(
@@ -386,7 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dataset", metavar="DATASET", nargs="+",
                    help="a folder with labels.csv, e.g. ../shared/data/gmdcsa24 ../shared/data/upfall")
     p.add_argument("--cache", metavar="DIR", help="skeleton cache (default: <paths.state_dir>/evaluate-cache)")
-    p.add_argument("--max-fps", type=float, metavar="N", help="process at most N frames per second of video")
+    p.add_argument("--max-fps", type=_frame_rate, metavar="N",
+                   help="process at most N frames per second of video (0 to 1000, 0 = every frame)")
     p.add_argument("--json", metavar="FILE", help="also write the results, diagnoses and every event as JSON")
     p.add_argument("--plots", metavar="DIR",
                    help="also draw a timeline per clip, DIR/<dataset>/<clip>.png: per track the parts seen, head "
@@ -412,8 +437,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "that denies publishing under MQTT 3.1.1, where the broker acknowledges and drops it). "
                     "The test client id is <client_id>-test, so a running daemon stays connected.",
         epilog="Exit status: 0 when no step failed, 1 when one did, 2 bad configuration or usage.")
-    p.add_argument("--timeout", type=float, default=5.0, metavar="S",
-                   help="seconds to wait for each answer from the broker (default: 5)")
+    p.add_argument("--timeout", type=_timeout, default=5.0, metavar="S",
+                   help="seconds to wait for each answer from the broker, 0.1 to 600 (default: 5)")
     p.set_defaults(func=cmd_mqtt_test)
 
     p = sub.add_parser(
@@ -453,8 +478,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stats-out", metavar="FILE.jsonl",
                    help="write the periodic stats (and the final ones at the end) as JSON lines to this file")
     p.add_argument("--preview", metavar="FILE.mp4",
-                   help="write an annotated video (skeletons, track ids) for debugging; with several "
-                        "cameras, FILE-<camera>.mp4 each")
+                   help="write an annotated video (skeletons, track ids) for debugging, .mp4, .m4v, .mov, .avi "
+                        "or .mkv (checked before the cameras open); with several cameras, FILE-<camera>.mp4 each")
     p.add_argument("--camera", metavar="URI",
                    help="read only this camera (csi://N, /dev/videoN, rtsp://..., a video file) instead of "
                         "the configured cameras; it is named cam")
@@ -466,12 +491,19 @@ def build_parser() -> argparse.ArgumentParser:
                     "INPUT, every frame in order, timed by the input's own timestamps (frame index / frame "
                     "rate for a video, the t field of a skeleton JSONL), not the clock: the same input "
                     "gives the same output. Events go to stdout as JSON lines (or --events-out), each "
-                    "with t, the seconds since the start of the input; a summary goes to stderr.")
+                    "with t, the seconds since the start of the input; a summary goes to stderr. In a "
+                    "skeleton JSONL, a line that cannot be read (not JSON, a field missing or out of range, "
+                    "t going back, a last line cut short by a recorder killed mid-write) is skipped with a "
+                    "warning naming its file and line, and counted in the summary (lines_skipped); --strict "
+                    "stops at it instead.",
+        epilog="Exit status: 0 done, 1 the input cannot be replayed (the reason is printed), 2 bad configuration "
+               "or usage (an output path OpenCV cannot write, ...).")
     p.add_argument("input", help="a video file, or a skeleton JSONL (.jsonl) from `fallwatch run --record-skeletons`")
     p.add_argument("--events-out", metavar="FILE.jsonl", help="write events to this file instead of stdout")
     p.add_argument("--record-skeletons", metavar="FILE.jsonl",
                    help="write the skeletons of every processed frame, with their track ids")
-    p.add_argument("--preview", metavar="FILE.mp4", help="write an annotated video (video input only)")
+    p.add_argument("--preview", metavar="FILE.mp4",
+                   help="write an annotated video (video input only): .mp4, .m4v, .mov, .avi or .mkv")
     p.add_argument("--camera", default="replay",
                    help="camera name in the output (video input; default: replay); when it names a configured "
                         "camera, that camera's flip and max_fps apply")
@@ -481,6 +513,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start-time", metavar="ISO8601",
                    help="wall-clock time of the input's start, for event timestamps (default: "
                         "1970-01-01T00:00:00Z + t)")
+    p.add_argument("--strict", action="store_true",
+                   help="skeleton JSONL: stop with an error at the first line that cannot be read, instead of "
+                        "skipping it")
     p.set_defaults(func=cmd_replay)
     return parser
 
@@ -491,6 +526,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from edge.inference.models import ModelFetchError
     from edge.alerts.outbox import OutboxError
     from edge.inference.specs import SpecError
+    from edge.media import OutputPathError
 
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level or "info")
@@ -499,7 +535,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (EngineError, ModelFetchError, SpecError, OutboxError) as exc:
         print("fallwatch: %s" % exc, file=sys.stderr)
         return EXIT_FAIL
-    except ConfigError as exc:  # a setting made outside the config file; the file's are caught on loading
+    except (ConfigError, OutputPathError) as exc:  # a setting made outside the config file; a bad output path
         print("fallwatch: %s" % exc, file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

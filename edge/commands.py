@@ -13,14 +13,18 @@ def setup_logging(level: str) -> None:
 
 
 def load_config_for(args: argparse.Namespace):
-    """The configuration a command names (``args.config``, else the default places), loaded or
-    exit status 2; logging set to ``args.log_level`` or the config's level. Shared by every CLI."""
-    from edge.config import default_config_path, load_config_or_exit
+    """The configuration a command names (``args.config``, else ``$FALLWATCH_CONFIG``, else the
+    default places: edge.config.find_config), loaded or exit status 2 with one line; logging set to
+    ``args.log_level`` or the config's level. With no file named and none found, the built-in
+    defaults, and a warning that says where it looked. Shared by every CLI."""
+    from edge.config import find_config, load_config_or_exit, search_places
 
-    path = args.config
-    if path is None:
-        found = default_config_path()
-        path = found if found.is_file() else None
+    path = find_config(args.config)
     config = load_config_or_exit(path)
     setup_logging(args.log_level or config.log_level)
+    if path is None:
+        logging.getLogger("fallwatch").warning(
+            "no configuration file (no --config, FALLWATCH_CONFIG unset, none at %s): using the built-in "
+            "defaults, MQTT %s, cameras %s", search_places(), "on" if config.mqtt.enabled else "off",
+            ", ".join(c.uri for c in config.cameras) or "none")
     return config

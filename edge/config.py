@@ -465,8 +465,8 @@ def _read(path: Path, source: str) -> Any:
         with open(path, encoding="utf-8") as fh:
             return yaml.load(fh, Loader=_Loader)
     except FileNotFoundError:
-        raise ConfigError("%s: no such file; pass --config FILE, set FALLWATCH_CONFIG, or copy the "
-                          "documented config.yaml that ships with fallwatch" % source) from None
+        fix = "pass --config FILE, set FALLWATCH_CONFIG, or copy the documented config.yaml that ships with fallwatch"
+        raise ConfigError("%s: no such file; %s" % (source, fix), fix=fix) from None
     except IsADirectoryError:
         raise ConfigError("%s: is a directory; expected a YAML file" % source) from None
     except PermissionError as exc:
@@ -515,3 +515,20 @@ def default_config_path(env: Mapping[str, str] = os.environ) -> Path:
     if env.get("FALLWATCH_CONFIG"):
         return Path(env["FALLWATCH_CONFIG"])
     return SYSTEM_CONFIG if SYSTEM_CONFIG.is_file() else Path("config.yaml")
+
+
+def find_config(given: Union[str, "os.PathLike[str]", None] = None,
+                env: Mapping[str, str] = os.environ) -> Optional[Path]:
+    """The configuration file a command uses: ``given`` (``--config``), else ``$FALLWATCH_CONFIG``
+    (both named on purpose, so they are returned even when missing and loading them fails as
+    for any bad file), else the first of /etc/fallwatch/config.yaml and ./config.yaml that is a
+    file, else None: the built-in defaults (only this implicit search may end there)."""
+    if given is not None:
+        return Path(given)
+    path = default_config_path(env)
+    return path if env.get("FALLWATCH_CONFIG") or path.is_file() else None
+
+
+def search_places() -> str:
+    """Where :func:`find_config` looks when neither ``--config`` nor ``$FALLWATCH_CONFIG`` is given."""
+    return "%s, %s" % (SYSTEM_CONFIG, Path.cwd() / "config.yaml")

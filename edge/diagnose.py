@@ -41,7 +41,6 @@ The detail adds what the person did: head and hip height, torso angle and the de
 """
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -52,6 +51,7 @@ import numpy as np
 
 from edge.fall import NORMAL, observe
 from edge.pipeline import CameraPipeline, create_detector
+from edge.replay import read_skeletons
 
 MIN_PARTS = 6  # a skeleton with this many parts counts as the person seen
 AFTER_FALL_S = 1.0  # "after the fall" starts this long after the labelled fall start
@@ -114,9 +114,9 @@ def _parts(keypoints: Any, min_confidence: float) -> int:
 
 
 def trace(path: Path, config: Any) -> Trace:
-    """The trace of a skeleton JSONL (DESIGN.md contract 2, one camera) replayed with ``config``."""
-    with open(path, encoding="utf-8") as fh:
-        records = [json.loads(line) for line in fh if line.strip()]
+    """The trace of a skeleton JSONL (DESIGN.md contract 2, one camera) replayed with ``config``;
+    ReplayError at its first bad line (edge.replay.read_skeletons)."""
+    records = [record for _, record in read_skeletons(path)]
     out = Trace(camera=str(records[0]["camera"]) if records else "evaluate")
     pipeline = CameraPipeline(out.camera, config, view_policy=False)
     p = config.fall

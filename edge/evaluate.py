@@ -22,6 +22,7 @@ import csv
 import hashlib
 import json
 import logging
+import math
 import os
 import statistics
 from collections import Counter
@@ -31,7 +32,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from edge.diagnose import MIN_PARTS, Diagnosis, diagnose, seen_after_fall, trace
 from edge.inference.model import open_pose_model
-from edge.replay import replay_skeletons, replay_video
+from edge.replay import ReplayError, replay_skeletons, replay_video
 from edge.alerts.sinks import SinkSet, SkeletonRecorder
 
 log = logging.getLogger("fallwatch.evaluate")
@@ -39,6 +40,9 @@ log = logging.getLogger("fallwatch.evaluate")
 
 class EvaluateError(ValueError):
     """The dataset cannot be evaluated; the message says what is wrong with it."""
+
+
+MAX_CLIP_S = 1e6  # a labelled fall start beyond this is no time in a clip
 
 
 @dataclass
@@ -62,22 +66,42 @@ class ClipResult:
 
 
 def read_labels(folder: Path) -> List[Dict[str, str]]:
+    """The rows of ``folder/labels.csv``, checked (UTF-8 CSV text, the three columns, a label of
+    fall or adl, a fall's start in seconds, an existing file); EvaluateError naming the line."""
     path = folder / "labels.csv"
     if not path.is_file():
         raise EvaluateError("%s: no labels.csv (columns: file, label, fall_start_s)" % folder)
-    with open(path, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            columns = set(reader.fieldnames or ())
+            rows = list(reader)
+    except UnicodeDecodeError:
+        raise EvaluateError("%s: is not UTF-8 text; expected a CSV file with the columns file, label, fall_start_s"
+                            % path) from None
+    except csv.Error as exc:
+        raise EvaluateError("%s: line %d: not CSV (%s)" % (path, reader.line_num, exc)) from None
+    except OSError as exc:
+        raise EvaluateError("%s: cannot read it (%s)" % (path, exc.strerror or exc)) from None
+    if not {"file", "label", "fall_start_s"} <= columns:
+        raise EvaluateError("%s: needs the columns file, label, fall_start_s on its first line" % path)
+    if not rows:
+        raise EvaluateError("%s: lists no clips" % path)
     for i, row in enumerate(rows, 2):
-        if not {"file", "label", "fall_start_s"} <= set(row):
-            raise EvaluateError("%s: needs the columns file, label, fall_start_s" % path)
+        if any(row[k] is None for k in ("file", "label", "fall_start_s")):
+            raise EvaluateError("%s: line %d: needs a value in each of file, label, fall_start_s (empty for adl)"
+                                % (path, i))
         if row["label"] not in ("fall", "adl"):
             raise EvaluateError("%s: line %d: label %r is neither fall nor adl" % (path, i, row["label"]))
         if row["label"] == "fall":
             try:
-                float(row["fall_start_s"])
+                start = float(row["fall_start_s"])
             except ValueError:
-                raise EvaluateError("%s: line %d: a fall needs fall_start_s in seconds" % (path, i)) from None
-        if not (folder / row["file"]).is_file():
+                start = math.nan
+            if not 0 <= start < MAX_CLIP_S:
+                raise EvaluateError("%s: line %d: a fall needs fall_start_s in seconds from the clip's start, got %r"
+                                    % (path, i, row["fall_start_s"]))
+        if not row["file"] or not (folder / row["file"]).is_file():
             raise EvaluateError("%s: line %d: %s does not exist" % (path, i, folder / row["file"]))
     return rows
 
@@ -178,6 +202,22 @@ class EventList:
         pass
 
 
+def _cached_events(jsonl: Path, config: Any, clip: str) -> Optional[EventList]:
+    """The events of the cached skeletons ``jsonl``, read strictly: None when there is no cache,
+    or when it is damaged (a bad line: it is removed, with a warning, so the clip is replayed
+    again rather than half used)."""
+    if not jsonl.is_file():
+        return None
+    collect = EventList()
+    try:
+        replay_skeletons(jsonl, config, collect, strict=True)
+    except ReplayError as exc:
+        log.warning("%s: the cached skeletons are damaged (%s): removing them and replaying the video", clip, exc)
+        jsonl.unlink()
+        return None
+    return collect
+
+
 def evaluate(folder: Path, config: Any, cache_dir: Path, open_model: Callable[[], Any],
              max_fps: Optional[float] = None) -> List[ClipResult]:
     """Every labelled clip of ``folder``: skeletons (cached under ``cache_dir``), then events."""
@@ -191,7 +231,8 @@ def evaluate(folder: Path, config: Any, cache_dir: Path, open_model: Callable[[]
             video = folder / row["file"]
             key = skeleton_key(video, config, max_fps)
             jsonl = cache_dir / ("%s-%s.jsonl" % (row["file"].replace("/", "_").rsplit(".", 1)[0], key))
-            if not jsonl.is_file():
+            collect = _cached_events(jsonl, config, row["file"])
+            if collect is None:
                 if model is None:
                     model = open_model()
                 log.info("%s: replaying the video (skeletons cached as %s)", row["file"], jsonl.name)
@@ -199,11 +240,13 @@ def evaluate(folder: Path, config: Any, cache_dir: Path, open_model: Callable[[]
                 sinks = SinkSet([SkeletonRecorder(partial)])
                 try:
                     replay_video(video, config, model, sinks, camera="evaluate", max_fps=max_fps)
+                except ReplayError as exc:
+                    raise EvaluateError("%s (listed in %s)" % (exc, folder / "labels.csv")) from None
                 finally:
                     sinks.close()
                 os.replace(str(partial), str(jsonl))
-            collect = EventList()
-            replay_skeletons(jsonl, config, collect)
+                collect = EventList()
+                replay_skeletons(jsonl, config, collect)
             falls = [e for e in collect.events if e["type"] == "fall_detected"]
             start = float(row["fall_start_s"]) if row["label"] == "fall" else None
             traced = trace(jsonl, config)

@@ -7,6 +7,11 @@ a reader (edge.capture.video) and the input's clock. Time is the input's: a vide
 rate, a JSONL line's ``t`` is its ``t`` field; events carry that ``t`` and a ``timestamp`` of
 ``start_wall + t`` (by default the epoch, 1970-01-01T00:00:00Z, so output is deterministic).
 The same input gives the same output, byte for byte.
+
+A skeleton JSONL is read through one checked reader (:func:`read_skeletons`): a bad line (not
+JSON, a field missing or out of range, ``t`` going back) stops a strict replay with ReplayError
+naming the file and line; otherwise it is skipped with a warning and counted, so that one damaged
+line (or a last line cut short by a recorder killed mid-write) does not lose a recording.
 """
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, Optional, Set, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple, Union
 
 import numpy as np
 
@@ -46,13 +51,17 @@ class ReplaySummary:
     seconds: float = 0.0
     stages: Dict[str, Any] = field(default_factory=dict)
     views: Dict[str, Any] = field(default_factory=dict)  # edge.inference.views.ViewStats of a video replay
+    lines_skipped: Optional[int] = None  # bad lines of a skeleton JSONL skipped (None for a video)
 
     def to_dict(self) -> Dict[str, Any]:
-        return {"input": self.input, "kind": self.kind, "frames_read": self.frames_read,
-                "frames_processed": self.frames_processed, "people": self.people, "events": self.events,
-                "tracks": len(self.track_ids), "seconds": round(self.seconds, 2),
-                "fps": round(self.frames_processed / self.seconds, 2) if self.seconds > 0 else None,
-                "stages": self.stages, "views": self.views}
+        out = {"input": self.input, "kind": self.kind, "frames_read": self.frames_read,
+               "frames_processed": self.frames_processed, "people": self.people, "events": self.events,
+               "tracks": len(self.track_ids), "seconds": round(self.seconds, 2),
+               "fps": round(self.frames_processed / self.seconds, 2) if self.seconds > 0 else None,
+               "stages": self.stages, "views": self.views}
+        if self.lines_skipped is not None:
+            out["lines_skipped"] = self.lines_skipped
+        return out
 
 
 def is_skeleton_file(path: Union[str, Path]) -> bool:
@@ -119,57 +128,145 @@ def replay_video(path: Union[str, Path], config: Any, model: Any, sinks: Any, ca
     return summary
 
 
-def read_skeletons(path: Union[str, Path]) -> Iterator[Tuple[int, Dict[str, Any]]]:
-    """``(line number, record)`` for each non-empty line of a skeleton JSONL (DESIGN.md contract 2),
-    checked; raises ReplayError naming the line."""
-    with open(path, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            where = "%s: line %d" % (path, number)
-            try:
-                record = json.loads(line)
-            except ValueError as exc:
-                raise ReplayError("%s: not JSON (%s)" % (where, exc)) from None
-            if not isinstance(record, dict):
-                raise ReplayError("%s: expected a JSON object per line" % where)
-            missing = [k for k in ("t", "camera", "width", "height", "people") if k not in record]
-            if missing:
-                raise ReplayError("%s: missing %s (a skeleton JSONL line has t, camera, width, height, people)"
-                                  % (where, ", ".join(missing)))
-            if not isinstance(record["t"], (int, float)) or isinstance(record["t"], bool):
-                raise ReplayError("%s: t must be a number of seconds, got %r" % (where, record["t"]))
-            for i, person in enumerate(record["people"]):
-                kp = person.get("keypoints") if isinstance(person, dict) else None
+# Limits of a skeleton JSONL line: t is seconds since the recording started (start_wall + t must
+# stay a date), a frame is at most this many pixels a side, and a keypoint more than a frame away
+# from the frame is no keypoint.
+MAX_T_S = 1e10
+MAX_FRAME_PX = 100000
+KEYPOINT_XY_RANGE = (-1.0, 2.0)
+MAX_VIEW_DEG = 360
+LOGGED_BAD_LINES = 20  # skipped lines logged one by one; the rest are only counted
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:30] + "... (%d characters)" % len(text)
+
+
+def _integer(value: Any, low: float, high: float) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return low <= value <= high and float(value).is_integer()
+
+
+def check_skeleton_line(line: Union[str, bytes]) -> Dict[str, Any]:
+    """One line of a skeleton JSONL (DESIGN.md contract 2) as its record, checked; ValueError
+    saying what is wrong (not where) otherwise: not UTF-8 or not JSON, a missing field, ``t`` not
+    a number of seconds from 0 to :data:`MAX_T_S` (NaN and infinities included), ``width`` or
+    ``height`` not a whole number of pixels from 1 to :data:`MAX_FRAME_PX`, a person without 18
+    finite ``[x, y, confidence]`` rows (x, y within :data:`KEYPOINT_XY_RANGE`, confidence >= 0)
+    or with a ``view`` that is not a rotation in whole degrees."""
+    if isinstance(line, bytes):
+        try:
+            line = line.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError("not UTF-8 text") from None
+    try:
+        record = json.loads(line)
+    except ValueError as exc:
+        raise ValueError("not JSON (%s)" % exc) from None
+    except RecursionError:
+        raise ValueError("not JSON (nested too deep)") from None
+    if not isinstance(record, dict):
+        raise ValueError("expected a JSON object per line")
+    missing = [k for k in ("t", "camera", "width", "height", "people") if k not in record]
+    if missing:
+        raise ValueError("missing %s (a skeleton JSONL line has t, camera, width, height, people)" % ", ".join(missing))
+    t = record["t"]
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 <= t <= MAX_T_S:
+        raise ValueError("t must be a number of seconds from 0 to %g, got %s" % (MAX_T_S, _shown(t)))
+    if not isinstance(record["camera"], str) or not record["camera"]:
+        raise ValueError("camera must be a name, got %s" % _shown(record["camera"]))
+    for key in ("width", "height"):
+        if not _integer(record[key], 1, MAX_FRAME_PX):
+            raise ValueError("%s must be a whole number of pixels from 1 to %d, got %s"
+                             % (key, MAX_FRAME_PX, _shown(record[key])))
+    if not isinstance(record["people"], list):
+        raise ValueError("people must be a list, got %s" % _shown(record["people"]))
+    low, high = KEYPOINT_XY_RANGE
+    for i, person in enumerate(record["people"]):
+        kp = person.get("keypoints") if isinstance(person, dict) else None
+        try:
+            rows = np.asarray(kp, dtype=np.float64) if isinstance(kp, list) else None
+        except (TypeError, ValueError, OverflowError):
+            rows = None
+        if rows is None or rows.shape != (18, 3):
+            raise ValueError("people[%d].keypoints must be 18 rows of [x, y, confidence]" % i)
+        if not (np.isfinite(rows).all() and ((rows[:, :2] >= low) & (rows[:, :2] <= high)).all()
+                and (rows[:, 2] >= 0).all()):
+            raise ValueError("people[%d].keypoints: x and y must be finite, from %g to %g of the frame, "
+                             "confidence finite and at least 0" % (i, low, high))
+        if "view" in person and not _integer(person["view"], -MAX_VIEW_DEG, MAX_VIEW_DEG):
+            raise ValueError("people[%d].view must be a rotation in whole degrees, got %s"
+                             % (i, _shown(person["view"])))
+    return record
+
+
+SkipLine = Callable[[ReplayError], None]
+
+
+def read_skeletons(path: Union[str, Path], skip: Optional[SkipLine] = None) -> Iterator[Tuple[int, Dict[str, Any]]]:
+    """``(line number, record)`` for each non-empty line of a skeleton JSONL, checked
+    (:func:`check_skeleton_line`, and ``t`` never going back for one camera). A bad line raises
+    ReplayError naming the file and line; with ``skip``, ``skip(that error)`` is called instead
+    and reading goes on (the line's camera keeps its previous ``t``). A file that cannot be
+    opened or read raises ReplayError either way."""
+    last_t: Dict[str, float] = {}
+    try:
+        with open(path, "rb") as fh:
+            for number, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
                 try:
-                    ok = kp is not None and np.asarray(kp, dtype=np.float64).shape == (18, 3)
-                except (TypeError, ValueError):
-                    ok = False
-                if not ok:
-                    raise ReplayError("%s: people[%d].keypoints must be 18 rows of [x, y, confidence]" % (where, i))
-            yield number, record
+                    record = check_skeleton_line(line)
+                    camera, t = record["camera"], float(record["t"])
+                    if camera in last_t and t < last_t[camera]:
+                        raise ValueError("t goes back in time for camera %s (%.6f after %.6f)"
+                                         % (camera, t, last_t[camera]))
+                except ValueError as exc:
+                    error = ReplayError("%s: line %d: %s" % (path, number, exc))
+                    if skip is None:
+                        raise error from None
+                    skip(error)
+                    continue
+                last_t[camera] = t
+                yield number, record
+    except OSError as exc:
+        raise ReplayError("%s: cannot read it (%s)" % (path, exc.strerror or exc)) from None
 
 
 def replay_skeletons(path: Union[str, Path], config: Any, sinks: Any, max_fps: Optional[float] = None,
-                     start_wall: float = 0.0, make_detector: Optional[DetectorFactory] = None) -> ReplaySummary:
+                     start_wall: float = 0.0, make_detector: Optional[DetectorFactory] = None,
+                     strict: bool = True) -> ReplaySummary:
     """Run tracking, fall detection and the outputs on a skeleton JSONL, line by line. Track ids in
     the file are ignored: people are tracked again, exactly as the daemon tracks them. A camera
-    named in the configuration uses its ``max_fps`` unless ``max_fps`` is given."""
+    named in the configuration uses its ``max_fps`` unless ``max_fps`` is given.
+
+    ``strict``: the first bad line (:func:`read_skeletons`) stops the replay with ReplayError.
+    Otherwise a bad line (garbage, a recorder killed mid-write) is logged as a warning naming the
+    file and line, skipped and counted (``summary.lines_skipped``); a file with bad lines and not
+    one good one still raises ReplayError."""
     if not Path(path).is_file():
         raise ReplayError("%s: no such file" % path)
-    summary = ReplaySummary(str(path), "skeletons")
+    summary = ReplaySummary(str(path), "skeletons", lines_skipped=0)
+    first_bad: List[ReplayError] = []
+
+    def skip(error: ReplayError) -> None:
+        summary.lines_skipped += 1
+        if not first_bad:
+            first_bad.append(error)
+        if summary.lines_skipped <= LOGGED_BAD_LINES:
+            log.warning("%s; line skipped (replay --strict stops at it)", error)
+        if summary.lines_skipped == LOGGED_BAD_LINES:
+            log.warning("%s: further bad lines are skipped without a warning each; the summary counts them", path)
+
     timer = StageTimer(4096)
     pipelines: Dict[str, CameraPipeline] = {}
     limiters: Dict[str, RateLimiter] = {}
-    last_t: Dict[str, float] = {}
     started = time.monotonic()
-    for number, record in read_skeletons(path):
-        camera = str(record["camera"])
+    for number, record in read_skeletons(path, None if strict else skip):
+        camera = record["camera"]
         t = float(record["t"])
-        if camera in last_t and t < last_t[camera]:
-            raise ReplayError("%s: line %d: t goes back in time for camera %s (%.6f after %.6f)"
-                              % (path, number, camera, t, last_t[camera]))
-        last_t[camera] = t
         summary.frames_read += 1
         if camera not in pipelines:
             cam = camera_config(config, camera)
@@ -182,6 +279,9 @@ def replay_skeletons(path: Union[str, Path], config: Any, sinks: Any, max_fps: O
         rec, events = pipelines[camera].track(People(keypoints, view), t, start_wall + t,
                                               (int(record["width"]), int(record["height"])), timer=timer)
         _deliver(sinks, rec, events, summary, timer)
+    if first_bad and not summary.frames_read:
+        raise ReplayError("%s: not one readable skeleton line (%d bad lines, the first: %s)"
+                          % (path, summary.lines_skipped, first_bad[0]))
     summary.seconds = time.monotonic() - started
     summary.stages = timer.summary()
     return summary

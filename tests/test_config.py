@@ -381,6 +381,52 @@ def test_load_config_or_exit_exits_2_with_one_line(tmp_path):
         "bad.yaml: mqtt.port: got 'high' (str); expected an integer from 1 to 65535"]
 
 
+def _cli_without_config_variable(args, cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    """``python -m edge ARGS`` in ``cwd`` with FALLWATCH_CONFIG unset, then set from ``env``."""
+    full = {k: v for k, v in os.environ.items() if k != "FALLWATCH_CONFIG"}
+    full.update(env, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "edge"] + list(args), cwd=str(cwd), env=full,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("command", [["config", "check"], ["run"]])
+def test_fallwatch_config_naming_a_missing_file_fails_like_config_does(tmp_path, command):
+    """The variable names a file on purpose: a missing one is refused exactly as --config refuses
+    it (status 2, the same one line), never replaced by the built-in defaults (MQTT off)."""
+    write(tmp_path, "mqtt: {enabled: true}\n")  # ./config.yaml: must not be used instead either
+    missing = tmp_path / "gone" / "fallwatch.yaml"
+    by_variable = _cli_without_config_variable(command, tmp_path, FALLWATCH_CONFIG=str(missing))
+    by_flag = _cli_without_config_variable(command + ["--config", str(missing)], tmp_path)
+    for result in (by_variable, by_flag):
+        assert result.returncode == 2 and result.stdout == ""
+        assert "Traceback" not in result.stderr
+        assert result.stderr.splitlines() == [
+            "%s: no such file; pass --config FILE, set FALLWATCH_CONFIG, or copy the documented config.yaml "
+            "that ships with fallwatch" % missing]
+
+
+def test_fallwatch_config_names_the_file_used(tmp_path):
+    named = write(tmp_path, "device_id: from_variable\n", name="mine.yaml")
+    write(tmp_path, "device_id: from_cwd\n")
+    result = _cli_without_config_variable(["config", "show"], tmp_path, FALLWATCH_CONFIG=str(named))
+    assert result.returncode == 0, result.stderr
+    assert yaml.safe_load(result.stdout)["device_id"] == "from_variable" and result.stderr == ""
+
+
+def test_only_the_implicit_search_falls_back_to_defaults_and_says_where_it_looked(tmp_path):
+    assert not cfg.SYSTEM_CONFIG.exists()  # else this machine's file would be found
+    result = _cli_without_config_variable(["config", "check"], tmp_path)
+    assert result.returncode == 0 and result.stdout == "built-in defaults: ok\n"
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and " WARNING " in lines[0], lines
+    assert lines[0].endswith("no configuration file (no --config, FALLWATCH_CONFIG unset, none at "
+                             "/etc/fallwatch/config.yaml, %s): using the built-in defaults, MQTT off, "
+                             "cameras /dev/video0" % (tmp_path / "config.yaml")), lines[0]
+    write(tmp_path, "")
+    found = _cli_without_config_variable(["config", "check"], tmp_path)
+    assert found.stdout == "%s: ok\n" % (tmp_path / "config.yaml") and found.stderr == ""
+
+
 # ------------------------------------------------------------------ settings of the stages, through the CLI
 
 BROKEN = [

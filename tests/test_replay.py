@@ -194,7 +194,7 @@ def test_cli_replay_of_video_then_of_its_skeletons(tmp_path, model_onnx):
 def test_cli_replay_errors_name_the_file_and_line(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"t": 0, "camera": "a", "width": 10, "height": 10, "people": []}\n{"t": 1, "camera": "a"}\n')
-    done = run_cli("replay", str(bad))
+    done = run_cli("replay", str(bad), "--strict")  # (without it, the line is skipped: tests/test_bad_inputs.py)
     assert done.returncode == 1 and "bad.jsonl: line 2: missing width, height, people" in done.stderr
     done = run_cli("replay", str(tmp_path / "nothing.mp4"))
     assert done.returncode == 1 and "nothing.mp4 does not exist" in done.stderr

@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from edge.alerts.events import encode_event
+from edge.media import OutputPathError, check_video_output, video_fourcc
 from edge.skeleton import NUM_KEYPOINTS, draw_skeletons, track_colour
 
 log = logging.getLogger("fallwatch.sinks")
@@ -112,12 +113,14 @@ class StatsLines(Sink):
 class PreviewWriter(Sink):
     """An annotated video for debugging (``--preview FILE.mp4``): each processed frame with its
     skeletons and track ids. With several cameras, one file per camera (``FILE-<camera>.mp4``).
-    ``fps`` is the playback rate written into the file."""
+    ``fps`` is the playback rate written into the file. The path is checked when the writer is
+    made (edge.media.check_video_output: raises OutputPathError), before any frame."""
 
     def __init__(self, path: Union[str, Path], cameras: Sequence[str], fps: float = 10.0) -> None:
         self._path = Path(path)
-        self._path.parent.mkdir(parents=True, exist_ok=True)
         self._several = len(cameras) > 1
+        for camera in cameras or ("",):
+            check_video_output(self.path_for(camera))
         self._fps = fps
         self._writers: Dict[str, Any] = {}
 
@@ -133,10 +136,10 @@ class PreviewWriter(Sink):
         writer = self._writers.get(record.camera)
         if writer is None:
             path = self.path_for(record.camera)
-            fourcc = cv2.VideoWriter_fourcc(*("mp4v" if path.suffix.lower() in (".mp4", ".m4v", ".mov") else "MJPG"))
+            fourcc = cv2.VideoWriter_fourcc(*video_fourcc(path))
             writer = cv2.VideoWriter(str(path), fourcc, self._fps, (image.shape[1], image.shape[0]))
             if not writer.isOpened():
-                raise OSError("cannot write the preview video %s (use .mp4 or .avi)" % path)
+                raise OSError("cannot write the preview video %s" % path)
             self._writers[record.camera] = writer
             log.info("preview of camera %s: writing %s", record.camera, path)
         ids = [int(i) for i in record.track_ids]
@@ -201,7 +204,8 @@ class SinkSet(Sink):
 def open_sinks(events_out: Optional[str] = None, record_skeletons: Optional[str] = None,
                stats_out: Optional[str] = None, preview: Optional[str] = None,
                cameras: Sequence[str] = (), preview_fps: float = 10.0) -> SinkSet:
-    """The sinks the command line asks for; events go to stdout when ``events_out`` is None."""
+    """The sinks the command line asks for; events go to stdout when ``events_out`` is None. Raises
+    OSError when a file cannot be opened, OutputPathError for a preview path OpenCV cannot write."""
     sinks = SinkSet()
     try:
         sinks.add(EventLines(events_out))
@@ -211,6 +215,9 @@ def open_sinks(events_out: Optional[str] = None, record_skeletons: Optional[str]
             sinks.add(StatsLines(stats_out))
         if preview:
             sinks.add(PreviewWriter(preview, cameras, preview_fps))
+    except OutputPathError:
+        sinks.close()
+        raise
     except OSError as exc:
         sinks.close()
         raise OSError("cannot open an output file: %s" % exc) from None
