@@ -420,14 +420,17 @@ def build_parser() -> argparse.ArgumentParser:
         "doctor", help="check that this device can do the job, and say what to fix",
         description="One line per check (ok / warn / fail), with the fix under each warn and fail: the "
                     "configuration; board and JetPack release; Python and NumPy; the inference runtime "
-                    "(TensorRT, CUDA, pycuda, or ONNX Runtime); OpenCV's GStreamer support; each camera "
-                    "opens and delivers frames; the TensorRT engine matches this device and model; the "
-                    "model runs on a real camera frame; the MQTT broker is reachable and accepts the "
+                    "(TensorRT, CUDA, pycuda, or ONNX Runtime); OpenCV's GStreamer support; each camera's "
+                    "backend (the file opens, the device node exists and may be opened, GStreamer has "
+                    "nvarguscamerasrc) and that it delivers frames; the TensorRT engine matches this device "
+                    "and model; the model loads and runs (a damaged model file fails here, not at run); "
+                    "the model on a real camera frame; the MQTT broker is reachable and accepts the "
                     "login; disk space for the outbox; jtop; the fallwatch service. Run it with sudo "
                     "to read /etc/fallwatch (and stop the service first to test local cameras).",
         epilog="Exit status: 0 when nothing failed (warnings allowed), 1 when a check failed.")
     p.add_argument("--no-cameras", action="store_true",
-                   help="do not open the cameras (and so do not run the model on a frame)")
+                   help="read no frames from the cameras (their backends are still checked: file, device "
+                        "node, GStreamer), and so do not run the model on a camera frame")
     p.add_argument("--no-mqtt", action="store_true", help="do not connect to the MQTT broker")
     p.add_argument("--json", action="store_true", help="print the checks as a JSON list instead of text")
     p.add_argument("--only", action="append", metavar="CHECK", choices=doctor_checks(),
