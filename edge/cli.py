@@ -422,7 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "configuration; board and JetPack release; Python and NumPy; the inference runtime "
                     "(TensorRT, CUDA, pycuda, or ONNX Runtime); OpenCV's GStreamer support; each camera's "
                     "backend (the file opens, the device node exists and may be opened, GStreamer has "
-                    "nvarguscamerasrc) and that it delivers frames; the TensorRT engine matches this device "
+                    "the CSI camera element) and that it delivers frames; the TensorRT engine matches this device "
                     "and model; the model loads and runs (a damaged model file fails here, not at run); "
                     "the model on a real camera frame; the MQTT broker is reachable and accepts the "
                     "login; disk space for the outbox; jtop; the fallwatch service. Run it with sudo "

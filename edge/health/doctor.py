@@ -166,7 +166,7 @@ def _shown_uri(uri: str) -> str:
 def check_camera(camera: Any, service_active: bool = False, timeout_s: float = CAMERA_TIMEOUT_S,
                  frames: int = CAMERA_FRAMES, read: bool = True) -> Tuple[CheckResult, Any]:
     """One configured camera: first what its backend needs (edge.capture.sources.probe_backend: the
-    file, the device node, GStreamer's nvarguscamerasrc), then, when ``read``, open it as the daemon
+    file, the device node, GStreamer's CSI camera element), then, when ``read``, open it as the daemon
     does and read a few frames. Returns (check, last frame or None); without ``read`` a camera whose
     backend looks right is ``skip`` (not opened), never ``ok``."""
     from edge.capture.sources import SourceError, probe_backend
