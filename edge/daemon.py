@@ -90,6 +90,7 @@ class Daemon:
         self.completed = 0  # frames that left post-processing (done or failed)
         self.skipped = 0  # frames passed over because of max_fps
         self.processed: Dict[str, int] = {cam.name: 0 for cam in config.cameras}
+        self.track_ids: Dict[str, List[int]] = {cam.name: [] for cam in config.cameras}  # after the last frame
         self.people_seen = 0
         self.events = 0
         self.errors = 0
@@ -239,6 +240,7 @@ class Daemon:
                 people = pipeline.find_people(job, outputs, self.timer)
                 size = (frame.image.shape[1], frame.image.shape[0])
                 record, events = pipeline.track(people, frame.t, frame.wall, size, image=frame.image, timer=self.timer)
+                track_ids = [track.id for track in pipeline.tracker.tracks]
                 with self.timer.measure("sinks"):
                     self.sinks.frame(record)
                     for event in events:
@@ -261,6 +263,7 @@ class Daemon:
             with self._lock:
                 self.completed += 1
                 self.processed[frame.camera] += 1
+                self.track_ids[frame.camera] = track_ids
                 self.people_seen += len(people)
                 self.events += len(events)
             if self.watchdog is not None:
@@ -279,10 +282,13 @@ class Daemon:
                     and self.submitted == self.completed)
 
     def stats(self) -> Dict[str, Any]:
-        """The figures for the stats sinks: frame rates since the last call, cameras, stage times."""
+        """The figures for the stats sinks, all taken now (README, "The stats message", lists every
+        key): frame rates since the last call, each camera's state, frames and confirmed tracks,
+        stage times. Every call gives the same keys; ``final`` is True only in the last one."""
         now = time.monotonic()
         with self._lock:
             processed = dict(self.processed)
+            track_ids = {name: list(ids) for name, ids in self.track_ids.items()}
             completed, people, events, errors, skipped = (self.completed, self.people_seen, self.events,
                                                           self.errors, self.skipped)
         last_t, last_completed, last_processed = self._last_stats
@@ -293,6 +299,8 @@ class Daemon:
             status = source.status().to_dict()
             status["frames_processed"] = processed[source.name]
             status["fps_processed"] = round((processed[source.name] - last_processed.get(source.name, 0)) / span, 2)
+            status["tracks"] = len(track_ids[source.name])
+            status["track_ids"] = track_ids[source.name]
             views = self.pipelines[source.name].views
             if views is not None:
                 status["views"] = views.stats.as_dict()
@@ -303,7 +311,7 @@ class Daemon:
                 "frames_skipped_max_fps": skipped, "frame_errors": errors, "people_seen": people, "events": events,
                 "queues": {"engine": self._engine_q.qsize(), "post": self._post_q.qsize()},
                 "stages": self.timer.summary(), "cameras": cameras,
-                "rss_mb": None if rss is None else round(rss / 2 ** 20, 1)}
+                "rss_mb": None if rss is None else round(rss / 2 ** 20, 1), "final": False}
 
 
 def log_stats(stats: Dict[str, Any]) -> None:

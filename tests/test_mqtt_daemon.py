@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import yaml
-from conftest import MODELS_DIR, REPO
+from conftest import MODELS_DIR, REPO, shared_data
 from test_sources import make_clip
 
 from mosquitto import Broker, Subscriber, broker, certs  # noqa: F401 (fixtures)
@@ -61,3 +61,40 @@ def test_fallwatch_run_with_an_unusable_outbox_says_where_and_exits_1(broker: Br
     assert proc.returncode == 1
     assert "%s: cannot open the event outbox" % (tmp_path / "state" / "outbox.sqlite3") in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_stats_of_the_real_daemon_are_current_alike_and_carry_tracks(broker: Broker, tmp_path: Path,
+                                                                       model_onnx: Path) -> None:
+    """`fallwatch run` on a real fall clip (read at the pipeline's pace): every stats message has the
+    same keys, type first; the daemon's event count equals mqtt.events_emitted in each (the figures are
+    from one instant, not one interval apart); each camera says how many tracks it follows; the last
+    message is the final one and counts every fall event the subscriber got."""
+    clip = shared_data("gmdcsa24", "subject1", "Fall", "13.mp4")
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "device_id": "dev1", "paths": {"models_dir": str(MODELS_DIR), "state_dir": str(tmp_path / "state")},
+        "cameras": [{"name": "hall", "uri": str(clip), "realtime": False, "max_fps": 8}],
+        "daemon": {"stats_interval_s": 0.5}, "mqtt": broker.mqtt_config(stats_interval_s=0.5)}))
+    sub = Subscriber(broker, ("fallwatch/dev1/stats", "fallwatch/dev1/hall/fall", "fallwatch/dev1/status"),
+                     persistent=False).start()
+    proc = subprocess.run([sys.executable, "-m", "edge", "--config", str(config), "run"], cwd=str(REPO),
+                          env=dict(os.environ, **broker.env()), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sub.wait_for(lambda m: any(p == b"offline" for _, t, p, _ in m), 5)
+    sub.stop()
+    got = [(t, p) for _, t, p, _ in sub.snapshot()]
+    falls = [json.loads(p) for t, p in got if t.endswith("/fall")]
+    stats = [json.loads(p) for t, p in got if t.endswith("/stats")]
+    assert "fall_detected" in [e["type"] for e in falls]
+    assert len(stats) >= 3
+    keys = sorted(stats[0])
+    for message in stats:
+        assert list(message)[0] == "type" and message["type"] == "stats"
+        assert sorted(message) == keys and sorted(message["cameras"]["hall"]) == sorted(stats[0]["cameras"]["hall"])
+        assert message["events"] == message["mqtt"]["events_emitted"], message
+        hall = message["cameras"]["hall"]
+        assert hall["tracks"] == len(hall["track_ids"])
+    assert [m["final"] for m in stats] == [False] * (len(stats) - 1) + [True]
+    assert stats[-1]["events"] == len(falls)
+    assert max(m["cameras"]["hall"]["tracks"] for m in stats) >= 1
+    assert any(m["events"] >= 1 for m in stats[:-1])  # the fall was in a message while the clip still ran
