@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -98,3 +99,47 @@ def test_stats_of_the_real_daemon_are_current_alike_and_carry_tracks(broker: Bro
     assert stats[-1]["events"] == len(falls)
     assert max(m["cameras"]["hall"]["tracks"] for m in stats) >= 1
     assert any(m["events"] >= 1 for m in stats[:-1])  # the fall was in a message while the clip still ran
+
+
+def _retained(broker: Broker, topic_filter: str) -> dict:
+    """What the broker retains under ``topic_filter`` now: a fresh subscriber gets exactly that."""
+    sub = Subscriber(broker, (topic_filter,), client_id="retained-reader", persistent=False).start()
+    time.sleep(0.5)
+    sub.stop()
+    return {t: p for _, t, p, retained in sub.snapshot() if retained}
+
+
+def test_discovery_configs_of_removed_cameras_are_cleared_at_start(broker: Broker, tmp_path: Path,
+                                                                  model_onnx: Path) -> None:
+    """Retained Home Assistant configs of this device's cameras that are gone from the config are
+    cleared (empty retained payload) when `fallwatch run` starts; its own cameras, other devices'
+    cameras and other objects stay."""
+    import paho.mqtt.client as mqtt
+
+    old = {"homeassistant/binary_sensor/dev1/%s_fall/config" % name: json.dumps({"name": "Fall %s" % name}).encode()
+           for name in ("kitchen", "garage")}
+    keep = {"homeassistant/binary_sensor/dev2/kitchen_fall/config": b'{"name": "Fall kitchen (dev2)"}',
+            "homeassistant/binary_sensor/dev1/door/config": b'{"name": "a door sensor of someone else"}'}
+    writer = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="ha-history")
+    writer.username_pw_set("watcher", broker.users["watcher"])
+    writer.connect("127.0.0.1", broker.port)
+    writer.loop_start()
+    for topic, payload in dict(old, **keep).items():
+        writer.publish(topic, payload, qos=1, retain=True).wait_for_publish(5)
+    writer.disconnect()
+    writer.loop_stop()
+    assert set(_retained(broker, "homeassistant/#")) == set(old) | set(keep)
+
+    clip = make_clip(tmp_path / "clip.avi", frames=6, fps=10)
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "device_id": "dev1", "paths": {"models_dir": str(MODELS_DIR), "state_dir": str(tmp_path / "state")},
+        "cameras": [{"name": "hall", "uri": str(clip)}], "mqtt": broker.mqtt_config()}))
+    proc = subprocess.run([sys.executable, "-m", "edge", "--config", str(config), "run"], cwd=str(REPO),
+                          env=dict(os.environ, **broker.env()), capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    retained = _retained(broker, "homeassistant/#")
+    assert set(retained) == set(keep) | {"homeassistant/binary_sensor/dev1/hall_fall/config"}, retained
+    assert all(retained[t] == p for t, p in keep.items())
+    for name in ("kitchen", "garage"):
+        assert "camera %s is not configured any more" % name in proc.stderr

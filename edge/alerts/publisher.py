@@ -184,7 +184,10 @@ class MqttSink(Session):
         self._cameras.all_changed()
         self._delivery.queue(self.topics.status, b"online", retain=True)
         if self._cfg.homeassistant.enabled:
+            from edge.alerts.hass import discovery_filter
+
             client.subscribe(self._birth_topic(), qos=1)
+            client.subscribe(discovery_filter(self._cfg.homeassistant.discovery_prefix, self._config.device_id), qos=1)
             self._announce()
         with self._lock:
             self._stats_due = False  # figures from before this connection are stale: wait for the next ones
@@ -194,6 +197,19 @@ class MqttSink(Session):
             log.info("MQTT: Home Assistant came online (%s); announcing the cameras again", message.topic)
             self._announce()
             self._cameras.all_changed()
+        elif message.retain and message.payload:
+            self._clear_if_removed(message.topic)
+
+    def _clear_if_removed(self, topic: str) -> None:
+        """A retained discovery config of this device for a camera it no longer has: clear it."""
+        from edge.alerts.hass import announced_camera
+
+        camera = announced_camera(topic, self._cfg.homeassistant.discovery_prefix, self._config.device_id)
+        if camera is None or camera in self._cameras:
+            return
+        log.info("MQTT: camera %s is not configured any more: clearing its Home Assistant discovery config (%s)",
+                 camera, topic)
+        self._delivery.queue(topic, b"", retain=True)
 
     def on_publish(self, client: Any, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
         self._delivery.on_publish(mid, reason_code)
