@@ -28,13 +28,15 @@ import time
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from edge.pipeline import CameraPipeline, RateLimiter
-from edge.capture.sources import CameraSource, SourceError, SourceSettings
+from edge.capture.sources import CameraSource, SourceError, SourceSettings, redact_uri, uri_kind
 from edge.health.timing import StageTimer
 
 log = logging.getLogger("fallwatch.daemon")
 
 JOIN_TIMEOUT_S = 1.2  # how long stop() waits for the pipeline threads (SIGTERM must finish in 2 s)
 MAX_CONSECUTIVE_ERRORS = 25  # frames in a row failing in post-processing before the daemon gives up
+DROP_WATCH_S = 10.0  # a video file played in real time is watched this long for dropped frames ...
+DROP_MIN_FRAMES = 30  # ... once it has played this many frames: more than half dropped is worth a warning
 _TICK_S = 0.1
 
 
@@ -95,6 +97,9 @@ class Daemon:
         self.events = 0
         self.errors = 0
         self._last_stats = (time.monotonic(), 0, dict(self.processed))
+        # video files played at their own frame rate, still watched for dropped frames
+        self._drop_watch = {s.name for s in self.sources
+                            if uri_kind(s.camera.uri)[0] == "file" and getattr(s.camera, "realtime", True)}
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -274,6 +279,26 @@ class Daemon:
     def check_cameras(self) -> None:
         for source in self.sources:
             source.check_stall()
+        if self._drop_watch:
+            self._check_drops(time.monotonic() - self.started_at)
+
+    def _check_drops(self, elapsed_s: float) -> None:
+        """Warn once when a video file played in real time loses most of its frames: on a slow
+        machine ``run --camera FILE`` may process 1 frame in 30 and miss a fall that ``replay`` sees."""
+        for source in self.sources:
+            if source.name not in self._drop_watch:
+                continue
+            status = source.status()
+            if status.frames >= DROP_MIN_FRAMES and 2 * status.dropped > status.frames:
+                self._drop_watch.discard(source.name)
+                uri = redact_uri(source.camera.uri)
+                log.warning("camera %s: the pipeline took only %d of the first %d frames of video file %s (the "
+                            "file plays at its own frame rate, faster than this machine processes frames): a fall "
+                            "can be missed. To run every frame as fast as the machine allows, use `fallwatch "
+                            "replay %s`, or set realtime: false on this camera", source.name, status.taken,
+                            status.frames, uri, uri)
+            elif elapsed_s > DROP_WATCH_S or source.ended:
+                self._drop_watch.discard(source.name)
 
     def finished(self) -> bool:
         """Every camera ended (video files without loop) and every frame taken went through."""

@@ -85,3 +85,23 @@ def test_model_fetch_converts_a_damaged_model_again_as_its_help_says(tmp_path: P
     assert target.read_bytes() == good
     third = run_cli("--config", str(config), "model", "fetch")
     assert "nothing to do" in third.stderr and target.read_bytes() == good
+
+
+def test_run_on_a_file_warns_once_when_it_drops_most_frames(tmp_path: Path, model_onnx: Path) -> None:
+    """`run --camera FILE` plays the file at its own rate (60 fps here, beyond any CPU): one WARNING
+    that names `fallwatch replay` and realtime: false. The same file with realtime: false loses no
+    frame and gets no warning."""
+    from test_sources import make_clip
+
+    clip = make_clip(tmp_path / "fast.avi", frames=60, fps=60)
+    config = _config(tmp_path)
+    proc = run_cli("--config", str(config), "run", "--camera", str(clip), timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    warnings = [line for line in proc.stderr.splitlines() if "WARNING" in line and "frames of video file" in line]
+    assert len(warnings) == 1, proc.stderr[-3000:]
+    assert "fallwatch replay %s" % clip in warnings[0] and "realtime: false" in warnings[0]
+
+    config.write_text(config.read_text() + "cameras:\n  - name: cam\n    uri: %s\n    realtime: false\n    max_fps: 5\n" % clip)
+    proc = run_cli("--config", str(config), "run", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "frames of video file" not in proc.stderr
