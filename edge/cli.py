@@ -463,7 +463,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "cameras, FILE-<camera>.mp4 each")
     p.add_argument("--camera", metavar="URI",
                    help="read only this camera (csi://N, /dev/videoN, rtsp://..., a video file) instead of "
-                        "the configured cameras; it is named cam")
+                        "the configured cameras; it is named cam. A video file plays at its own frame rate, so a "
+                        "slow machine skips frames (logged): `fallwatch replay FILE` processes every one")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(
