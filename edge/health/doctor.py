@@ -510,15 +510,15 @@ def run_checks(config: Any, board: Optional[Board] = None, cameras: bool = True,
     model = None
     try:
         if wanted & {"model", "inference"}:
-            check, model = load_model(config)
+            loaded, model = load_model(config)
             if "model" in wanted:
-                add(check)
+                add(loaded)
         if "inference" in wanted:
             if not cameras:
                 add(CheckResult("inference", WARN, "skipped (--no-cameras)", "run doctor without --no-cameras"))
             elif model is None and frame is not None:
-                add(CheckResult("inference", FAIL, "not run: the model does not load (see the model line)",
-                                check.fix))
+                add(CheckResult("inference", FAIL, "not run, the model does not load: %s" % loaded.message,
+                                loaded.fix))
             else:
                 add(check_inference(config, frame, model))
     finally:
