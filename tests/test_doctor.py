@@ -433,6 +433,14 @@ def test_the_default_model_damaged_in_models_dir_names_model_fetch(tmp_path: Pat
     assert check.status == doctor.FAIL and str(target) in check.message, check
     assert "fallwatch model fetch" in check.fix
 
+    from edge.errors import FallwatchError
+    from edge.inference.model import open_pose_model
+
+    with pytest.raises(FallwatchError) as err:  # what `run` gets: the fix as a field, not only in the text
+        open_pose_model(config)
+    assert "fallwatch model fetch" in err.value.fix and "model fetch" not in err.value.what
+    assert check.fix == err.value.fix
+
 
 def test_model_check_loads_and_runs_the_real_model(tmp_path: Path, model_onnx: Path) -> None:
     check = doctor.check_model(config_for(tmp_path))
