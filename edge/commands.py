@@ -4,12 +4,38 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+from typing import Dict
+
+# OpenCV's and FFmpeg's own log lines ("[ WARN:0@0.1] ... imread_(...)", "moov atom not found") go
+# straight to stderr, before the one clean line fallwatch prints for the same problem. Below debug,
+# only their fatal messages pass: OPENCV_LOG_LEVEL is read when cv2 loads (cv2.utils.logging when it
+# is already loaded), OPENCV_FFMPEG_LOGLEVEL (0 = FFmpeg's AV_LOG_PANIC) when OpenCV first opens a
+# file with FFmpeg. A value the user set is left alone.
+NATIVE_QUIET: Dict[str, str] = {"OPENCV_LOG_LEVEL": "FATAL", "OPENCV_FFMPEG_LOGLEVEL": "0"}
+_quieted: Dict[str, str] = {}
 
 
 def setup_logging(level: str) -> None:
+    """Log to stderr at ``level`` (debug, info, warning, error); below debug, OpenCV and FFmpeg keep quiet."""
     logging.basicConfig(stream=sys.stderr, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     logging.getLogger().setLevel(getattr(logging, level.upper(), logging.INFO))
+    quiet_native_logs(level.lower() != "debug")
+
+
+def quiet_native_logs(quiet: bool) -> None:
+    """Silence OpenCV's and FFmpeg's own messages (``quiet``), or undo what an earlier call did."""
+    had = "OPENCV_LOG_LEVEL" in _quieted
+    for key, value in NATIVE_QUIET.items():
+        if quiet and key not in os.environ:
+            os.environ[key] = _quieted[key] = value
+        elif not quiet and key in _quieted and os.environ.get(key) == _quieted.pop(key):
+            del os.environ[key]
+    ours = "OPENCV_LOG_LEVEL" in _quieted if quiet else had  # a level the user set is theirs
+    levels = getattr(getattr(sys.modules.get("cv2"), "utils", None), "logging", None)
+    if levels is not None and ours:  # cv2 is already loaded: its environment variable was read
+        levels.setLogLevel(levels.LOG_LEVEL_FATAL if quiet else levels.LOG_LEVEL_WARNING)
 
 
 def load_config_for(args: argparse.Namespace):

@@ -185,7 +185,9 @@ class MqttConfig(Section):
                                      between=(0.1, 3600))
     reconnect_max_s: float = setting(60, "longest wait between reconnection attempts, seconds (at least reconnect_min_s)",
                                      between=(0.1, 86400))
-    stats_interval_s: float = setting(30, "publish <device>/stats this often, seconds; 0 = never", between=(0, 86400))
+    stats_interval_s: float = setting(30, "publish <device>/stats with the daemon's figures (handed over every "
+                                      "daemon.stats_interval_s) at most this often, seconds; 0 = never",
+                                      between=(0, 86400))
     close_timeout_s: float = setting(5, "at shutdown, wait this long for acknowledgements in flight, seconds",
                                      between=(0, 300))
     outbox: OutboxConfig = section(OutboxConfig, "the durable event outbox")

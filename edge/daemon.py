@@ -28,13 +28,15 @@ import time
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from edge.pipeline import CameraPipeline, RateLimiter
-from edge.capture.sources import CameraSource, SourceError, SourceSettings
+from edge.capture.sources import CameraSource, SourceError, SourceSettings, redact_uri, uri_kind
 from edge.health.timing import StageTimer
 
 log = logging.getLogger("fallwatch.daemon")
 
 JOIN_TIMEOUT_S = 1.2  # how long stop() waits for the pipeline threads (SIGTERM must finish in 2 s)
 MAX_CONSECUTIVE_ERRORS = 25  # frames in a row failing in post-processing before the daemon gives up
+DROP_WATCH_S = 10.0  # a video file played in real time is watched this long for dropped frames ...
+DROP_MIN_FRAMES = 30  # ... once it has played this many frames: more than half dropped is worth a warning
 _TICK_S = 0.1
 
 
@@ -90,10 +92,14 @@ class Daemon:
         self.completed = 0  # frames that left post-processing (done or failed)
         self.skipped = 0  # frames passed over because of max_fps
         self.processed: Dict[str, int] = {cam.name: 0 for cam in config.cameras}
+        self.track_ids: Dict[str, List[int]] = {cam.name: [] for cam in config.cameras}  # after the last frame
         self.people_seen = 0
         self.events = 0
         self.errors = 0
         self._last_stats = (time.monotonic(), 0, dict(self.processed))
+        # video files played at their own frame rate, still watched for dropped frames
+        self._drop_watch = {s.name for s in self.sources
+                            if uri_kind(s.camera.uri)[0] == "file" and getattr(s.camera, "realtime", True)}
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -239,6 +245,7 @@ class Daemon:
                 people = pipeline.find_people(job, outputs, self.timer)
                 size = (frame.image.shape[1], frame.image.shape[0])
                 record, events = pipeline.track(people, frame.t, frame.wall, size, image=frame.image, timer=self.timer)
+                track_ids = [track.id for track in pipeline.tracker.tracks]
                 with self.timer.measure("sinks"):
                     self.sinks.frame(record)
                     for event in events:
@@ -261,6 +268,7 @@ class Daemon:
             with self._lock:
                 self.completed += 1
                 self.processed[frame.camera] += 1
+                self.track_ids[frame.camera] = track_ids
                 self.people_seen += len(people)
                 self.events += len(events)
             if self.watchdog is not None:
@@ -271,6 +279,26 @@ class Daemon:
     def check_cameras(self) -> None:
         for source in self.sources:
             source.check_stall()
+        if self._drop_watch:
+            self._check_drops(time.monotonic() - self.started_at)
+
+    def _check_drops(self, elapsed_s: float) -> None:
+        """Warn once when a video file played in real time loses most of its frames: on a slow
+        machine ``run --camera FILE`` may process 1 frame in 30 and miss a fall that ``replay`` sees."""
+        for source in self.sources:
+            if source.name not in self._drop_watch:
+                continue
+            status = source.status()
+            if status.frames >= DROP_MIN_FRAMES and 2 * status.dropped > status.frames:
+                self._drop_watch.discard(source.name)
+                uri = redact_uri(source.camera.uri)
+                log.warning("camera %s: the pipeline took only %d of the first %d frames of video file %s (the "
+                            "file plays at its own frame rate, faster than this machine processes frames): a fall "
+                            "can be missed. To run every frame as fast as the machine allows, use `fallwatch "
+                            "replay %s`, or set realtime: false on this camera", source.name, status.taken,
+                            status.frames, uri, uri)
+            elif elapsed_s > DROP_WATCH_S or source.ended:
+                self._drop_watch.discard(source.name)
 
     def finished(self) -> bool:
         """Every camera ended (video files without loop) and every frame taken went through."""
@@ -279,10 +307,13 @@ class Daemon:
                     and self.submitted == self.completed)
 
     def stats(self) -> Dict[str, Any]:
-        """The figures for the stats sinks: frame rates since the last call, cameras, stage times."""
+        """The figures for the stats sinks, all taken now (README, "The stats message", lists every
+        key): frame rates since the last call, each camera's state, frames and confirmed tracks,
+        stage times. Every call gives the same keys; ``final`` is True only in the last one."""
         now = time.monotonic()
         with self._lock:
             processed = dict(self.processed)
+            track_ids = {name: list(ids) for name, ids in self.track_ids.items()}
             completed, people, events, errors, skipped = (self.completed, self.people_seen, self.events,
                                                           self.errors, self.skipped)
         last_t, last_completed, last_processed = self._last_stats
@@ -293,6 +324,8 @@ class Daemon:
             status = source.status().to_dict()
             status["frames_processed"] = processed[source.name]
             status["fps_processed"] = round((processed[source.name] - last_processed.get(source.name, 0)) / span, 2)
+            status["tracks"] = len(track_ids[source.name])
+            status["track_ids"] = track_ids[source.name]
             views = self.pipelines[source.name].views
             if views is not None:
                 status["views"] = views.stats.as_dict()
@@ -303,7 +336,7 @@ class Daemon:
                 "frames_skipped_max_fps": skipped, "frame_errors": errors, "people_seen": people, "events": events,
                 "queues": {"engine": self._engine_q.qsize(), "post": self._post_q.qsize()},
                 "stages": self.timer.summary(), "cameras": cameras,
-                "rss_mb": None if rss is None else round(rss / 2 ** 20, 1)}
+                "rss_mb": None if rss is None else round(rss / 2 ** 20, 1), "final": False}
 
 
 def log_stats(stats: Dict[str, Any]) -> None:

@@ -382,3 +382,118 @@ def test_camera_password_never_shown(tmp_path: Path) -> None:
     check, frame = doctor.check_camera(config.cameras[0], timeout_s=10)
     assert check.status == doctor.FAIL and frame is None
     assert "hunter2" not in check.message + check.fix and "127.0.0.1" in check.message
+
+
+# ---------------------------------------------------------------- what `run` would trip on (issue 15, part 6)
+
+
+def truncated_model(folder: Path, model_onnx: Path) -> Path:
+    """The real model cut short, as an interrupted copy or a failing SD card leaves it."""
+    damaged = folder / "damaged.onnx"
+    damaged.write_bytes(model_onnx.read_bytes()[:300000])
+    return damaged
+
+
+def test_a_damaged_model_is_a_doctor_failure_and_runs_error_names_model_fetch(tmp_path: Path,
+                                                                               model_onnx: Path) -> None:
+    """doctor loads the model even with cameras: [] (and says that run cannot start without one);
+    run refuses the same file in one line whose fix is `fallwatch model fetch`."""
+    damaged = truncated_model(tmp_path, model_onnx)
+    text = "paths:\n  models_dir: %s\n  state_dir: %s\nmodel:\n  onnx: %s\n" % (REPO / "models", tmp_path / "state",
+                                                                             damaged)
+    path = write_config(tmp_path, text + "cameras: []\n")
+    proc = run_cli("doctor", "--config", str(path), "--no-mqtt", "--json", env={"FALLWATCH_ROOT": str(tmp_path)})
+    assert proc.returncode == 1, proc.stderr
+    checks = {c["name"]: c for c in json.loads(proc.stdout)}
+    assert checks["model"]["status"] == "fail" and str(damaged) in checks["model"]["message"]
+    assert "fallwatch model fetch" in checks["model"]["fix"]
+    assert checks["camera"]["status"] == "fail" and "no cameras configured" in checks["camera"]["message"]
+    assert {"board", "python", "runtime", "opencv", "engine", "inference", "disk", "jtop", "service"} <= set(checks)
+
+    video = shared_data("gmdcsa24", "subject1", "ADL", "10.mp4")
+    path = write_config(tmp_path, text + "cameras:\n  - name: room1\n    uri: %s\n" % video)
+    proc = run_cli("run", "--config", str(path), timeout=120)
+    assert proc.returncode == 1
+    [line] = [l for l in proc.stderr.splitlines() if l.startswith("fallwatch: ")]
+    assert str(damaged) in line and "fallwatch model fetch" in line
+    assert "Traceback" not in proc.stderr
+
+
+def test_the_default_model_damaged_in_models_dir_names_model_fetch(tmp_path: Path, model_onnx: Path) -> None:
+    """The fetched model file itself damaged (no model.onnx in the config): same fix."""
+    from edge.inference.models import default_onnx_path
+
+    models = tmp_path / "models"
+    target = default_onnx_path(models, (368, 432))
+    target.parent.mkdir(parents=True)
+    target.write_bytes(model_onnx.read_bytes()[:-1000])
+    config = load_config(write_config(tmp_path, "paths:\n  models_dir: %s\n  state_dir: %s\n"
+                                      % (models, tmp_path / "state")), env={})
+    check = doctor.check_model(config)
+    assert check.status == doctor.FAIL and str(target) in check.message, check
+    assert "fallwatch model fetch" in check.fix
+
+    from edge.errors import FallwatchError
+    from edge.inference.model import open_pose_model
+
+    with pytest.raises(FallwatchError) as err:  # what `run` gets: the fix as a field, not only in the text
+        open_pose_model(config)
+    assert "fallwatch model fetch" in err.value.fix and "model fetch" not in err.value.what
+    assert check.fix == err.value.fix
+
+
+def test_model_check_loads_and_runs_the_real_model(tmp_path: Path, model_onnx: Path) -> None:
+    check = doctor.check_model(config_for(tmp_path))
+    assert check.status == doctor.OK, check
+    assert "openpose-mobilenet-thin (onnxruntime) loaded and ran" in check.message
+    assert "heatmaps 19x46x54" in check.message
+
+
+def test_no_cameras_still_checks_each_cameras_backend(tmp_path: Path, model_onnx: Path) -> None:
+    """--no-cameras reads no frame, but a missing file or device, a file OpenCV cannot open, and a
+    node that is not a device fail as they would at run; what looks right is skip, never ok."""
+    video = shared_data("gmdcsa24", "subject1", "ADL", "10.mp4")
+    not_video = tmp_path / "notes.mp4"
+    not_video.write_text("not a video at all\n")
+    cameras = [("clip", str(video)), ("gone", str(tmp_path / "gone.mp4")), ("junk", str(not_video)),
+               ("usb", "/dev/video97"), ("nul", "/dev/null"), ("folder", "v4l2://%s" % tmp_path)]
+    text = "paths:\n  models_dir: %s\n  state_dir: %s\ncameras:\n" % (REPO / "models", tmp_path / "state")
+    text += "".join("  - name: %s\n    uri: %s\n" % c for c in cameras)
+    proc = run_cli("doctor", "--config", str(write_config(tmp_path, text)), "--no-mqtt", "--no-cameras", "--json",
+                   env={"FALLWATCH_ROOT": str(tmp_path)})
+    checks = {c["name"]: c for c in json.loads(proc.stdout)}
+    status = {name: checks["camera " + name]["status"] for name, _ in cameras}
+    assert status == {"clip": "skip", "gone": "fail", "junk": "fail", "usb": "fail", "nul": "skip",
+                      "folder": "fail"}, checks
+    assert "opens as a video file" in checks["camera clip"]["message"]
+    assert "does not exist" in checks["camera gone"]["message"]
+    assert "cannot open" in checks["camera junk"]["message"] and "notes.mp4" in checks["camera junk"]["message"]
+    assert "/dev/video97 does not exist" in checks["camera usb"]["message"] and checks["camera usb"]["fix"]
+    assert "is not a device" in checks["camera folder"]["message"]
+    assert checks["model"]["status"] == "ok", checks["model"]
+    assert checks["inference"]["status"] == "warn"
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+
+
+def fake_gst_inspect(folder: Path, has_argus: bool) -> Path:
+    """A stand-in for JetPack's gst-inspect-1.0 (no GStreamer with nvarguscamerasrc exists here)."""
+    tool = folder / ("gst-inspect-%s" % has_argus)
+    tool.write_text("#!/bin/sh\n[ \"$1\" = --exists ] && [ \"$2\" = nvarguscamerasrc ] && exit %d\nexit 2\n"
+                    % (0 if has_argus else 1))
+    tool.chmod(0o755)
+    return tool
+
+
+def test_csi_backend_needs_nvarguscamerasrc(tmp_path: Path) -> None:
+    from edge.capture.sources import SourceError, probe_backend
+
+    camera = config_for(tmp_path, "csi://0").cameras[0]
+    gst = "    GStreamer: YES (1.16.3)"
+    with pytest.raises(SourceError) as err:
+        probe_backend(camera, build_info=gst, gst_inspect=str(fake_gst_inspect(tmp_path, False)))
+    assert "nvarguscamerasrc" in err.value.what and "nvidia-l4t-gstreamer" in err.value.fix
+    found = probe_backend(camera, build_info=gst, gst_inspect=str(fake_gst_inspect(tmp_path, True)))
+    assert found == "OpenCV has GStreamer, GStreamer has nvarguscamerasrc"
+    with pytest.raises(SourceError) as err:
+        probe_backend(camera, build_info="    GStreamer: NO")
+    assert "built without GStreamer" in err.value.what

@@ -117,14 +117,24 @@ def test_stats_carry_the_daemon_figures_and_the_outbox(broker: Broker, tmp_path:
     sub = Subscriber(broker, ("fallwatch/dev1/stats",), persistent=False).start()
     sink = start_sink(tmp_path, broker, stats_interval_s=0.3)
     try:
-        sink.stats({"cameras": {"room1": {"fps": 9.5, "latency_ms": {"engine": 41.0}, "dropped_frames": 2,
-                                          "tracks": 1}}})
+        figures = {"type": "stats", "cameras": {"room1": {"fps": 9.5, "latency_ms": {"engine": 41.0},
+                                                          "dropped_frames": 2, "tracks": 1}}}
+        assert sub.wait_for(lambda m: sink.snapshot_counters()["connected"], 5)
+        sink.stats(figures)  # the first figures go out at once
+        assert sub.wait_for(lambda m: len(on(sub, "fallwatch/dev1/stats")) >= 1, 5)
         sink.emit(event(0, "fall_detected"))
+        sink.stats(figures)  # within mqtt.stats_interval_s of the last message: not published
+        time.sleep(0.35)
+        sink.stats(figures)
         assert sub.wait_for(lambda m: len(on(sub, "fallwatch/dev1/stats")) >= 2, 5)
+        time.sleep(0.3)
+        assert len(on(sub, "fallwatch/dev1/stats")) == 2  # only when the daemon hands figures over
     finally:
         sink.close()
         sub.stop()
-    stats = json.loads(on(sub, "fallwatch/dev1/stats")[-1])
+    first, stats = [json.loads(p) for p in on(sub, "fallwatch/dev1/stats")]
+    assert first["mqtt"]["events_emitted"] == 0 and sorted(first) == sorted(stats)
+    assert list(stats)[0] == "type" and stats["type"] == "stats"
     assert stats["device"] == "dev1" and stats["timestamp"].endswith("Z")
     assert stats["cameras"]["room1"] == {"fps": 9.5, "latency_ms": {"engine": 41.0}, "dropped_frames": 2,
                                          "tracks": 1}

@@ -55,6 +55,11 @@ class CameraStates:
             with self._lock:
                 self._frames[str(camera)] = record
 
+    def __contains__(self, camera: object) -> bool:
+        """Whether ``camera`` is configured or has sent an event (and so is announced)."""
+        with self._lock:
+            return camera in self._state
+
     def cameras(self) -> List[str]:
         """Every camera seen, sorted; they are now announced."""
         with self._lock:

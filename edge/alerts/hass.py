@@ -7,10 +7,19 @@ from ``<device>/status`` (``online``/``offline``, the Last Will), and attributes
 last fall event on ``<camera>/fall`` (a few fields, not the keypoints). All cameras of a device
 share one Home Assistant device. Home Assistant publishes ``online`` on its birth topic when it
 starts; the announcements are then sent again (:mod:`edge.alerts.publisher` does that).
+
+A camera removed from the configuration leaves its retained config behind, and Home Assistant
+would show its sensor forever. So the publisher subscribes to :func:`discovery_filter` (this
+device's configs only) on every connect: the broker hands over what it retains there, and a config
+of a camera the daemon does not have (:func:`announced_camera`) is cleared with an empty retained
+payload, which makes Home Assistant remove the sensor. The broker, not a file on the device, is
+asked because it holds exactly what Home Assistant reads: a record in the state directory would
+be lost with that directory (a reinstall, a purge, a damaged SD card) and could disagree with the
+broker (a broker reset, another copy of the config elsewhere).
 """
 from __future__ import annotations
 
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from edge import __version__
 from edge.alerts.events import encode_event
@@ -22,8 +31,25 @@ ATTRIBUTES_TEMPLATE = ("{{ {'event_id': value_json.event_id, 'type': value_json.
                        "'confidence': value_json.confidence} | tojson }}")
 
 
+_SUFFIX = "_fall"
+
+
 def discovery_topic(discovery_prefix: str, device_id: str, camera: str) -> str:
-    return "%s/binary_sensor/%s/%s_fall/config" % (discovery_prefix, device_id, camera)
+    return "%s/binary_sensor/%s/%s%s/config" % (discovery_prefix, device_id, camera, _SUFFIX)
+
+
+def discovery_filter(discovery_prefix: str, device_id: str) -> str:
+    """The subscription that sees every camera config this device may have announced."""
+    return "%s/binary_sensor/%s/+/config" % (discovery_prefix, device_id)
+
+
+def announced_camera(topic: str, discovery_prefix: str, device_id: str) -> Optional[str]:
+    """The camera whose config ``topic`` is (:func:`discovery_topic`), or None for any other topic."""
+    head = "%s/binary_sensor/%s/" % (discovery_prefix, device_id)
+    if not (topic.startswith(head) and topic.endswith(_SUFFIX + "/config")):
+        return None
+    camera = topic[len(head):-len(_SUFFIX + "/config")]
+    return camera if camera and "/" not in camera else None
 
 
 def binary_sensor_config(device_id: str, camera: str, status_topic: str, state_topic: str,

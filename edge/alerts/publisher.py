@@ -11,6 +11,13 @@ power loss. The pieces, one job each:
 - :mod:`edge.alerts.camerastate`: each camera's retained ``ON``/``OFF`` state and snapshot frames;
 - :mod:`edge.alerts.hass`: Home Assistant discovery payloads;
 - this module: the sink's interface, ``online``/``offline`` (the Last Will), and the ``stats`` message.
+
+The ``stats`` message is published when the daemon hands over its figures (:meth:`MqttSink.stats`,
+every ``daemon.stats_interval_s``), at most once per ``mqtt.stats_interval_s``, and its ``mqtt``
+part is counted at that moment: the daemon's figures and this sink's counters describe the same
+instant, and every message carries the same keys (``type`` first). Figures that arrive while the
+broker is unreachable are not sent later (they would be stale); the daemon's final figures go out
+at :meth:`MqttSink.close`, before ``offline``.
 """
 from __future__ import annotations
 
@@ -30,6 +37,7 @@ log = logging.getLogger("fallwatch.mqtt")
 
 _REQUIRED_KEYS = ("event_id", "type", "camera")
 _EXPIRE_EVERY_S = 60.0
+_STATS_EARLY = 0.1  # figures arriving this share of mqtt.stats_interval_s early still go out (timer jitter)
 
 
 class MqttSink(Session):
@@ -54,13 +62,15 @@ class MqttSink(Session):
         self._closed = False
         self._cameras = CameraStates([c.name for c in config.cameras], self._cfg.snapshot.enabled)
         self._daemon_stats: Dict[str, Any] = {}
+        self._stats_due = False  # the daemon handed over figures not published yet
+        self._stats_counters: Dict[str, int] = {}  # self.counters when it did
         self._appended = 0  # events stored by emit(); the network thread compares it with what it saw
         self.counters: Dict[str, int] = dict(
             events_emitted=0, events_acked=0, events_resent=0, events_rejected=0, connects=0,
             connect_failures=0, disconnects=0)
         self._delivery = Delivery(self._cfg, self.topics, outbox, self._count)
         self._link = MqttLink(self._cfg, self.topics.status, self, self._count)
-        self._next_stats = 0.0
+        self._next_stats = 0.0  # the daemon's figures are published from then on (the first ones at once)
         self._next_expire = 0.0
         self._started_at = time.monotonic()
 
@@ -101,9 +111,17 @@ class MqttSink(Session):
         self._cameras.frame(record)
 
     def stats(self, stats: Dict[str, Any]) -> None:
-        """The daemon's latest figures (frame rates, stage latencies, drops, tracks), merged into ``stats``."""
+        """The daemon's figures (frame rates, stage latencies, drops, tracks): published now, with this
+        sink's counters, unless the last stats message is younger than ``mqtt.stats_interval_s``."""
+        interval, now = self._cfg.stats_interval_s, time.monotonic()
         with self._lock:
             self._daemon_stats = dict(stats)
+            self._stats_counters = dict(self.counters)
+            if interval > 0 and (stats.get("final") or now >= self._next_stats - _STATS_EARLY * interval):
+                self._stats_due, self._next_stats = True, now + interval
+            due = self._stats_due
+        if due:
+            self._link.wake()
 
     def close(self) -> None:
         """Deliver what can be delivered within ``mqtt.close_timeout_s``, publish ``offline``, disconnect.
@@ -121,10 +139,11 @@ class MqttSink(Session):
             self.outbox.close()
         self._link.close()
 
-    def snapshot_counters(self) -> Dict[str, Any]:
-        """Counters and outbox figures, as in the ``mqtt`` part of the stats message."""
+    def snapshot_counters(self, counters: Optional[Dict[str, int]] = None) -> Dict[str, Any]:
+        """Counters (``counters``, else the current ones) and the outbox's figures now, as in the ``mqtt``
+        part of the stats message."""
         with self._lock:
-            out: Dict[str, Any] = dict(self.counters)
+            out: Dict[str, Any] = dict(counters if counters is not None else self.counters)
         out.update(connected=self._link.connected, outbox_depth=self.outbox.depth(),
                    outbox_dropped=self.outbox.dropped, outbox_in_memory_only=self.outbox.volatile)
         age = self.outbox.oldest_age_s()
@@ -132,14 +151,17 @@ class MqttSink(Session):
         return out
 
     def stats_message(self) -> Dict[str, Any]:
-        """The ``stats`` payload: the daemon's figures, this sink's counters, and Jetson figures when there are any."""
+        """The ``stats`` payload: the daemon's last figures, this sink's counters as they were when the
+        daemon handed them over (so ``events`` and ``mqtt.events_emitted`` agree), the outbox now, and
+        Jetson figures when there are any."""
         from edge.health.jetson import read_stats
 
         with self._lock:
-            message: Dict[str, Any] = {"device": self._config.device_id, "timestamp": iso_utc(),
+            message: Dict[str, Any] = {"type": "stats", "device": self._config.device_id, "timestamp": iso_utc(),
                                        "uptime_s": round(time.monotonic() - self._started_at, 1)}
             message.update(self._daemon_stats)
-        message["mqtt"] = self.snapshot_counters()
+            counters = dict(self._stats_counters) if self._daemon_stats else None
+        message["mqtt"] = self.snapshot_counters(counters)
         jetson = read_stats()
         if jetson:
             message["jetson"] = jetson
@@ -162,15 +184,32 @@ class MqttSink(Session):
         self._cameras.all_changed()
         self._delivery.queue(self.topics.status, b"online", retain=True)
         if self._cfg.homeassistant.enabled:
+            from edge.alerts.hass import discovery_filter
+
             client.subscribe(self._birth_topic(), qos=1)
+            client.subscribe(discovery_filter(self._cfg.homeassistant.discovery_prefix, self._config.device_id), qos=1)
             self._announce()
-        self._next_stats = time.monotonic() + min(2.0, self._cfg.stats_interval_s)
+        with self._lock:
+            self._stats_due = False  # figures from before this connection are stale: wait for the next ones
 
     def on_message(self, client: Any, userdata: Any, message: Any) -> None:
         if message.topic == self._birth_topic() and bytes(message.payload).strip() == b"online":
             log.info("MQTT: Home Assistant came online (%s); announcing the cameras again", message.topic)
             self._announce()
             self._cameras.all_changed()
+        elif message.retain and message.payload:
+            self._clear_if_removed(message.topic)
+
+    def _clear_if_removed(self, topic: str) -> None:
+        """A retained discovery config of this device for a camera it no longer has: clear it."""
+        from edge.alerts.hass import announced_camera
+
+        camera = announced_camera(topic, self._cfg.homeassistant.discovery_prefix, self._config.device_id)
+        if camera is None or camera in self._cameras:
+            return
+        log.info("MQTT: camera %s is not configured any more: clearing its Home Assistant discovery config (%s)",
+                 camera, topic)
+        self._delivery.queue(topic, b"", retain=True)
 
     def on_publish(self, client: Any, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
         self._delivery.on_publish(mid, reason_code)
@@ -183,8 +222,7 @@ class MqttSink(Session):
         if now >= self._next_expire:
             self._next_expire = now + _EXPIRE_EVERY_S
             self.outbox.expire()
-        if self._cfg.stats_interval_s > 0 and now >= self._next_stats:
-            self._next_stats = now + self._cfg.stats_interval_s
+        if self._stats_due:
             self._publish_stats(client)
 
     def timeout_s(self, now: float) -> float:
@@ -192,8 +230,6 @@ class MqttSink(Session):
         hold = self._delivery.hold_s(now)
         if hold is not None:
             t = min(t, hold)
-        if self._link.connected and self._cfg.stats_interval_s > 0:
-            t = min(t, max(0.0, self._next_stats - now))
         return t
 
     def close_step(self, client: Any, elapsed_s: float) -> bool:
@@ -201,7 +237,7 @@ class MqttSink(Session):
         timeout = self._cfg.close_timeout_s
         delivery = self._delivery
         if delivery.last_mid is None and (delivery.drained() or elapsed_s >= timeout):
-            if self._cfg.stats_interval_s > 0:  # the daemon's last figures, then goodbye
+            if self._stats_due:  # the daemon's final figures, then goodbye
                 self._publish_stats(client)
             delivery.send_last(client, self.topics.status, b"offline", retain=True)
         if delivery.last_mid is not None and (delivery.last_acked or elapsed_s >= timeout + 1.0):
@@ -253,5 +289,7 @@ class MqttSink(Session):
         self._delivery.queue(self.topics.snapshot(camera), jpeg, retain=True)
 
     def _publish_stats(self, client: Any) -> None:
+        with self._lock:
+            self._stats_due = False
         client.publish(self.topics.stats, encode_event(self.stats_message()).encode("utf-8"), qos=0)
 

@@ -7,7 +7,7 @@
 ``<camera>/state``   ``ON`` after ``fall_detected``/``long_lie``, ``OFF`` after ``fall_cleared`` and
                      at start; retained, QoS 1
 ``<camera>/snapshot`` JPEG of the skeletons at a fall, retained (``mqtt.snapshot``)
-``stats``            JSON every ``mqtt.stats_interval_s``, QoS 0
+``stats``            JSON with the daemon's figures, at most every ``mqtt.stats_interval_s``, QoS 0
 ``mqtt-test``        ``fallwatch mqtt-test``'s test event (never a camera's topic)
 ==================== ===========================================================================
 

@@ -20,6 +20,9 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
+import stat
+import subprocess
 import threading
 import time
 from dataclasses import dataclass
@@ -157,6 +160,60 @@ def check_camera(name: str, uri: str, build_info: Optional[str] = None) -> None:
         if not opencv_has_gstreamer(build_info):
             raise SourceError(GSTREAMER_MISSING % (name, uri, cv2.__version__, os.path.dirname(cv2.__file__)),
                               GSTREAMER_FIX, joint=" ")
+
+
+GST_INSPECT = "gst-inspect-1.0"
+ARGUS_FIX = ("install JetPack's GStreamer plugins (sudo apt-get install nvidia-l4t-gstreamer) and check with "
+             "gst-inspect-1.0 nvarguscamerasrc")
+
+
+def probe_backend(camera, build_info: Optional[str] = None, gst_inspect: Optional[str] = None) -> str:
+    """What can be known about ``camera``'s backend without reading frames from it (``fallwatch doctor``,
+    also with ``--no-cameras``): a file exists, is readable and OpenCV opens it; a V4L2 device node
+    exists, is a character device this user may open; a CSI camera has OpenCV with GStreamer and
+    GStreamer has ``nvarguscamerasrc`` (asked of ``gst-inspect-1.0`` when it is installed); a network
+    URL is only parsed. Returns what was checked, as a phrase; raises :class:`SourceError` with the
+    fix for what ``fallwatch run`` would trip on. Never blocks for long (a file is opened, not played)."""
+    name, uri = camera.name, camera.uri
+    kind, target = uri_kind(uri)
+    if kind == "csi":
+        check_camera(name, uri, build_info)
+        tool = gst_inspect or shutil.which(GST_INSPECT)
+        if tool is None:
+            return "OpenCV has GStreamer; nvarguscamerasrc not checked (no %s here)" % GST_INSPECT
+        try:
+            found = subprocess.run([tool, "--exists", "nvarguscamerasrc"], stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL, timeout=20).returncode == 0
+        except (OSError, subprocess.SubprocessError) as exc:
+            return "OpenCV has GStreamer; nvarguscamerasrc not checked (%s failed: %s)" % (GST_INSPECT, exc)
+        if not found:
+            raise SourceError("camera %s (%s): GStreamer has no nvarguscamerasrc element" % (name, uri), ARGUS_FIX,
+                              joint="; ")
+        return "OpenCV has GStreamer, GStreamer has nvarguscamerasrc"
+    if kind == "v4l2":
+        try:
+            mode = os.stat(target).st_mode
+        except OSError:
+            raise SourceError("camera %s: %s does not exist" % (name, target),
+                              "is the camera plugged in? (ls /dev/video*)", joint="; ") from None
+        if not stat.S_ISCHR(mode):
+            raise SourceError("camera %s: %s is not a device" % (name, target),
+                              "give the camera's device node, e.g. /dev/video0 (ls /dev/video*)", joint="; ")
+        if not os.access(target, os.R_OK | os.W_OK):
+            raise SourceError("camera %s: no permission to open %s" % (name, target),
+                              "add the user fallwatch runs as to the video group (sudo usermod -aG video USER)",
+                              joint="; ")
+        return "a device node this user may open"
+    if kind == "network":
+        return "network stream (not opened)"
+    if os.path.exists(target) and not os.path.isdir(target) and stat.S_ISFIFO(os.stat(target).st_mode):
+        return "a pipe (not opened: reading it would take its frames)"
+    try:
+        VideoReader(target, camera.flip).release()
+    except VideoError as exc:
+        raise SourceError("camera %s: %s" % (name, exc), "check the uri of camera %r in cameras" % name,
+                          joint="; ") from None
+    return "opens as a video file"
 
 
 class Capture:

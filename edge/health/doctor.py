@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from edge.health.board import SUPPORTED_TEXT, Board, detect_board
-from edge.health.checks import FAIL, OK, WARN, CheckResult, any_failed
+from edge.health.checks import FAIL, OK, SKIP, WARN, CheckResult, any_failed
 
 SERVICE = "fallwatch.service"
 SERVICE_ENV_FILE = Path("/etc/fallwatch/env")
@@ -164,13 +164,29 @@ def _shown_uri(uri: str) -> str:
 
 
 def check_camera(camera: Any, service_active: bool = False, timeout_s: float = CAMERA_TIMEOUT_S,
-                 frames: int = CAMERA_FRAMES) -> Tuple[CheckResult, Any]:
-    """Open one configured camera and read a few frames; returns (check, last frame or None)."""
+                 frames: int = CAMERA_FRAMES, read: bool = True) -> Tuple[CheckResult, Any]:
+    """One configured camera: first what its backend needs (edge.capture.sources.probe_backend: the
+    file, the device node, GStreamer's CSI camera element), then, when ``read``, open it as the daemon
+    does and read a few frames. Returns (check, last frame or None); without ``read`` a camera whose
+    backend looks right is ``skip`` (not opened), never ``ok``."""
+    from edge.capture.sources import SourceError, probe_backend
+
     name = "camera %s" % camera.name
     t0, uri = time.monotonic(), _shown_uri(camera.uri)
-    finished, result = _with_timeout(lambda: _read_frames(camera, frames, timeout_s), timeout_s)
     busy = ("; the running fallwatch service probably holds it: stop it (sudo systemctl stop fallwatch) "
             "and run doctor again" if service_active and not camera.uri.startswith(("rtsp", "http")) else "")
+    finished, result = _with_timeout(lambda: probe_backend(camera), timeout_s)
+    if not finished:
+        return CheckResult(name, FAIL, "%s: checking its backend took over %g s" % (uri, timeout_s),
+                           _camera_fix(camera)), None
+    if isinstance(result, SourceError):
+        return CheckResult(name, FAIL, result.what.replace("\n", " "), result.fix or _camera_fix(camera)), None
+    if isinstance(result, Exception):
+        return CheckResult(name, FAIL, "%s: %s" % (uri, str(result).replace("\n", " ")), _camera_fix(camera)), None
+    if not read:
+        return CheckResult(name, SKIP, "%s: %s; no frame read (--no-cameras)" % (uri, result),
+                           "run doctor without --no-cameras to read frames from it"), None
+    finished, result = _with_timeout(lambda: _read_frames(camera, frames, timeout_s), timeout_s)
     if not finished:
         return CheckResult(name, FAIL, "%s: no frame within %g s" % (uri, timeout_s),
                            "check that the camera is connected and %s is right%s" % (_uri_key(camera), busy)), None
@@ -183,6 +199,14 @@ def check_camera(camera: Any, service_active: bool = False, timeout_s: float = C
     shape = getattr(image, "shape", None)
     size = "%dx%d" % (shape[1], shape[0]) if shape is not None and len(shape) >= 2 else "?"
     return CheckResult(name, OK, "%s: %d frames of %s in %.1f s" % (uri, n, size, time.monotonic() - t0)), image
+
+
+def check_no_cameras(config: Any) -> CheckResult:
+    """``cameras: []``: ``fallwatch run`` refuses to start without a camera."""
+    return CheckResult("camera", FAIL, "no cameras configured in %s: `fallwatch run` will not start"
+                       % (config.source or "the built-in defaults"),
+                       "add at least one under cameras: (csi://N, /dev/videoN, rtsp://..., a video file; "
+                       "config.yaml shows how)")
 
 
 def _uri_key(camera: Any) -> str:
@@ -238,21 +262,63 @@ def check_engine(config: Any, board: Board) -> CheckResult:
         path, meta.precision, meta.tensorrt_version, meta.device_name, meta.model_file))
 
 
-def check_inference(config: Any, frame: Any) -> CheckResult:
-    """Run the configured model on one real frame; report the time and the map shapes."""
+MODEL_FIX = ("run `fallwatch model fetch` (it converts the default model again when its file is damaged), and "
+             "on a Jetson build the engine (see README, On a Jetson)")
+
+
+def load_model(config: Any) -> Tuple[CheckResult, Any]:
+    """Load the configured model exactly as ``fallwatch run`` does (edge.inference.model.open_pose_model)
+    and run it once on a blank frame through the pipeline's prepare, engine and decode stages, so a
+    damaged ONNX file, a spec that does not fit the model or a missing runtime shows here rather than
+    at ``run``. Returns (check, the open PoseModel or None); the caller closes it."""
+    from edge.errors import FallwatchError
+    from edge.inference.model import open_pose_model
+    from edge.pipeline import CameraPipeline
+    import numpy as np
+
+    t0 = time.perf_counter()
+    try:
+        model = open_pose_model(config)
+    except FallwatchError as exc:
+        return CheckResult("model", FAIL, exc.what.replace("\n", " "), exc.fix or MODEL_FIX), None
+    except Exception as exc:  # an unforeseen failure in a runtime: still one line
+        return CheckResult("model", FAIL, "cannot load the model: %s: %s" % (type(exc).__name__, exc),
+                           MODEL_FIX), None
+    try:
+        heatmaps, _, _ = CameraPipeline("doctor", config, model).maps(np.zeros((480, 640, 3), np.uint8))
+    except Exception as exc:
+        model.close()
+        return CheckResult("model", FAIL, "the model loads but fails on a blank frame: %s"
+                           % str(exc).replace("\n", " "), "check that model.spec describes this model; "
+                           + MODEL_FIX), None
+    return CheckResult("model", OK, "%s (%s) loaded and ran on a blank frame in %.1f s, heatmaps %s"
+                       % (model.spec.name, config.engine.backend, time.perf_counter() - t0,
+                          "x".join(str(d) for d in heatmaps.shape))), model
+
+
+def check_model(config: Any) -> CheckResult:
+    """:func:`load_model`, closing the model."""
+    check, model = load_model(config)
+    if model is not None:
+        model.close()
+    return check
+
+
+def check_inference(config: Any, frame: Any, model: Any = None) -> CheckResult:
+    """Run the configured model (``model``, or loaded here) on one real frame; report the time and the map shapes."""
     if frame is None:
         return CheckResult("inference", WARN, "skipped: no camera delivered a frame to run on",
                            "fix the camera first; then doctor runs the model on one of its frames")
-    from edge.inference.engines import EngineError
+    from edge.errors import FallwatchError
     from edge.pipeline import CameraPipeline
     from edge.inference.model import open_pose_model
 
-    try:
-        model = open_pose_model(config)
-    except EngineError as exc:
-        return CheckResult("inference", FAIL, "cannot load the model: %s" % exc.what,
-                           exc.fix or "run `fallwatch model fetch`, and on a Jetson build the engine "
-                                      "(see README, On a Jetson)")
+    own = model is None
+    if own:
+        try:
+            model = open_pose_model(config)
+        except FallwatchError as exc:
+            return CheckResult("inference", FAIL, "cannot load the model: %s" % exc.what, exc.fix or MODEL_FIX)
     try:
         pipeline = CameraPipeline("doctor", config, model)
         pipeline.maps(frame)  # the first run includes one-off set-up; time the second
@@ -264,7 +330,8 @@ def check_inference(config: Any, frame: Any) -> CheckResult:
                            "run `fallwatch model check IMAGE` for details; rebuild the engine if it was built "
                            "elsewhere")
     finally:
-        model.close()
+        if own:
+            model.close()
     return CheckResult("inference", OK, "%s on %s: %.0f ms for one frame, heatmaps %s"
                        % (model.spec.name, config.engine.backend, ms, "x".join(str(d) for d in heatmaps.shape)))
 
@@ -396,8 +463,8 @@ def service_env(path: Path = SERVICE_ENV_FILE) -> Dict[str, str]:
     return env
 
 
-CHECK_NAMES = ("board", "python", "runtime", "opencv", "camera", "engine", "inference", "mqtt", "disk", "jtop",
-               "service")
+CHECK_NAMES = ("board", "python", "runtime", "opencv", "camera", "engine", "model", "inference", "mqtt", "disk",
+               "jtop", "service")
 
 
 def run_checks(config: Any, board: Optional[Board] = None, cameras: bool = True,
@@ -428,17 +495,35 @@ def run_checks(config: Any, board: Optional[Board] = None, cameras: bool = True,
         if name in wanted:
             add(step())
     frame = None
-    if cameras and wanted & {"camera", "inference"}:
+    if "camera" in wanted and not config.cameras:
+        add(check_no_cameras(config))
+    if wanted & {"camera", "inference"}:
         for camera in config.cameras:
-            check, image = check_camera(camera, service_active=service_active)
+            if not cameras and "camera" not in wanted:
+                break
+            check, image = check_camera(camera, service_active=service_active, read=cameras)
             if "camera" in wanted:
                 add(check)
             frame = image if frame is None else frame
     if "engine" in wanted:
         add(check_engine(config, board))
-    if "inference" in wanted:
-        add(check_inference(config, frame) if cameras else
-            CheckResult("inference", WARN, "skipped (--no-cameras)", "run doctor without --no-cameras"))
+    model = None
+    try:
+        if wanted & {"model", "inference"}:
+            loaded, model = load_model(config)
+            if "model" in wanted:
+                add(loaded)
+        if "inference" in wanted:
+            if not cameras:
+                add(CheckResult("inference", WARN, "skipped (--no-cameras)", "run doctor without --no-cameras"))
+            elif model is None and frame is not None:
+                add(CheckResult("inference", FAIL, "not run, the model does not load: %s" % loaded.message,
+                                loaded.fix))
+            else:
+                add(check_inference(config, frame, model))
+    finally:
+        if model is not None:
+            model.close()
     if mqtt and "mqtt" in wanted:
         add(check_mqtt(config))
     for name, step in (("disk", lambda: check_disk(config)), ("jtop", lambda: check_jtop(board)),

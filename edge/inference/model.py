@@ -29,7 +29,8 @@ def model_path(config) -> Path:
 
     path = default_onnx_path(config.paths.models_dir, input_hw(config))
     if not path.is_file():
-        raise EngineError("the default model is not in %s yet: run `fallwatch model fetch`" % path.parent)
+        raise EngineError("the default model is not in %s yet" % path.parent, "run `fallwatch model fetch`",
+                          joint=": ")
     return path
 
 

@@ -8,6 +8,9 @@ import numpy as np
 
 from edge.inference.engines.base import Engine, EngineError
 
+MODEL_FIX = ("run `fallwatch model fetch` (it fetches and converts the default model again when its file is "
+             "missing or damaged), or point model.onnx at a good ONNX file")
+
 
 class OnnxRuntimeEngine(Engine):
     """Runs an ONNX model on the CPU. A model with a fixed batch of 1 still takes any batch
@@ -20,8 +23,7 @@ class OnnxRuntimeEngine(Engine):
             raise EngineError("onnxruntime is not installed: pip install 'fallwatch[cpu]' "
                               "(or onnxruntime) to use engine.backend: onnxruntime") from None
         if not Path(model_path).is_file():
-            raise EngineError("model file %s does not exist; run `fallwatch model fetch` or set model.onnx"
-                              % model_path)
+            raise EngineError("model file %s does not exist" % model_path, MODEL_FIX, joint="; ")
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
@@ -29,7 +31,9 @@ class OnnxRuntimeEngine(Engine):
         try:
             self._session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types
-            raise EngineError("cannot load %s with onnxruntime: %s" % (model_path, exc)) from None
+            reason = " ".join(str(exc).split()).rstrip(".")
+            raise EngineError("cannot load the model %s with onnxruntime (damaged, truncated or not an ONNX "
+                              "model): %s" % (model_path, reason), MODEL_FIX, joint="; ") from None
         (inp,) = self._session.get_inputs()
         self.input_name = inp.name
         self.input_shape = tuple(d if isinstance(d, int) else -1 for d in inp.shape)
