@@ -154,8 +154,9 @@ def check_skeleton_line(line: Union[str, bytes]) -> Dict[str, Any]:
     saying what is wrong (not where) otherwise: not UTF-8 or not JSON, a missing field, ``t`` not
     a number of seconds from 0 to :data:`MAX_T_S` (NaN and infinities included), ``width`` or
     ``height`` not a whole number of pixels from 1 to :data:`MAX_FRAME_PX`, a person without 18
-    finite ``[x, y, confidence]`` rows (x, y within :data:`KEYPOINT_XY_RANGE`, confidence >= 0)
-    or with a ``view`` that is not a rotation in whole degrees."""
+    ``[x, y, confidence]`` rows or with a ``view`` that is not a rotation in whole degrees. A row
+    that is not finite, lies outside :data:`KEYPOINT_XY_RANGE` or has a negative confidence is a
+    part not found: it becomes ``[0, 0, 0]`` in the record returned (the person is kept)."""
     if isinstance(line, bytes):
         try:
             line = line.decode("utf-8")
@@ -192,10 +193,12 @@ def check_skeleton_line(line: Union[str, bytes]) -> Dict[str, Any]:
             rows = None
         if rows is None or rows.shape != (18, 3):
             raise ValueError("people[%d].keypoints must be 18 rows of [x, y, confidence]" % i)
-        if not (np.isfinite(rows).all() and ((rows[:, :2] >= low) & (rows[:, :2] <= high)).all()
-                and (rows[:, 2] >= 0).all()):
-            raise ValueError("people[%d].keypoints: x and y must be finite, from %g to %g of the frame, "
-                             "confidence finite and at least 0" % (i, low, high))
+        with np.errstate(invalid="ignore"):
+            usable = np.isfinite(rows).all(axis=1) & ((rows[:, :2] >= low) & (rows[:, :2] <= high)).all(axis=1)
+            usable &= rows[:, 2] >= 0
+        if not usable.all():  # other pose estimators write NaN (or junk) for a part they did not find
+            rows[~usable] = 0.0
+            person["keypoints"] = rows.tolist()
         if "view" in person and not _integer(person["view"], -MAX_VIEW_DEG, MAX_VIEW_DEG):
             raise ValueError("people[%d].view must be a rotation in whole degrees, got %s"
                              % (i, _shown(person["view"])))
