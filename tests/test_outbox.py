@@ -182,7 +182,7 @@ def test_a_power_cut_damaged_file_is_moved_aside_and_its_readable_events_salvage
         assert got == sorted(got) and all(r.payload == event_payload(int(r.event_id[4:])) for r in rows)
         assert box.salvaged == len(got) and box.state == "disk"
         [error] = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
-        assert "was damaged" in error and box.damaged[0].name in error and "%d event(s) salvaged" % len(got) in error
+        assert "was damaged" in error and box.damaged[0].name in error and "%d event(s) salvaged into a fresh outbox" % len(got) in error
         assert box.append("new", "room1", b"x") > 60  # never a seq a publisher may have seen
         assert box.states() == {"room1": "ON"}
     assert aside[0].stat().st_size > 0  # kept for a post-mortem

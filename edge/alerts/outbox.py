@@ -110,7 +110,7 @@ class Outbox:
         self.volatile = 0  # events kept in memory only because the file could not be written
         self.damaged: List[Path] = []  # damaged files this object moved aside
         self.salvaged = 0  # events read back from them
-        self.state_reason: Optional[str] = None  # why events are not (all) on disk, None when they are
+        self.state_reason: Optional[str] = None  # what is wrong with the file (or last was, when it was replaced)
         self._memory_only = False  # no file: the main database is in memory
         self._disk_failing = False  # the file refuses writes: new events go to the attached memory database
         self._next_disk_try = 0.0
@@ -211,16 +211,19 @@ class Outbox:
         memory = ("events are kept in memory only and are lost if fallwatch stops before the broker "
                   "acknowledges them; the file is tried again every %gs" % self.retry_disk_s)
         if damage is not None:
-            lost = (", %d damaged part(s) could not be read" % salvage.damaged_parts
+            count = len(salvage.rows) if salvage is not None else 0
+            lost = (" (%d damaged part(s) could not be read)" % salvage.damaged_parts
                     if salvage is not None and salvage.damaged_parts else "")
             where = "moved aside as %s" % aside.name if aside is not None else why
-            self.state_reason = "%s was damaged (%s): %s, %d event(s) salvaged%s" % (
-                self.path, damage, where, len(salvage.rows) if salvage else 0, lost)
+            into = "a fresh outbox" if not self._memory_only else "memory"
+            self.state_reason = "%s was damaged (%s): %s; %d event(s) salvaged into %s%s" % (
+                self.path, damage, where, count, into, lost)
             if self._memory_only:
-                self.state_reason += "; %s" % why if aside is not None else ""
+                if aside is not None:
+                    self.state_reason += "; %s" % why
                 log.error("outbox %s; %s; publishing goes on", self.state_reason, memory)
             else:
-                log.error("outbox %s into a fresh outbox; publishing goes on", self.state_reason)
+                log.error("outbox %s; publishing goes on", self.state_reason)
         elif self._memory_only:
             self.state_reason = why
             if was != (True, why):
