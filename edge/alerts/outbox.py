@@ -221,7 +221,8 @@ class Outbox:
             if self._memory_only:
                 if aside is not None:
                     self.state_reason += "; %s" % why
-                log.error("outbox %s; %s; publishing goes on", self.state_reason, memory)
+                if was != (True, self.state_reason):
+                    log.error("outbox %s; %s; publishing goes on", self.state_reason, memory)
             else:
                 log.error("outbox %s; publishing goes on", self.state_reason)
         elif self._memory_only:
@@ -307,11 +308,11 @@ class Outbox:
     def _maybe_retry_disk_locked(self) -> None:
         if self._memory_only and time.monotonic() >= self._next_disk_try:
             carry, states = self._carry_locked()
-            old = self._db
+            old, salvaged = self._db, self.salvaged
             self._open_locked(carry, states, None)
-            if self._memory_only:  # still no file: keep the database that holds the events
-                self._db.close()
-                self._db, self._memory_only = old, True
+            if self._memory_only:  # still no file: keep the database that holds the events (and
+                self._db.close()  # forget a second salvage of a damaged file that stayed in place)
+                self._db, self.salvaged = old, salvaged
             else:
                 old.close()
 
