@@ -143,6 +143,9 @@ class Delivery:
                 if state is not None and not self._publish_state(client, row.camera, state):
                     self._more = True
                     return
+                if self._room() <= 0:  # the state took the window's last place
+                    self._more = True
+                    return
                 info = client.publish(self._topics.fall(row.camera), row.payload, qos=1)
                 if info.rc != 0:  # not connected any more, or paho's queue is full: try again later
                     self._more = True
