@@ -1,7 +1,8 @@
 """Nothing on the disk may hold back an alert, and a restart mid-fall keeps Home Assistant's sensor ON.
 
 The producer is tests/mqtt_driver.py (the real MqttSink and Outbox in their own process, fed the
-driver's event stream: event ``i`` is camera ``room1`` when ``i`` is even, else ``room2``, and
+driver's event stream, fast and deterministic; the last test runs the real ``fallwatch run`` on a
+looped fall clip instead: event ``i`` is camera ``room1`` when ``i`` is even, else ``room2``, and
 cycles fall_detected, long_lie, fall_cleared per camera), the broker a real Mosquitto, the
 subscriber a persistent session that records every message in arrival order. The outbox is
 damaged as a power cut does it (tests/damage.py: valid header, overwritten pages), at start and
@@ -11,12 +12,14 @@ only ones allowed to go missing, and the file is kept aside.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import List, Set
 
-import yaml
+from conftest import shared_data
 from damage import damage_pages, write_garbage
-from test_mqtt_durability import Producer, fall_ids
+from test_mqtt_durability import FALL_VIDEOS, DaemonRun, Producer, fall_ids, small_model  # noqa: F401 (fixture)
+from test_mqtt_durability import write_daemon_config
 
 from mosquitto import Broker, Subscriber, broker, certs, write_config  # noqa: F401 (fixtures)
 
@@ -138,10 +141,60 @@ def test_after_sigkill_mid_fall_the_state_is_on_before_the_resent_fall_and_off_o
         assert offs == [len(seen) - 1] and offs[0] > seen.index(("fall", "fall_cleared")), seen
 
 
+def test_the_real_daemon_killed_mid_fall_with_the_broker_down_turns_the_sensor_on_before_the_resent_fall(
+        broker: Broker, tmp_path: Path, small_model: Path) -> None:
+    """The issue's reproduction with ``fallwatch run`` on a looped fall clip: broker down, fall
+    detected, SIGKILL, restart, broker up. The subscriber (MQTT 5, TLS) sees room1's state ON
+    before the fall run 1 left in the outbox arrives, and OFF only after a fall_cleared."""
+    config = write_daemon_config(tmp_path / "device", broker,
+                                 {"room1": shared_data("gmdcsa24", *FALL_VIDEOS["room1"])})
+    topics = ("fallwatch/%s/room1/fall" % DEVICE, "fallwatch/%s/room1/state" % DEVICE)
+    sub = Subscriber(broker, topics, client_id="watcher-daemon-state", protocol="5", tls=True).start()
+    broker.stop()
+    runs: List[DaemonRun] = []
+
+    def start() -> DaemonRun:
+        n = len(runs) + 1
+        runs.append(DaemonRun(config, broker.env(), tmp_path / ("events-%d.jsonl" % n),
+                              tmp_path / ("daemon-%d.log" % n)))
+        return runs[-1]
+
+    def wait(predicate, what: str, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not predicate():
+            assert runs[-1].process.poll() is None and time.monotonic() < deadline, "%s: not within %g s\n%s" % (
+                what, timeout_s, runs[-1].stderr_tail())
+            time.sleep(0.05)
+
+    try:
+        d = start()
+        wait(lambda: any(e["type"] == "fall_detected" for e in d.produced()), "run 1 detects a fall", 150)
+        d.kill()
+        [first] = [e["event_id"] for e in d.produced() if e["type"] == "fall_detected"][:1]
+        d = start()
+        wait(lambda: "MQTT: connection refused" in d.stderr_tail(), "run 2 tries the broker", 60)
+        broker.start()
+        wait(lambda: first in arrived(sub), "the saved fall arrives", 30)
+        wait(lambda: any(t.endswith("/state") and m == b"OFF" for _, t, m, _ in sub.snapshot()),
+             "a fall_cleared turns the state OFF", 120)
+        assert d.terminate() == 0
+    finally:
+        for r in runs:
+            if r.process.poll() is None:
+                r.kill()
+    sub.stop()
+    seen = [("state", m.decode()) if t.endswith("/state") else ("fall", json.loads(m)["type"], json.loads(m)["event_id"])
+            for _, t, m, _ in sub.snapshot()]
+    resent = next(i for i, kv in enumerate(seen) if kv[0] == "fall" and kv[2] == first)
+    assert seen[0] == ("state", "ON") and 0 < resent, seen
+    cleared = next(i for i, kv in enumerate(seen) if kv[:2] == ("fall", "fall_cleared"))
+    assert ("state", "OFF") not in seen[:cleared] and seen[cleared + 1] == ("state", "OFF"), seen
+    print("\nreal daemon, SIGKILL mid-fall with the broker down: %s" % ", ".join(
+        kv[1] if kv[0] == "state" else "%s %s" % (kv[1], kv[2][:8]) for kv in seen))
+
+
 def retained(broker: Broker, topics: tuple) -> dict:
     """What a subscriber arriving now gets as retained messages."""
-    import time
-
     late = Subscriber(broker, topics, client_id="late-%d" % time.monotonic_ns(), persistent=False).start()
     time.sleep(0.3)
     late.stop()
