@@ -2,17 +2,19 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import signal
 import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from damage import damage_pages, write_garbage
+from damage import checkpoint, damage_pages, pages_with_events, write_garbage
 from edge.alerts.outbox import Outbox
 
 REPO = Path(__file__).resolve().parents[1]
@@ -186,6 +188,25 @@ def test_a_power_cut_damaged_file_is_moved_aside_and_its_readable_events_salvage
         assert box.append("new", "room1", b"x") > 60  # never a seq a publisher may have seen
         assert box.states() == {"room1": "ON"}
     assert aside[0].stat().st_size > 0  # kept for a post-mortem
+
+
+def test_a_file_truncated_under_a_running_outbox_is_recovered_at_once(tmp_path: Path) -> None:
+    """A file system repair that cuts the file in half: what the first half holds comes back."""
+    path = tmp_path / "outbox.sqlite3"
+    with Outbox(path) as box:
+        for i in range(60):
+            box.append("drv-%06d" % i, "room1", event_payload(i))
+        checkpoint(path)
+        os.truncate(str(path), path.stat().st_size // 2)
+        kept = set().union(*(ids for _, ids in pages_with_events(path)))
+        probe = sqlite3.connect(str(path))
+        probe.execute("PRAGMA user_version = 7")  # the running outbox reads the file again
+        probe.close()
+        t0 = time.monotonic()
+        got = [r.event_id for r in box.pending(0, 1000)]
+        assert time.monotonic() - t0 < 5.0 and box.damaged
+        assert kept and kept <= set(got) < set("drv-%06d" % i for i in range(60))
+        assert box.append("after", "room1", b"x") > 60 and box.pending(0, 1000)[-1].event_id == "after"
 
 
 def test_a_garbage_file_is_moved_aside_and_a_fresh_outbox_used(tmp_path: Path) -> None:

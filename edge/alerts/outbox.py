@@ -265,8 +265,11 @@ class Outbox:
         self._seq_high = max([self._seq_high, self._main_seq_locked()] + [r[0] for r in rows])
         if self._seq_high > self._main_seq_locked():
             # AUTOINCREMENT must never give out a seq a publisher may already have seen
-            self._db.execute("INSERT OR REPLACE INTO main.sqlite_sequence (name, seq) VALUES ('events', ?)",
-                             (self._seq_high,))
+            # (sqlite_sequence has no key on name: update the row, or add the only one)
+            if self._db.execute("UPDATE main.sqlite_sequence SET seq = ? WHERE name = 'events'",
+                                (self._seq_high,)).rowcount == 0:
+                self._db.execute("INSERT INTO main.sqlite_sequence (name, seq) VALUES ('events', ?)",
+                                 (self._seq_high,))
 
     def _carry_locked(self) -> Tuple[List[_RowTuple], _StateMap]:
         """The rows and camera states that are readable without the file (memory), to move on."""

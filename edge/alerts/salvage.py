@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime
 import os
 import sqlite3
+import time
 from pathlib import Path
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
@@ -20,7 +21,8 @@ from edge.errors import FallwatchError
 
 SIDE_FILES = ("-wal", "-shm")
 _CORRUPTION_WORDS = ("malformed", "not a database", "corrupt")
-_PROBE_BEYOND = 10000  # rows probed past the last readable one when the table cannot say where it ends
+_PROBE_BEYOND = 10000  # unreadable seqs in a row after which the table is taken to end
+_SALVAGE_S = 20.0  # at most this long reading a damaged file: new events wait meanwhile
 
 _NEXT = "SELECT seq, event_id, camera, created_s, payload FROM events WHERE seq > ? ORDER BY seq LIMIT 1"
 _EXACT = "SELECT seq, event_id, camera, created_s, payload FROM events WHERE seq = ?"
@@ -42,7 +44,7 @@ def is_corruption(exc: BaseException) -> bool:
 def quick_check(db: sqlite3.Connection, schema: str = "main") -> Optional[str]:
     """``PRAGMA quick_check``: None when the file is sound, else its first complaint (one line)."""
     try:
-        rows = db.execute("PRAGMA %s.quick_check(5)" % schema).fetchall()
+        rows = db.execute("PRAGMA %s.quick_check(1)" % schema).fetchall()
     except sqlite3.DatabaseError as exc:
         if is_corruption(exc):
             return str(exc)
@@ -50,7 +52,7 @@ def quick_check(db: sqlite3.Connection, schema: str = "main") -> Optional[str]:
     found = [str(r[0]) for r in rows]
     if found == ["ok"]:
         return None
-    return "; ".join(found).replace("\n", " ")
+    return " ".join(found).replace("*** in database %s ***" % schema, "").replace("\n", " ").strip()
 
 
 def damaged_name(path: Path, now: Optional[datetime.datetime] = None) -> Path:
@@ -85,10 +87,18 @@ def set_aside(path: Path) -> Path:
     return target
 
 
+def _probe(db: sqlite3.Connection, seq: int) -> Optional[tuple]:
+    """The row ``seq`` itself when it can be read (it may sit just past a damaged page), else None."""
+    try:
+        return db.execute(_EXACT, (seq,)).fetchone()
+    except sqlite3.Error:
+        return None
+
+
 class Damaged(NamedTuple):
     rows: List[Salvaged]  # the readable events, in seq order
     states: Dict[str, Tuple[str, str, int]]  # camera -> (state, event_id, seq), when readable
-    high_seq: int  # the largest seq the file shows having given out (0 when it cannot tell)
+    high_seq: int  # the largest seq salvaged (0 when none)
     damaged_parts: int  # stretches of the table that could not be read (0: every row was read)
 
 
@@ -105,30 +115,21 @@ def read_damaged(path: Path) -> Damaged:
     except sqlite3.Error:
         return Damaged(rows, states, 0, 1)
     try:
-        high = 0
-        for sql in ("SELECT seq FROM sqlite_sequence WHERE name = 'events'", "SELECT MAX(seq) FROM events"):
-            try:
-                value = db.execute(sql).fetchone()
-            except sqlite3.Error:
-                continue
-            if value and value[0] is not None:
-                high = max(high, int(value[0]))
         seq, stretches, misses = 0, 0, 0
-        while True:
+        deadline = time.monotonic() + _SALVAGE_S
+        while misses <= _PROBE_BEYOND and time.monotonic() < deadline:
             try:
                 row = db.execute(_NEXT, (seq,)).fetchone()
             except sqlite3.Error:  # the seek ran into a damaged page: step past it, one seq at a time
-                seq, misses = seq + 1, misses + 1
-                if seq > high and misses > _PROBE_BEYOND:
-                    break
-                try:
-                    row = db.execute(_EXACT, (seq,)).fetchone()
-                except sqlite3.Error:
-                    continue
+                row = _probe(db, seq + 1)
                 if row is None:
+                    seq, misses = seq + 1, misses + 1
                     continue
             if row is None:
                 break
+            if not isinstance(row[0], int) or row[0] <= seq:  # a damaged page can make the b-tree go back
+                seq, misses = seq + 1, misses + 1
+                continue
             stretches += 1 if misses else 0
             seq, misses = int(row[0]), 0
             try:
@@ -141,7 +142,7 @@ def read_damaged(path: Path) -> Damaged:
                 states[str(camera)] = (str(state), str(event_id), int(s))
         except sqlite3.Error:
             pass
-        return Damaged(rows, states, max(high, rows[-1][0] if rows else 0), stretches)
+        return Damaged(rows, states, rows[-1][0] if rows else 0, stretches)
     finally:
         db.close()
 
