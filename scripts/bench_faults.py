@@ -13,6 +13,8 @@ whole pages in the middle of the events table are overwritten with random bytes)
   broker up and a new run that emits half as many again;
 - ``damaged while running``: broker down, pages overwritten after ``--events`` events while the
   producer goes on emitting, broker up;
+- ``truncated while running``: as the previous one, but the file is cut to half its pages (a
+  file system repair after a power cut can do that);
 - ``garbage file at start``: the outbox file is random bytes (no SQLite header);
 - ``unwritable state dir``: a file stands where the state folder should be (the outbox can only
   live in memory), broker up;
@@ -20,8 +22,8 @@ whole pages in the middle of the events table are overwritten with random bytes)
   up, then the falls are cleared; also checks that each camera's retained state shows ON before
   its fall arrives and OFF only after its fall_cleared.
 
-"destroyed" counts the events whose rows sat on the overwritten pages (found from the file's raw
-bytes before the damage, independently of the code under test): the damage itself erased them.
+"destroyed" counts the events whose rows sat on the overwritten or cut-off pages (found from the
+file's raw bytes, independently of the code under test): the damage itself erased them.
 "lost" is every other produced event that never reached the subscriber, and must be 0.
 """
 from __future__ import annotations
@@ -43,7 +45,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-from damage import damage_pages, write_garbage  # noqa: E402
+from damage import damage_pages, truncate_half, write_garbage  # noqa: E402
 from mosquitto import Broker, Subscriber, make_certs, write_config  # noqa: E402
 
 DRIVER = REPO / "tests" / "mqtt_driver.py"
@@ -124,6 +126,14 @@ def fault(broker: Broker, folder: Path, name: str, events: int) -> Dict[str, Any
         p.wait_emitted(events + events // 4)
         broker.start()
         p.finish()
+    elif name == "truncated while running":
+        broker.stop()
+        p = produce(0, 2 * events, 50.0)
+        p.wait_emitted(events)
+        destroyed = truncate_half(state / "outbox.sqlite3")
+        p.wait_emitted(events + events // 4)
+        broker.start()
+        p.finish()
     elif name == "garbage file at start":
         write_garbage(state / "outbox.sqlite3")
         produce(0, events, 100.0).finish()
@@ -148,6 +158,7 @@ def fault(broker: Broker, folder: Path, name: str, events: int) -> Dict[str, Any
     result: Dict[str, Any] = {
         "fault": name, "produced": len(produced), "delivered": len(set(produced) & got),
         "destroyed": len(destroyed & (set(produced) - got)), "lost": len(set(produced) - got - destroyed),
+        "lost_ids": sorted(set(produced) - got - destroyed),
         "damaged_files_kept": kept_aside(state) if state.is_dir() else 0,
         "exit_status": [r.process.returncode for r in runs], "wall_s": round(time.monotonic() - t0, 1)}
     if name.startswith("SIGKILL"):
@@ -163,8 +174,8 @@ def fault(broker: Broker, folder: Path, name: str, events: int) -> Dict[str, Any
     return result
 
 
-FAULTS = ("damaged at start", "damaged while running", "garbage file at start", "unwritable state dir",
-          "SIGKILL mid-fall, broker down")
+FAULTS = ("damaged at start", "damaged while running", "truncated while running", "garbage file at start",
+          "unwritable state dir", "SIGKILL mid-fall, broker down")
 
 
 def main() -> int:

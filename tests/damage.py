@@ -6,7 +6,8 @@ of the events table with random bytes, and finally bumps ``user_version`` from t
 so that a process holding the outbox open sees the file changed and reads its pages again (a
 failing card returns garbage on the next read, not on a read served from a cache). Which events
 sat on the damaged pages is found from the raw bytes of the file, independently of the code under
-test: each event id is written in clear in its row.
+test: each event's payload (JSON, ``{"event_id":"drv-…"``) is written in clear in its row. :func:`truncate_half` cuts the file instead,
+:func:`write_garbage` replaces it with noise.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import List, Set, Tuple
 
 PAGE = 4096
-_ID = re.compile(rb"drv-\d{6}")
+_ID = re.compile(rb'"event_id":"(drv-\d{6})"')  # in the event's payload, not in the camera_state table
 
 
 def pages_with_events(path: Path) -> List[Tuple[int, Set[str]]]:
@@ -25,7 +26,7 @@ def pages_with_events(path: Path) -> List[Tuple[int, Set[str]]]:
     data = path.read_bytes()
     out = []
     for n in range(len(data) // PAGE):
-        ids = {m.group().decode() for m in _ID.finditer(data[n * PAGE:(n + 1) * PAGE])}
+        ids = {m.group(1).decode() for m in _ID.finditer(data[n * PAGE:(n + 1) * PAGE])}
         if ids:
             out.append((n + 1, ids))
     return out
@@ -35,6 +36,21 @@ def checkpoint(path: Path) -> None:
     db = sqlite3.connect(str(path), timeout=10.0, isolation_level=None)
     try:
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    finally:
+        db.close()
+
+
+def _touch(path: Path) -> None:
+    """Bump ``user_version`` (a new WAL frame) so that a process holding the file reads it again;
+    nothing when that process already moved the file aside (``mode=rw`` creates no new file)."""
+    try:
+        db = sqlite3.connect("file:%s?mode=rw" % path, uri=True, timeout=10.0, isolation_level=None)
+    except sqlite3.OperationalError:
+        return
+    try:
+        db.execute("PRAGMA user_version = %d" % (1 + db.execute("PRAGMA user_version").fetchone()[0]))
+    except sqlite3.DatabaseError:
+        pass  # it was moved aside meanwhile, or SQLite already sees the damage: either way it is read again
     finally:
         db.close()
 
@@ -54,15 +70,24 @@ def damage_pages(path: Path, how_many: int = 2) -> Set[str]:
             fh.write(os.urandom(PAGE))
         fh.flush()
         os.fsync(fh.fileno())
-    db = sqlite3.connect(str(path), timeout=10.0, isolation_level=None)
-    try:
-        db.execute("PRAGMA user_version = %d" % (1 + db.execute("PRAGMA user_version").fetchone()[0]))
-    finally:
-        db.close()
+    _touch(path)
     lost: Set[str] = set()
     for _, ids in chosen:
         lost |= ids
     return lost
+
+
+def truncate_half(path: Path) -> Set[str]:
+    """Cut the file to half its pages (a file system repair after a power cut can), then make a
+    process holding it open read it again; returns the ids of the events in the cut-off half."""
+    checkpoint(path)
+    pages = pages_with_events(path)
+    half = path.stat().st_size // PAGE // 2
+    os.truncate(str(path), half * PAGE)
+    before = set().union(*(ids for _, ids in pages))
+    kept = set().union(*(ids for n, ids in pages if n <= half))
+    _touch(path)
+    return before - kept
 
 
 def write_garbage(path: Path, size: int = 64 * 1024) -> None:

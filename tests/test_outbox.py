@@ -209,6 +209,38 @@ def test_a_file_truncated_under_a_running_outbox_is_recovered_at_once(tmp_path: 
         assert box.append("after", "room1", b"x") > 60 and box.pending(0, 1000)[-1].event_id == "after"
 
 
+def overwrite_page(path: Path, number: int) -> None:
+    with open(path, "r+b") as fh:
+        fh.seek((number - 1) * 4096)
+        fh.write(os.urandom(4096))
+
+
+def events_root_page(path: Path) -> int:
+    db = sqlite3.connect(str(path))
+    try:
+        return int(db.execute("SELECT rootpage FROM sqlite_master WHERE name = 'events'").fetchone()[0])
+    finally:
+        db.close()
+
+
+def test_rows_under_a_damaged_root_page_are_found_by_scanning_the_pages(tmp_path: Path) -> None:
+    """SQLite cannot reach any row through a damaged root page; the intact leaves still hold them."""
+    path = tmp_path / "outbox.sqlite3"
+    with Outbox(path) as box:
+        for i in range(300):
+            box.append("drv-%06d" % i, "room%d" % (i % 2), event_payload(i))
+        for row in box.pending(0, 200):  # acknowledged: gone, their pages freed
+            box.delete(row.seq)
+    root = events_root_page(path)
+    assert root not in {n for n, _ in pages_with_events(path)}  # an interior page: keys, no events
+    overwrite_page(path, root)
+    with Outbox(path) as box:
+        rows = box.pending(0, 1000)
+        assert [r.event_id for r in rows] == ["drv-%06d" % i for i in range(200, 300)]
+        assert all(r.payload == event_payload(int(r.event_id[4:])) for r in rows)
+        assert [r.camera for r in rows[:2]] == ["room0", "room1"] and box.damaged
+
+
 def test_a_garbage_file_is_moved_aside_and_a_fresh_outbox_used(tmp_path: Path) -> None:
     path = tmp_path / "outbox.sqlite3"
     write_garbage(path)

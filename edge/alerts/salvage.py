@@ -5,7 +5,8 @@ not ("database disk image is malformed"), or a file that is not a database at al
 here raises for such a file: :func:`quick_check` says what is wrong, :func:`set_aside` renames
 the file (with its ``-wal`` and ``-shm``) to ``<name>.damaged-<UTC time>`` so that it is kept for
 a post-mortem, and :func:`read_damaged` walks the events table row by row through the table's
-b-tree, skipping the rows that cannot be read. :func:`check_file` is the read-only form for
+b-tree, skipping the rows that cannot be read, then adds the rows only a scan of the pages finds
+(:mod:`edge.alerts.pagescan`: leaves below a damaged interior page, or cut off from it). :func:`check_file` is the read-only form for
 ``fallwatch doctor``.
 """
 from __future__ import annotations
@@ -17,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
+from edge.alerts.pagescan import scan_events
 from edge.errors import FallwatchError
 
 SIDE_FILES = ("-wal", "-shm")
@@ -106,8 +108,8 @@ def read_damaged(path: Path) -> Damaged:
     """Every event of the outbox file ``path`` that can still be read, row by row.
 
     Rows are found by seeking the table's b-tree for the next seq: a damaged leaf loses only its
-    own rows, the seek past it finds the rest. A damaged root page (or a file that is no database)
-    gives nothing. Never raises for a damaged file."""
+    own rows, the seek past it finds the rest; then the pages are scanned for leaves the b-tree
+    cannot reach. A file that is no database gives nothing. Never raises for a damaged file."""
     rows: List[Salvaged] = []
     states: Dict[str, Tuple[str, str, int]] = {}
     try:
@@ -137,6 +139,9 @@ def read_damaged(path: Path) -> Damaged:
             except (TypeError, ValueError):
                 stretches += 1
         stretches += 1 if misses else 0
+        seen = {r[0] for r in rows}
+        rows += [r for r in scan_events(path) if r[0] not in seen]  # leaves the b-tree cannot reach
+        rows.sort()
         try:
             for camera, state, event_id, s in db.execute("SELECT camera, state, event_id, seq FROM camera_state"):
                 states[str(camera)] = (str(state), str(event_id), int(s))
