@@ -7,7 +7,8 @@ fsynced, so an event whose ``append`` returned survives SIGKILL and power loss. 
 because it syncs only at checkpoints; a Jetson on a wall plug loses power.)
 
 Rows are ordered by ``seq``, an AUTOINCREMENT key: it only ever grows, even after the table was
-emptied, so a publisher that remembers "everything up to seq N is sent" never skips a new row.
+emptied (and, within a process, after a damaged file was replaced), so a publisher that remembers
+"everything up to seq N is sent" never skips a new row.
 The outbox knows nothing about MQTT: a row is (seq, event_id, camera, payload bytes, created time).
 
 Bounds: at most ``max_events`` rows and none older than ``max_age_s``. When a bound is hit the
