@@ -453,7 +453,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "the CSI camera element) and that it delivers frames; the TensorRT engine matches this device "
                     "and model; the model loads and runs (a damaged model file fails here, not at run); "
                     "the model on a real camera frame; the MQTT broker is reachable and accepts the "
-                    "login; disk space for the outbox; jtop; the fallwatch service. Run it with sudo "
+                    "login; disk space for the outbox; the state folder is writable and the outbox passes "
+                    "SQLite's integrity check; jtop; the fallwatch service. Run it with sudo "
                     "to read /etc/fallwatch (and stop the service first to test local cameras).",
         epilog="Exit status: 0 when nothing failed (warnings allowed), 1 when a check failed.")
     p.add_argument("--no-cameras", action="store_true",

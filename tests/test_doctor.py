@@ -303,6 +303,43 @@ def test_disk_space_against_a_full_outbox(tmp_path: Path) -> None:
     assert str(tmp_path) in real.message and "MiB free" in real.message
 
 
+def test_outbox_folder_and_integrity(tmp_path: Path) -> None:
+    from damage import damage_pages, write_garbage
+    from edge.alerts.outbox import Outbox
+
+    config = config_for(tmp_path)
+    outbox = tmp_path / "state" / "outbox.sqlite3"
+    first = doctor.check_outbox(config)
+    assert first.status == doctor.OK and "no outbox yet" in first.message and not (tmp_path / "state").exists()
+    with Outbox(outbox) as box:
+        for i in range(60):
+            box.append("drv-%06d" % i, "room1", b'{"event_id":"drv-%06d","pad":"%s"}' % (i, b"k" * 700))
+    good = doctor.check_outbox(config)
+    assert good.status == doctor.OK and "passes the integrity check, 60 event(s) waiting" in good.message
+    damage_pages(outbox)
+    before = outbox.read_bytes()
+    bad = doctor.check_outbox(config)
+    assert bad.status == doctor.FAIL and "%s is damaged" % outbox in bad.message and "moves it aside" in bad.fix
+    assert outbox.read_bytes() == before and not list(outbox.parent.glob("*.damaged-*"))  # doctor changes nothing
+    write_garbage(outbox)
+    assert doctor.check_outbox(config).status == doctor.FAIL
+    outbox.unlink()
+    (tmp_path / "state").rmdir()
+    (tmp_path / "state").write_text("a file where the state folder should be")
+    blocked = doctor.check_outbox(config)
+    assert blocked.status == doctor.FAIL and "not a folder" in blocked.message and "paths.state_dir" in blocked.fix
+
+
+def test_cli_doctor_reports_a_damaged_outbox(tmp_path: Path) -> None:
+    from damage import write_garbage
+
+    path = write_config(tmp_path, "paths:\n  state_dir: %s\ncameras: []\n" % (tmp_path / "state"))
+    write_garbage(tmp_path / "state" / "outbox.sqlite3")
+    proc = run_cli("doctor", "--config", str(path), "--only", "outbox")
+    assert proc.returncode == 1 and "is damaged" in proc.stdout and "moves it aside" in proc.stdout
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
 def test_jtop(tmp_path: Path) -> None:
     assert doctor.check_jtop(LAPTOP).status == doctor.OK
     check = doctor.check_jtop(JETSON, run_dir=tmp_path)

@@ -2,16 +2,20 @@
 from __future__ import annotations
 
 import logging
+import os
+import re
 import signal
 import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from edge.alerts.outbox import Outbox, OutboxError
+from damage import checkpoint, damage_pages, pages_with_events, write_garbage
+from edge.alerts.outbox import Outbox
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -128,13 +132,148 @@ def test_every_append_that_returned_survives_sigkill(tmp_path: Path) -> None:
     assert all(r.payload == b"payload-%d" % int(r.event_id[1:]) for r in rows)
 
 
-def test_unusable_location_is_a_clear_error(tmp_path: Path) -> None:
-    (tmp_path / "file").write_text("not a folder")
-    with pytest.raises(OutboxError) as info:
-        Outbox(tmp_path / "file" / "o.sqlite3")
-    assert str(info.value).startswith(str(tmp_path / "file" / "o.sqlite3")) and "paths.state_dir" in str(info.value)
+def test_an_unusable_location_keeps_events_in_memory_and_moves_them_to_disk_when_it_works(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / "state").write_text("a file where the state folder should be")
+    path = tmp_path / "state" / "o.sqlite3"
+    with caplog.at_level(logging.WARNING, logger="fallwatch.outbox"):
+        box = Outbox(path, retry_disk_s=3600)
+    with box:
+        assert box.state == "memory" and str(path) in box.state_reason
+        errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+        assert len(errors) == 1 and "cannot open %s" % path in errors[0] and "paths.state_dir" in errors[0]
+        first = box.append("a", "room1", b"A", state="ON")
+        second = box.append("b", "room1", b"B")
+        assert box.volatile == 2 and [r.event_id for r in box.pending(0, 10)] == ["a", "b"]
+        box.delete(first)
+        assert box.states() == {"room1": "ON"}
+        (tmp_path / "state").unlink()  # the folder can be made now
+        box.retry_disk_s = 0.0
+        box._next_disk_try = 0.0
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="fallwatch.outbox"):
+            third = box.append("c", "room2", b"C")
+        assert box.state == "disk" and box.state_reason is None and third > second
+        assert "the disk takes events again" in caplog.text
+    with Outbox(path) as box:  # what memory held went to the file
+        assert [(r.event_id, r.payload) for r in box.pending(0, 10)] == [("b", b"B"), ("c", b"C")]
+        assert box.states() == {"room1": "ON"}
 
 
+def event_payload(i: int) -> bytes:
+    return b'{"event_id":"drv-%06d","pad":"%s"}' % (i, b"k" * 700)
+
+
+def test_a_power_cut_damaged_file_is_moved_aside_and_its_readable_events_salvaged(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "outbox.sqlite3"
+    with Outbox(path) as box:
+        for i in range(60):
+            box.append("drv-%06d" % i, "room%d" % (i % 2), event_payload(i), state="ON" if i % 2 else None)
+    lost = damage_pages(path)
+    with caplog.at_level(logging.ERROR, logger="fallwatch.outbox"):
+        box = Outbox(path)
+    with box:
+        aside = sorted(tmp_path.glob("outbox.sqlite3.damaged-*"))
+        assert [p.name for p in aside if not p.name.endswith(("-wal", "-shm"))] == [box.damaged[0].name]
+        assert re.fullmatch(r"outbox\.sqlite3\.damaged-\d{8}T\d{6}Z", box.damaged[0].name)
+        rows = box.pending(0, 1000)
+        got = [r.event_id for r in rows]
+        every = ["drv-%06d" % i for i in range(60)]
+        assert 0 < len(lost) < 30 and set(every) - lost <= set(got) and set(got) <= set(every)
+        assert got == sorted(got) and all(r.payload == event_payload(int(r.event_id[4:])) for r in rows)
+        assert box.salvaged == len(got) and box.state == "disk"
+        [error] = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+        assert "was damaged" in error and box.damaged[0].name in error and "%d event(s) salvaged into a fresh outbox" % len(got) in error
+        assert box.append("new", "room1", b"x") > 60  # never a seq a publisher may have seen
+        assert box.states() == {"room1": "ON"}
+    assert aside[0].stat().st_size > 0  # kept for a post-mortem
+
+
+def test_a_file_truncated_under_a_running_outbox_is_recovered_at_once(tmp_path: Path) -> None:
+    """A file system repair that cuts the file in half: what the first half holds comes back."""
+    path = tmp_path / "outbox.sqlite3"
+    with Outbox(path) as box:
+        for i in range(60):
+            box.append("drv-%06d" % i, "room1", event_payload(i))
+        checkpoint(path)
+        os.truncate(str(path), path.stat().st_size // 2)
+        kept = set().union(*(ids for _, ids in pages_with_events(path)))
+        probe = sqlite3.connect(str(path))
+        probe.execute("PRAGMA user_version = 7")  # the running outbox reads the file again
+        probe.close()
+        t0 = time.monotonic()
+        got = [r.event_id for r in box.pending(0, 1000)]
+        assert time.monotonic() - t0 < 5.0 and box.damaged
+        assert kept and kept <= set(got) < set("drv-%06d" % i for i in range(60))
+        assert box.append("after", "room1", b"x") > 60 and box.pending(0, 1000)[-1].event_id == "after"
+
+
+def overwrite_page(path: Path, number: int) -> None:
+    with open(path, "r+b") as fh:
+        fh.seek((number - 1) * 4096)
+        fh.write(os.urandom(4096))
+
+
+def events_root_page(path: Path) -> int:
+    db = sqlite3.connect(str(path))
+    try:
+        return int(db.execute("SELECT rootpage FROM sqlite_master WHERE name = 'events'").fetchone()[0])
+    finally:
+        db.close()
+
+
+def test_rows_under_a_damaged_root_page_are_found_by_scanning_the_pages(tmp_path: Path) -> None:
+    """SQLite cannot reach any row through a damaged root page; the intact leaves still hold them."""
+    path = tmp_path / "outbox.sqlite3"
+    with Outbox(path) as box:
+        for i in range(300):
+            box.append("drv-%06d" % i, "room%d" % (i % 2), event_payload(i))
+        for row in box.pending(0, 200):  # acknowledged: gone, their pages freed
+            box.delete(row.seq)
+    root = events_root_page(path)
+    assert root not in {n for n, _ in pages_with_events(path)}  # an interior page: keys, no events
+    overwrite_page(path, root)
+    with Outbox(path) as box:
+        rows = box.pending(0, 1000)
+        assert [r.event_id for r in rows] == ["drv-%06d" % i for i in range(200, 300)]
+        assert all(r.payload == event_payload(int(r.event_id[4:])) for r in rows)
+        assert [r.camera for r in rows[:2]] == ["room0", "room1"] and box.damaged
+
+
+def test_a_garbage_file_is_moved_aside_and_a_fresh_outbox_used(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.sqlite3"
+    write_garbage(path)
+    garbage = path.read_bytes()
+    with Outbox(path) as box:
+        assert box.state == "disk" and box.depth() == 0 and box.salvaged == 0
+        box.append("a", "room1", b"x")
+        assert box.damaged[0].read_bytes() == garbage
+    with Outbox(path) as box:
+        assert [r.event_id for r in box.pending(0, 10)] == ["a"] and not box.damaged
+
+
+def test_damage_under_a_running_outbox_is_recovered_without_losing_readable_events(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "outbox.sqlite3"
+    with Outbox(path) as box:
+        for i in range(60):
+            box.append("drv-%06d" % i, "room1", event_payload(i))
+        lost = damage_pages(path)
+        with pytest.raises(sqlite3.DatabaseError):  # the damage is real: a reader of the file trips on it
+            probe = sqlite3.connect(str(path))
+            try:
+                probe.execute("SELECT COUNT(*), SUM(LENGTH(payload)) FROM events").fetchone()
+            finally:
+                probe.close()
+        with caplog.at_level(logging.ERROR, logger="fallwatch.outbox"):
+            depth = box.depth()  # reads every row: SQLite reports the damage, the outbox recovers
+            seq = box.append("drv-000060", "room1", event_payload(60))
+        got = [r.event_id for r in box.pending(0, 1000)]
+        assert box.damaged and depth == len(got) - 1 and seq > 60
+        assert set("drv-%06d" % i for i in range(61)) - lost <= set(got)
+        assert got[-1] == "drv-000060"
+        assert len([r for r in caplog.records if r.levelno == logging.ERROR]) == 1
 def fill_the_disk(outbox: Outbox) -> None:
     """A real SQLITE_FULL ("database or disk is full"): the file may not grow by another page."""
     pages = outbox._db.execute("PRAGMA main.page_count").fetchone()[0]

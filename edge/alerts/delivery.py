@@ -14,16 +14,19 @@ then starts again from the oldest row. With MQTT 3.1.1 the protocol has no way t
 Mosquitto acknowledges a denied publish and drops it. Use MQTT 5, or check the ACL with
 ``fallwatch mqtt-test``.
 
-Side messages (status, camera states, discovery, snapshots) go first; a newer one for a topic
-replaces a queued older one. Used by the network thread only.
+Side messages (status, discovery, snapshots, the camera states of a new connection) go first; a
+newer one for a topic replaces a queued older one. A camera's retained state that an event changes
+is published in line with the events (:class:`~edge.alerts.camerastate.RetainedStates`): ``ON``
+just before a fall leaves, ``OFF`` just after its ``fall_cleared``. Used by the network thread only.
 """
 from __future__ import annotations
 
 import logging
 import time
 from collections import OrderedDict
-from typing import Any, Callable, Dict, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Iterable, Optional, Set, Tuple
 
+from edge.alerts.camerastate import RetainedStates, kind_of, state_of
 from edge.alerts.link import backoff_s
 from edge.alerts.outbox import Outbox
 from edge.alerts.topics import Topics
@@ -57,6 +60,7 @@ class Delivery:
         self._reported_rejections: Set[str] = set()
         self.last_mid: Optional[int] = None  # the last message of this connection ("offline"), once sent
         self.last_acked = False
+        self._states = RetainedStates()
 
     def reset(self, receive_max: Optional[int]) -> None:
         """A new connection: nothing in flight, every row of the outbox to send (again) from the oldest."""
@@ -65,6 +69,26 @@ class Delivery:
         self._side_inflight.clear()
         self._side_queue.clear()
         self._cursor, self._more, self._rewind, self.last_mid, self.last_acked = 0, True, False, None, False
+
+    def queue_states(self, cameras: Iterable[str]) -> None:
+        """Queue every camera's state as the outbox implies it (a new connection, or after a restart)."""
+        waiting = set()
+        cursor = 0
+        while True:
+            rows = self._outbox.pending(cursor, 500)
+            for row in rows:
+                if state_of(kind_of(row.payload)) is not None:
+                    waiting.add(row.camera)
+            if len(rows) < 500:
+                break
+            cursor = rows[-1].seq
+        for camera, state in self._states.start(cameras, self._outbox.states(), waiting).items():
+            self.queue(self._topics.state(camera), state.encode("ascii"), retain=True)
+
+    def requeue_states(self) -> None:
+        """Queue every camera's state as shown now (Home Assistant restarted)."""
+        for camera, state in sorted(self._states.shown.items()):
+            self.queue(self._topics.state(camera), state.encode("ascii"), retain=True)
 
     def queue(self, topic: str, payload: bytes, retain: bool) -> None:
         """Queue a QoS 1 message that is not an event; a newer one for the same topic replaces it."""
@@ -114,6 +138,14 @@ class Delivery:
             if len(rows) < room:
                 self._more = False
             for row in rows:
+                kind = kind_of(row.payload)
+                state = self._states.before(row.camera, kind)
+                if state is not None and not self._publish_state(client, row.camera, state):
+                    self._more = True
+                    return
+                if self._room() <= 0:  # the state took the window's last place
+                    self._more = True
+                    return
                 info = client.publish(self._topics.fall(row.camera), row.payload, qos=1)
                 if info.rc != 0:  # not connected any more, or paho's queue is full: try again later
                     self._more = True
@@ -124,8 +156,27 @@ class Delivery:
                     self._count("events_resent")
                 self._max_sent_seq = max(self._max_sent_seq, row.seq)
                 room -= 1
+                state = self._states.after(row.camera, kind)
+                if state is not None and not self._publish_state(client, row.camera, state):
+                    # sent before any later event: queued side messages go first
+                    self._states.shown[row.camera] = state
+                    self.queue(self._topics.state(row.camera), state.encode("ascii"), retain=True)
+                    self._more = True
+                    return
             if not rows:
                 break
+
+    def _publish_state(self, client: Any, camera: str, state: str) -> bool:
+        """Publish ``camera``'s retained state now, in line with the events; False when it cannot."""
+        if self._room() <= 0:
+            return False
+        topic = self._topics.state(camera)
+        info = client.publish(topic, state.encode("ascii"), qos=1, retain=True)
+        if info.rc != 0:
+            return False
+        self._side_inflight[info.mid] = topic
+        self._states.shown[camera] = state
+        return True
 
     # ---------------------------------------------------------------- acknowledgements
 

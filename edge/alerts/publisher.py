@@ -8,7 +8,8 @@ power loss. The pieces, one job each:
 - :mod:`edge.alerts.link`: the network thread: connect, reconnect with backoff, name each failure;
 - :mod:`edge.alerts.delivery`: the outbox pump, the in-flight window and PUBACK bookkeeping (at least
   once, in order per camera);
-- :mod:`edge.alerts.camerastate`: each camera's retained ``ON``/``OFF`` state and snapshot frames;
+- :mod:`edge.alerts.camerastate`: each camera's retained ``ON``/``OFF`` state (in step with its events,
+  derived from the outbox after a restart) and snapshot frames;
 - :mod:`edge.alerts.hass`: Home Assistant discovery payloads;
 - this module: the sink's interface, ``online``/``offline`` (the Last Will), and the ``stats`` message.
 
@@ -26,7 +27,7 @@ import threading
 import time
 from typing import Any, Dict, Optional
 
-from edge.alerts.camerastate import CameraStates
+from edge.alerts.camerastate import CameraStates, state_of
 from edge.alerts.delivery import Delivery
 from edge.alerts.events import encode_event, iso_utc
 from edge.alerts.link import MqttLink, Session
@@ -99,7 +100,8 @@ class MqttSink(Session):
         if not is_topic_level(camera):
             raise ValueError("fall event %s: camera %r cannot be an MQTT topic level (no /, #, + or spaces)"
                              % (event["event_id"], camera))
-        self.outbox.append(str(event["event_id"]), camera, encode_event(event).encode("utf-8"))
+        self.outbox.append(str(event["event_id"]), camera, encode_event(event).encode("utf-8"),
+                           state=state_of(event["type"]))
         with self._lock:
             self.counters["events_emitted"] += 1
             self._appended += 1
@@ -145,7 +147,9 @@ class MqttSink(Session):
         with self._lock:
             out: Dict[str, Any] = dict(counters if counters is not None else self.counters)
         out.update(connected=self._link.connected, outbox_depth=self.outbox.depth(),
-                   outbox_dropped=self.outbox.dropped, outbox_in_memory_only=self.outbox.volatile)
+                   outbox_dropped=self.outbox.dropped, outbox_in_memory_only=self.outbox.volatile,
+                   outbox_state=self.outbox.state, outbox_state_reason=self.outbox.state_reason,
+                   outbox_damaged_files=[p.name for p in self.outbox.damaged], outbox_salvaged=self.outbox.salvaged)
         age = self.outbox.oldest_age_s()
         out["outbox_oldest_age_s"] = None if age is None else round(age, 1)
         return out
@@ -181,7 +185,6 @@ class MqttSink(Session):
         # (exceeding it is a protocol error, and Mosquitto closes the connection).
         self._delivery.reset(getattr(properties, "ReceiveMaximum", None) if properties is not None else None)
         self._count("connects")
-        self._cameras.all_changed()
         self._delivery.queue(self.topics.status, b"online", retain=True)
         if self._cfg.homeassistant.enabled:
             from edge.alerts.hass import discovery_filter
@@ -189,6 +192,7 @@ class MqttSink(Session):
             client.subscribe(self._birth_topic(), qos=1)
             client.subscribe(discovery_filter(self._cfg.homeassistant.discovery_prefix, self._config.device_id), qos=1)
             self._announce()
+        self._delivery.queue_states(self._cameras.known())
         with self._lock:
             self._stats_due = False  # figures from before this connection are stale: wait for the next ones
 
@@ -196,7 +200,7 @@ class MqttSink(Session):
         if message.topic == self._birth_topic() and bytes(message.payload).strip() == b"online":
             log.info("MQTT: Home Assistant came online (%s); announcing the cameras again", message.topic)
             self._announce()
-            self._cameras.all_changed()
+            self._delivery.requeue_states()
         elif message.retain and message.payload:
             self._clear_if_removed(message.topic)
 
@@ -268,12 +272,10 @@ class MqttSink(Session):
             self._delivery.queue(topic, payload, retain=True)
 
     def _side_messages(self) -> None:
-        """Queue what emit() and frame() asked for: announcements, camera states, snapshots."""
+        """Queue what emit() and frame() asked for: announcements and snapshots (states go with the events)."""
         changes = self._cameras.take()
         if changes.announce and self._cfg.homeassistant.enabled:
             self._announce()
-        for camera, state in sorted(changes.states.items()):
-            self._delivery.queue(self.topics.state(camera), state.encode("ascii"), retain=True)
         for camera, record in changes.snapshots.items():
             self._publish_snapshot(camera, record)
 

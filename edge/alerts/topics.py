@@ -4,8 +4,9 @@
 ``status``           ``online`` (retained, QoS 1, published on every connect); ``offline`` as the
                      Last Will and at a clean shutdown
 ``<camera>/fall``    fall events, JSON, QoS 1, not retained
-``<camera>/state``   ``ON`` after ``fall_detected``/``long_lie``, ``OFF`` after ``fall_cleared`` and
-                     at start; retained, QoS 1
+``<camera>/state``   ``ON`` published just before a ``fall_detected``/``long_lie``, ``OFF`` just after
+                     a ``fall_cleared``; at each connect derived from the outbox (ON while a fall
+                     waits there or was never cleared, even across restarts); retained, QoS 1
 ``<camera>/snapshot`` JPEG of the skeletons at a fall, retained (``mqtt.snapshot``)
 ``stats``            JSON with the daemon's figures, at most every ``mqtt.stats_interval_s``, QoS 0
 ``mqtt-test``        ``fallwatch mqtt-test``'s test event (never a camera's topic)

@@ -382,6 +382,18 @@ def check_disk(config: Any, statvfs: Callable[[str], Any] = os.statvfs) -> Check
     return CheckResult("disk", OK, text)
 
 
+def check_outbox(config: Any) -> CheckResult:
+    """The state folder is writable and the outbox file opens and passes SQLite's integrity check
+    (read-only: a damaged file is left for the daemon to move aside and salvage)."""
+    from edge.alerts.salvage import OutboxFileError, check_file
+
+    path = Path(config.mqtt.outbox.file or Path(config.paths.state_dir) / "outbox.sqlite3")
+    try:
+        return CheckResult("outbox", OK, check_file(path))
+    except OutboxFileError as exc:
+        return CheckResult("outbox", FAIL, exc.what, exc.fix)
+
+
 def check_jtop(board: Board, run_dir: Path = Path("/run")) -> CheckResult:
     """jetson-stats: the jtop service feeds the stats topic with temperatures and power."""
     if not board.is_jetson:
@@ -464,7 +476,7 @@ def service_env(path: Path = SERVICE_ENV_FILE) -> Dict[str, str]:
 
 
 CHECK_NAMES = ("board", "python", "runtime", "opencv", "camera", "engine", "model", "inference", "mqtt", "disk",
-               "jtop", "service")
+               "outbox", "jtop", "service")
 
 
 def run_checks(config: Any, board: Optional[Board] = None, cameras: bool = True,
@@ -526,7 +538,8 @@ def run_checks(config: Any, board: Optional[Board] = None, cameras: bool = True,
             model.close()
     if mqtt and "mqtt" in wanted:
         add(check_mqtt(config))
-    for name, step in (("disk", lambda: check_disk(config)), ("jtop", lambda: check_jtop(board)),
+    for name, step in (("disk", lambda: check_disk(config)), ("outbox", lambda: check_outbox(config)),
+                       ("jtop", lambda: check_jtop(board)),
                        ("service", lambda: check_service(state, board))):
         if name in wanted:
             add(step())
