@@ -47,6 +47,8 @@ def pose_model(model_onnx):
 def run_cli(*args: str, cwd: Path = REPO, env: dict = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run ``python -m edge ARGS`` as a user would, capturing its output."""
     full_env = dict(os.environ)
+    for name in ("OPENCV_LOG_LEVEL", "OPENCV_FFMPEG_LOGLEVEL"):  # set in this process by in-process CLI calls
+        full_env.pop(name, None)
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-m", "edge"] + list(args), cwd=str(cwd), env=full_env,
                           capture_output=True, text=True, timeout=timeout)
