@@ -4,7 +4,11 @@ commands, checked file by file; run twice (idempotent), then --uninstall and --p
 The stubs (apt-get, useradd, usermod, userdel, systemctl, runuser, journalctl, python3 and the
 venv's python) log every call as one JSON line; useradd/usermod/userdel edit the staging root's
 /etc/passwd and /etc/group as the real ones would with --root. Everything else (install, chown,
-ln, awk, sed) is the real thing.
+ln, awk, sed) is the real thing, and so is apt-cache: APT_CONFIG points it at the staging root's
+own apt world (sources.list, Packages lists of Ubuntu's archive and of JetPack's repository, the
+dpkg status), so the candidate it picks is real apt's choice. apt-get's stand-in installs what it
+is asked for (PACKAGE=VERSION, or apt-cache's candidate) into that dpkg status, and installing
+cuda-toolkit-X-Y puts an nvcc into FALLWATCH_CUDA_HOME.
 """
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import grp
 import json
 import os
 import pwd
+import re
 import shutil
 import stat
 import subprocess
@@ -29,7 +34,7 @@ INSTALL = REPO / "install.sh"
 
 STUB = r'''#!{python}
 """Test stub: logs its call as JSON to $STUB_LOG and imitates just enough of the real command."""
-import json, os, sys
+import json, os, re, subprocess, sys
 from pathlib import Path
 
 name, args = os.path.basename(sys.argv[0]), sys.argv[1:]
@@ -47,7 +52,34 @@ def edit(path, change):
     p.write_text("".join(l + "\n" for l in change(lines)))
 
 root = opt("--root")
-if name == "python3" and args[:2] == ["-m", "venv"]:
+if name == "apt-get" and "install" in args:
+    # All or nothing, like apt-get: every PACKAGE[=VERSION] must be one apt-cache knows.
+    status = Path(os.environ["APT_CONFIG"]).parents[2] / "var/lib/dpkg/status"
+    chosen = []
+    for spec in [a for a in args[args.index("install") + 1:] if not a.startswith("-")]:
+        pkg, _, want = spec.partition("=")
+        policy = subprocess.run(["apt-cache", "policy", pkg], capture_output=True, text=True,
+                                env=dict(os.environ, LC_ALL="C")).stdout
+        versions = re.findall(r"^ (?:\*\*\*|   ) (\S+) -?\d+$", policy, re.M)
+        candidate = re.search(r"^  Candidate: (\S+)$", policy, re.M)
+        version = want or (candidate.group(1) if candidate else "")
+        if version not in versions or version == "(none)":
+            print("E: Version '%s' for '%s' was not found" % (want, pkg) if want else
+                  "E: Unable to locate package %s" % pkg, file=sys.stderr)
+            sys.exit(100)
+        chosen.append((pkg, version))
+    with open(str(status), "a") as fh:
+        for pkg, version in chosen:
+            fh.write("\nPackage: %s\nStatus: install ok installed\nArchitecture: arm64\nVersion: %s\n"
+                     "Maintainer: stub\nDescription: stub\n" % (pkg, version))
+            cuda = re.match(r"cuda-toolkit-(\d+)-(\d+)$", pkg)
+            if cuda and not os.environ.get("STUB_NO_NVCC"):
+                nvcc = Path(os.environ["FALLWATCH_CUDA_HOME"]) / "bin/nvcc"
+                nvcc.parent.mkdir(parents=True, exist_ok=True)
+                nvcc.write_text("#!/bin/sh\necho 'Cuda compilation tools, release %s.%s, V%s'\n"
+                                % (cuda.group(1), cuda.group(2), version))
+                nvcc.chmod(0o755)
+elif name == "python3" and args[:2] == ["-m", "venv"]:
     bindir = Path(args[-1]) / "bin"
     bindir.mkdir(parents=True)
     (bindir / "python").symlink_to(os.path.abspath(sys.argv[0]))
@@ -113,13 +145,69 @@ ORIN = "NVIDIA Jetson Orin Nano Developer Kit"
 
 
 def dpkg_stanza(package: str, version: str, status: str = "install ok installed") -> str:
-    return "Package: %s\nStatus: %s\nArchitecture: arm64\nVersion: %s\n" % (package, status, version)
+    return ("Package: %s\nStatus: %s\nArchitecture: arm64\nVersion: %s\nMaintainer: test\nDescription: test\n"
+            % (package, status, version))
+
+
+# The apt repositories a board sees: Ubuntu's ports archive and JetPack's common repository, with
+# the arm64 packages install.sh asks for. Names and versions as published: JetPack 5.1.2's
+# python3-libnvinfer 8.5.2-1+cuda11.4 and libopencv-python 4.5.4-8-g3e4c170df4 (dpkg -l of a
+# JetPack 5.1 device), nvidia-jetpack 6.0+b106 / 6.1+b123 (apt show on JetPack 6 devices; its
+# nvidia-* components share that version), cuda-toolkit-11-4 / -12-2 / -12-6 (JetPack 5.1 / 6.0 /
+# 6.1+), and Ubuntu 22.04's own arm64 nvidia-cuda-dev 11.5.1-1ubuntu1 in multiverse
+# (packages.ubuntu.com/jammy/arm64/nvidia-cuda-dev), whose higher version number is apt's
+# candidate over JetPack's. Build numbers of cuda-toolkit-* are illustrative.
+UBUNTU = {
+    "focal": ("http://ports.ubuntu.com/ubuntu-ports focal main", {
+        "python3-venv": "3.8.2-0ubuntu2", "python3-pip": "20.0.2-5ubuntu1.10", "python3-dev": "3.8.2-0ubuntu2",
+        "build-essential": "12.8ubuntu1.1", "v4l-utils": "1.18.0-2build1"}),
+    "jammy": ("http://ports.ubuntu.com/ubuntu-ports jammy multiverse", {
+        "python3-venv": "3.10.6-1~22.04.1", "python3-pip": "22.0.2+dfsg-1ubuntu0.4",
+        "python3-dev": "3.10.6-1~22.04.1", "build-essential": "12.9ubuntu3", "v4l-utils": "1.22.1-2build1",
+        "nvidia-cuda-dev": "11.5.1-1ubuntu1"}),
+}
+JETPACK = {
+    "r35.4": {"cuda-toolkit-11-4": "11.4.19-1", "nvidia-cuda-dev": "5.1.2-b104",
+              "python3-libnvinfer": "8.5.2-1+cuda11.4", "libopencv-python": "4.5.4-8-g3e4c170df4"},
+    "r36.3": {"cuda-toolkit-12-2": "12.2.12-1", "nvidia-cuda-dev": "6.0+b106",
+              "python3-libnvinfer": "8.6.2.3-1+cuda12.2", "libopencv-python": "4.8.0-1-g6371ee1"},
+    "r36.4": {"cuda-toolkit-12-6": "12.6.11-1", "nvidia-cuda-dev": "6.1+b123",
+              "python3-libnvinfer": "10.3.0.30-1+cuda12.5", "libopencv-python": "4.8.0-1-g6371ee1"},
+}
+JETPACK_URI = "https://repo.download.nvidia.com/jetson/common"
+
+
+def make_apt_world(root: Path, ubuntu: str, jetpack: Optional[str]) -> Path:
+    """Sources and Packages lists under root, read by the real apt-cache through APT_CONFIG (the
+    returned file): Ubuntu's archive for ``ubuntu``, JetPack's common repository for the L4T release
+    ``jetpack`` (r35.4, r36.3, ...), or none when ``jetpack`` is None."""
+    for sub in ("etc/apt/apt.conf.d", "etc/apt/preferences.d", "etc/apt/sources.list.d",
+                "var/lib/apt/lists/partial", "var/cache/apt/archives/partial"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    published = JETPACK.get(jetpack or "", JETPACK["r36.4" if ubuntu == "jammy" else "r35.4"])
+    repos = [UBUNTU[ubuntu]] + ([("%s %s main" % (JETPACK_URI, jetpack), published)] if jetpack else [])
+    sources = []
+    for line, packages in repos:
+        uri, suite, component = line.split()
+        sources.append("deb [trusted=yes] %s %s %s\n" % (uri, suite, component))
+        lists = "%s_dists_%s_%s_binary-arm64_Packages" % (uri.split("://")[1].replace("/", "_"), suite, component)
+        (root / "var/lib/apt/lists" / lists).write_text("".join(
+            "Package: %s\nArchitecture: arm64\nVersion: %s\nFilename: pool/%s_%s_arm64.deb\n\n"
+            % (p, v, p, v) for p, v in packages.items()))
+    (root / "etc/apt/sources.list").write_text("".join(sources))
+    conf = root / "etc/apt/apt.conf"
+    conf.write_text('Dir "%s/";\nDir::State::status "%s/var/lib/dpkg/status";\n'
+                    'APT::Architecture "arm64";\nAPT::Architectures { "arm64"; };\n'
+                    'Dir::Cache::pkgcache "";\nDir::Cache::srcpkgcache "";\n' % (root, root))
+    return conf
 
 
 def make_jetson_root(root: Path, release: Optional[str] = L4T_35, model: Optional[str] = ORIN,
                      packages: Optional[Dict[str, str]] = None, groups: List[str] = ("video",),
-                     csi: bool = True) -> Path:
-    """A staging root that looks like a fresh JetPack flash to install.sh and edge.health.board."""
+                     csi: bool = True, jetpack_repo: bool = True) -> Path:
+    """A staging root that looks like a fresh JetPack flash (L4T without nvidia-jetpack) to
+    install.sh and edge.health.board; its apt sees Ubuntu's archive and, with ``jetpack_repo``,
+    JetPack's repository for the release."""
     (root / "etc").mkdir(parents=True, exist_ok=True)
     if release is not None:
         (root / "etc/nv_tegra_release").write_text(release)
@@ -134,6 +222,9 @@ def make_jetson_root(root: Path, release: Optional[str] = L4T_35, model: Optiona
     if csi:
         (root / "sys/class/video4linux/video0").mkdir(parents=True)
         (root / "sys/class/video4linux/video0/name").write_text("vi-output, imx219 9-0010\n")
+    l4t = re.match(r"# R(\d+) \(release\), REVISION: (\d+)", release or "")
+    series = "r%s.%s" % l4t.groups() if l4t else "r35.4"
+    make_apt_world(root, "jammy" if series.startswith("r36") else "focal", series if jetpack_repo else None)
     return root
 
 
@@ -150,10 +241,7 @@ class Installer:
         for name in STUBBED:
             (self.stubs / name).symlink_to("stub")
         self.log = tmp / "stub.log"
-        self.cuda = tmp / "cuda"
-        (self.cuda / "bin").mkdir(parents=True)
-        (self.cuda / "bin/nvcc").write_text("#!/bin/sh\n")
-        (self.cuda / "bin/nvcc").chmod(0o755)
+        self.cuda = tmp / "cuda"  # its bin/nvcc comes with cuda-toolkit-X-Y (apt-get's stand-in)
         self.root = make_jetson_root(tmp / "root")
 
     def env(self, **extra: str) -> Dict[str, str]:
@@ -165,6 +253,8 @@ class Installer:
 
     def run(self, *args: str, expect: int = 0, **env: str) -> subprocess.CompletedProcess:
         self.log.write_text("")
+        root = args[args.index("--root") + 1] if "--root" in args else env.get("FALLWATCH_ROOT", str(self.root))
+        env.setdefault("APT_CONFIG", str(Path(root) / "etc/apt/apt.conf"))
         proc = subprocess.run(["bash", str(INSTALL)] + list(args), env=self.env(**env),
                               capture_output=True, text=True, timeout=120)
         assert proc.returncode == expect, "exit %d, expected %d\nstderr:\n%s" % (proc.returncode, expect, proc.stderr)
@@ -258,7 +348,10 @@ def test_install_into_root_file_by_file(installer: Installer) -> None:
     assert apt[0] == ["apt-get", "update"]
     installed = apt[1][apt[1].index("--no-install-recommends") + 1:]
     assert "python3-venv" not in installed  # in the fake dpkg status already
-    assert {"python3-dev", "build-essential", "nvidia-tensorrt", "python3-libnvinfer", "nvidia-opencv"} <= set(installed)
+    # JetPack 5.1.2's packages by their JetPack names, each at the version of JetPack's repository
+    assert {"python3-pip", "python3-dev", "build-essential", "v4l-utils", "cuda-toolkit-11-4=11.4.19-1", "nvidia-cuda-dev=5.1.2-b104",
+            "python3-libnvinfer=8.5.2-1+cuda11.4", "libopencv-python=4.5.4-8-g3e4c170df4"} == set(installed)
+    assert "nvcc: Cuda compilation tools, release 11.4" in err
     assert ["useradd", "--root", str(root), "--system", "--user-group", "--home-dir", "/var/lib/fallwatch",
             "--no-create-home", "--shell", "/usr/sbin/nologin", "--comment", "fallwatch service",
             "fallwatch"] in calls
