@@ -270,7 +270,7 @@ apt_policy() {  # apt_policy PACKAGE: INSTALLED CANDIDATE JETPACK_VERSION INSTAL
 install_packages() {
   step "system packages"
   jetpack_packages
-  local missing="" pkg policy installed cand jp inst_from cand_from pinned="" wanted=""
+  local missing="" pkg policy installed cand jp inst_from cand_from pinned="" unavailable=""
   for pkg in $APT_PACKAGES $JETPACK_PACKAGES; do
     [ -n "$(dpkg_version "$pkg")" ] || missing="$missing $pkg"
   done
@@ -286,23 +286,25 @@ install_packages() {
     if [ "$installed" != "(none)" ]; then
       case $inst_from in
         jetpack) log "  $pkg $installed: installed, from JetPack" ;;
-        other:*) die $EXIT_FAIL "$pkg $installed is installed from ${inst_from#other:}, not from JetPack's repository $JETPACK_REPO (Ubuntu's nvidia-cuda-dev is CUDA 11.5, without /usr/local/cuda/bin/nvcc, so pycuda cannot be built). Run: sudo apt-get remove $pkg && sudo ./install.sh" ;;
+        other:*) die $EXIT_FAIL "$pkg $installed is installed from ${inst_from#other:}, not from JetPack's repository $JETPACK_REPO: fallwatch needs JetPack's CUDA, TensorRT and OpenCV (Ubuntu's nvidia-cuda-dev is CUDA 11.5, without $CUDA_HOME/bin/nvcc for pycuda). Run: sudo apt-get remove $pkg && sudo ./install.sh" ;;
         *) log "  $pkg $installed: installed (apt's lists do not say where from; the nvcc check below decides)" ;;
       esac
       continue
     fi
     if [ "$jp" = - ]; then
       if [ "$cand" = "(none)" ]; then
-        cand="apt knows no $pkg at all"
+        unavailable="$unavailable; apt knows no $pkg"
       else
-        cand="apt would install $pkg $cand from ${cand_from#other:}"
+        unavailable="$unavailable; apt would install $pkg $cand from ${cand_from#other:}"
       fi
-      die $EXIT_FAIL "JetPack's $pkg is not available: $cand, and JetPack's repository for L4T R$L4T_MAJOR.$L4T_MINOR is not configured. Run: echo '$(jetpack_repo_line)' | sudo tee -a /etc/apt/sources.list.d/nvidia-l4t-apt-source.list && sudo apt-get update && sudo ./install.sh"
+      continue
     fi
     [ "$cand" = "$jp" ] || log "  $pkg: apt would pick $cand from ${cand_from#other:}; installing JetPack's $jp instead"
     pinned="$pinned $pkg=$jp"
-    wanted="$wanted $pkg=$jp"
   done
+  if [ -n "$unavailable" ]; then
+    die $EXIT_FAIL "JetPack's repository for L4T R$L4T_MAJOR.$L4T_MINOR is not configured, so JetPack's packages are not available (${unavailable#; }). Run: echo '$(jetpack_repo_line)' | sudo tee -a /etc/apt/sources.list.d/nvidia-l4t-apt-source.list && sudo apt-get update && sudo ./install.sh"
+  fi
   for pkg in $APT_PACKAGES; do
     case " $missing " in *" $pkg "*) pinned="$pinned $pkg" ;; esac
   done
@@ -312,12 +314,6 @@ install_packages() {
   fi
   # shellcheck disable=SC2086  # one word per package
   run env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $pinned
-  [ "$DRY_RUN" = 0 ] || return 0
-  for pkg in $wanted; do
-    installed=$(dpkg_version "${pkg%%=*}")
-    [ "$installed" = "${pkg#*=}" ] \
-      || die $EXIT_FAIL "apt-get installed ${pkg%%=*} ${installed:-nothing}, not JetPack's ${pkg#*=}: check 'apt-cache policy ${pkg%%=*}', then run: sudo apt-get install ${pkg} && sudo ./install.sh"
-  done
 }
 
 check_nvcc() {  # JetPack's nvcc at CUDA_HOME, which pycuda is built with

@@ -184,7 +184,9 @@ def make_apt_world(root: Path, ubuntu: str, jetpack: Optional[str]) -> Path:
     for sub in ("etc/apt/apt.conf.d", "etc/apt/preferences.d", "etc/apt/sources.list.d",
                 "var/lib/apt/lists/partial", "var/cache/apt/archives/partial"):
         (root / sub).mkdir(parents=True, exist_ok=True)
-    published = JETPACK.get(jetpack or "", JETPACK["r36.4" if ubuntu == "jammy" else "r35.4"])
+    published = dict(JETPACK.get(jetpack or "", JETPACK["r36.4" if ubuntu == "jammy" else "r35.4"]))
+    # JetPack's other meta packages, at nvidia-jetpack's version like nvidia-cuda-dev
+    published.update({name: published["nvidia-cuda-dev"] for name in ("nvidia-tensorrt", "nvidia-opencv")})
     repos = [UBUNTU[ubuntu]] + ([("%s %s main" % (JETPACK_URI, jetpack), published)] if jetpack else [])
     sources = []
     for line, packages in repos:
@@ -460,6 +462,123 @@ def test_jetpack6_with_jtop_group_and_usb_camera(installer: Installer, tmp_path:
     assert "warning: python3" not in proc.stderr
     assert ["usermod", "--root", str(root), "--append", "--groups", "jtop", "fallwatch"] in installer.calls()
     assert load_config(root / "etc/fallwatch/config.yaml", env={}).cameras[0].uri == "/dev/video1"
+
+
+# ---------------------------------------------------------------- JetPack's packages, not Ubuntu's
+
+
+L4T_36_4 = "# R36 (release), REVISION: 4.0, GCID: 37537400, BOARD: generic, EABI: aarch64, DATE: Fri Sep 13 04:36:44 UTC 2024\n"
+JP6 = [  # (nv_tegra_release, its JetPack repository, CUDA)
+    pytest.param(L4T_36, "r36.3", "12.2", id="jetpack6.0"),
+    pytest.param(L4T_36_4, "r36.4", "12.6", id="jetpack6.1"),
+]
+
+
+def apt_policy(root: Path, package: str) -> str:
+    """What the real apt-cache says about package on the staging root's apt world."""
+    return subprocess.run(["apt-cache", "policy", package], capture_output=True, text=True, check=True,
+                          env=dict(os.environ, LC_ALL="C", APT_CONFIG=str(root / "etc/apt/apt.conf"))).stdout
+
+
+def installed(root: Path) -> Dict[str, str]:
+    """Package -> version in the staging root's dpkg status (where apt-get's stand-in installs)."""
+    text = (root / "var/lib/dpkg/status").read_text()
+    return dict(re.findall(r"^Package: (\S+)\n(?:.+\n)*?Version: (\S+)$", text, re.M))
+
+
+def errors(proc: subprocess.CompletedProcess) -> List[str]:
+    return [line for line in proc.stderr.splitlines() if "ERROR" in line]
+
+
+@pytest.mark.parametrize("release, series, cuda", JP6)
+def test_jetpack6_installs_jetpack_packages_although_ubuntus_cuda_is_apts_candidate(
+        installer: Installer, tmp_path: Path, release: str, series: str, cuda: str) -> None:
+    root = make_jetson_root(tmp_path / "jp6", release=release, csi=False)
+    # the conflict, as real apt sees it: Ubuntu's CUDA 11.5 nvidia-cuda-dev is the candidate
+    policy = apt_policy(root, "nvidia-cuda-dev")
+    assert "Candidate: 11.5.1-1ubuntu1" in policy and JETPACK[series]["nvidia-cuda-dev"] in policy
+
+    proc = installer.run("--root", str(root), STUB_PYTHON_VERSION="3.10")
+    jetpack = JETPACK[series]
+    apt = installer.calls("apt-get")
+    assert apt[0] == ["apt-get", "update"]
+    asked = apt[1][apt[1].index("--no-install-recommends") + 1:]
+    assert ["%s=%s" % item for item in sorted(jetpack.items())] == sorted(a for a in asked if "=" in a)
+    assert installed(root)["nvidia-cuda-dev"] == jetpack["nvidia-cuda-dev"]
+    assert installed(root)["cuda-toolkit-%s" % cuda.replace(".", "-")] == jetpack["cuda-toolkit-%s" % cuda.replace(".", "-")]
+    assert ("nvidia-cuda-dev: apt would pick 11.5.1-1ubuntu1 from http://ports.ubuntu.com/ubuntu-ports "
+            "jammy/multiverse; installing JetPack's %s instead" % jetpack["nvidia-cuda-dev"]) in proc.stderr
+    assert "nvcc: Cuda compilation tools, release %s" % cuda in proc.stderr
+    pycuda = [r for r in installer.rows() if r["cmd"] == "python" and "pycuda" in r["args"]]
+    assert pycuda[0]["env"] == {"CUDA_ROOT": str(installer.cuda), "PATH0": str(installer.cuda / "bin")}
+
+    proc = installer.run("--root", str(root), STUB_PYTHON_VERSION="3.10")  # again: nothing to install
+    assert installer.calls("apt-get") == []
+    assert "nvidia-cuda-dev %s: installed, from JetPack" % jetpack["nvidia-cuda-dev"] in proc.stderr
+
+
+@pytest.mark.parametrize("release, series, cuda, why", [
+    pytest.param(L4T_36, "r36.3", "12.2", "apt would install nvidia-cuda-dev 11.5.1-1ubuntu1 from "
+                 "http://ports.ubuntu.com/ubuntu-ports jammy/multiverse", id="jetpack6"),
+    pytest.param(L4T_35, "r35.4", "11.4", "apt knows no nvidia-cuda-dev", id="jetpack5.1"),
+])
+def test_without_jetpacks_repository_the_install_stops_with_the_line_to_add(
+        installer: Installer, tmp_path: Path, release: str, series: str, cuda: str, why: str) -> None:
+    root = make_jetson_root(tmp_path / "bare", release=release, csi=False, jetpack_repo=False)
+    proc = installer.run("--root", str(root), expect=1, STUB_PYTHON_VERSION="3.10" if cuda != "11.4" else "3.8")
+    line = "deb https://repo.download.nvidia.com/jetson/common %s main" % series
+    assert errors(proc) == [
+        "install.sh: ERROR: JetPack's repository for L4T R%s is not configured, so JetPack's packages are not "
+        "available (apt knows no cuda-toolkit-%s; %s; apt knows no python3-libnvinfer; apt knows no libopencv-python). "
+        "Run: echo '%s' | sudo tee -a /etc/apt/sources.list.d/nvidia-l4t-apt-source.list && sudo apt-get update "
+        "&& sudo ./install.sh" % (series[1:], cuda.replace(".", "-"), why, line)]
+    assert installer.calls("apt-get") == [["apt-get", "update"]]  # nothing installed, no venv, no pycuda
+    assert "nvidia-cuda-dev" not in installed(root) and not (root / "opt").exists()
+
+    # what the error says to run (apt-get update: the repository's Packages list appears), then again
+    with open(str(root / "etc/apt/sources.list.d/nvidia-l4t-apt-source.list"), "a") as fh:
+        fh.write(line.replace("deb ", "deb [trusted=yes] ") + "\n")
+    make_apt_world(tmp_path / "repo", "jammy" if cuda != "11.4" else "focal", series)
+    for lists in (tmp_path / "repo/var/lib/apt/lists").glob("repo.download.nvidia.com_*"):
+        shutil.copy(str(lists), str(root / "var/lib/apt/lists" / lists.name))
+    installer.run("--root", str(root), STUB_PYTHON_VERSION="3.10" if cuda != "11.4" else "3.8")
+    assert installed(root)["nvidia-cuda-dev"] == JETPACK[series]["nvidia-cuda-dev"]
+
+
+def test_ubuntus_cuda_already_installed_is_refused(installer: Installer, tmp_path: Path) -> None:
+    root = make_jetson_root(tmp_path / "jp6", release=L4T_36, csi=False,
+                            packages={"python3-venv": "3.10.6-1~22.04.1", "nvidia-cuda-dev": "11.5.1-1ubuntu1"})
+    proc = installer.run("--root", str(root), expect=1, STUB_PYTHON_VERSION="3.10")
+    assert errors(proc) == [
+        "install.sh: ERROR: nvidia-cuda-dev 11.5.1-1ubuntu1 is installed from http://ports.ubuntu.com/ubuntu-ports "
+        "jammy/multiverse, not from JetPack's repository repo.download.nvidia.com/jetson: fallwatch needs JetPack's "
+        "CUDA, TensorRT and OpenCV (Ubuntu's nvidia-cuda-dev is CUDA 11.5, without %s/bin/nvcc for pycuda). "
+        "Run: sudo apt-get remove nvidia-cuda-dev && sudo ./install.sh" % installer.cuda]
+    assert installer.calls("apt-get") == [["apt-get", "update"]]
+
+    status = root / "var/lib/dpkg/status"  # sudo apt-get remove nvidia-cuda-dev, then again
+    status.write_text(status.read_text().replace(dpkg_stanza("nvidia-cuda-dev", "11.5.1-1ubuntu1"), ""))
+    installer.run("--root", str(root), STUB_PYTHON_VERSION="3.10")
+    assert installed(root)["nvidia-cuda-dev"] == "6.0+b106"
+
+
+@pytest.mark.parametrize("versioned_dir", [False, True], ids=["no-nvcc", "no-cuda-link"])
+def test_no_nvcc_stops_before_building_pycuda(installer: Installer, versioned_dir: bool) -> None:
+    versioned = installer.cuda.parent / "cuda-11.4"
+    if versioned_dir:  # the toolkit is there, /usr/local/cuda does not point to it
+        (versioned / "bin").mkdir(parents=True)
+        (versioned / "bin/nvcc").write_text("#!/bin/sh\n")
+        (versioned / "bin/nvcc").chmod(0o755)
+    proc = installer.install(expect=1, STUB_NO_NVCC="1")
+    if versioned_dir:
+        fix = ("no %s/bin/nvcc, but JetPack's CUDA is in %s: pycuda is built with %s. Run: sudo ln -sfn %s %s "
+               "&& sudo ./install.sh" % (installer.cuda, versioned, installer.cuda, versioned, installer.cuda))
+    else:
+        fix = ("no %s/bin/nvcc (JetPack's CUDA 11.4 compiler), which pycuda is built with: cuda-toolkit-11-4 is "
+               "11.4.19-1. Run: sudo apt-get install --reinstall cuda-nvcc-11-4 && sudo ./install.sh (or set "
+               "FALLWATCH_CUDA_HOME to another CUDA)" % installer.cuda)
+    assert errors(proc) == ["install.sh: ERROR: " + fix]
+    assert not any("pycuda" in c for c in installer.calls("python"))
 
 
 def test_camera_flag_and_onnx_model(installer: Installer, tmp_path: Path) -> None:
