@@ -61,7 +61,8 @@ usage() {
 Usage: sudo ./install.sh [OPTIONS]
 
 Installs fallwatch on an NVIDIA Jetson running JetPack 5.1.x (L4T R35.2+) or JetPack 6.x (L4T R36):
-system packages, the user '$SERVICE_USER', a venv in $VENV (with JetPack's TensorRT and OpenCV),
+system packages (JetPack's CUDA, TensorRT and OpenCV at the version of JetPack's apt repository,
+never Ubuntu's CUDA), the user '$SERVICE_USER', a venv in $VENV (with JetPack's TensorRT and OpenCV),
 pycuda, the configuration $CONFIG (never overwritten), state in $STATE_DIR, the model and its
 TensorRT engine, and the systemd service $UNIT, which it starts and waits for.
 
