@@ -288,7 +288,7 @@ install_packages() {
       case $inst_from in
         jetpack) log "  $pkg $installed: installed, from JetPack" ;;
         other:*) die $EXIT_FAIL "$pkg $installed is installed from ${inst_from#other:}, not from JetPack's repository $JETPACK_REPO: fallwatch needs JetPack's CUDA, TensorRT and OpenCV (Ubuntu's nvidia-cuda-dev is CUDA 11.5, without $CUDA_HOME/bin/nvcc for pycuda). Run: sudo apt-get remove $pkg && sudo ./install.sh" ;;
-        *) log "  $pkg $installed: installed (apt's lists do not say where from; the nvcc check below decides)" ;;
+        *) log "  $pkg $installed: installed (apt's lists do not say where from)" ;;
       esac
       continue
     fi

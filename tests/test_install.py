@@ -535,7 +535,8 @@ def test_without_jetpacks_repository_the_install_stops_with_the_line_to_add(
     assert installer.calls("apt-get") == [["apt-get", "update"]]  # nothing installed, no venv, no pycuda
     assert "nvidia-cuda-dev" not in installed(root) and not (root / "opt").exists()
 
-    # what the error says to run (apt-get update: the repository's Packages list appears), then again
+    # what the error says to run (its apt-get update: the repository's Packages list appears; trusted=yes
+    # because staged lists have no signed Release file), then install.sh again
     with open(str(root / "etc/apt/sources.list.d/nvidia-l4t-apt-source.list"), "a") as fh:
         fh.write(line.replace("deb ", "deb [trusted=yes] ") + "\n")
     make_apt_world(tmp_path / "repo", "jammy" if cuda != "11.4" else "focal", series)
