@@ -37,9 +37,12 @@ CUDA_HOME=${FALLWATCH_CUDA_HOME:-/usr/local/cuda}
 READY_TIMEOUT_S=${FALLWATCH_READY_TIMEOUT_S:-330}
 POLL_S=${FALLWATCH_POLL_S:-2}
 DEFAULT_SPEC=openpose-mobilenet-thin
-# System packages: venv and a compiler for pycuda; JetPack's CUDA headers and nvcc, TensorRT
-# with its Python bindings and OpenCV with GStreamer (on a full JetPack flash all are there).
-APT_PACKAGES="python3-venv python3-pip python3-dev build-essential nvidia-cuda-dev nvidia-tensorrt python3-libnvinfer nvidia-opencv v4l-utils"
+# System packages from Ubuntu: venv and a compiler for pycuda, V4L2 tools.
+APT_PACKAGES="python3-venv python3-pip python3-dev build-essential v4l-utils"
+# JetPack's packages (jetpack_packages names them for the release) come only from this repository:
+# Ubuntu 22.04 has its own arm64 nvidia-cuda-dev (CUDA 11.5), whose higher version number wins
+# over JetPack's (6.x+bNNN) unless the version is given.
+JETPACK_REPO=repo.download.nvidia.com/jetson
 
 ROOT=""
 DETECT_ROOT=""
@@ -58,7 +61,8 @@ usage() {
 Usage: sudo ./install.sh [OPTIONS]
 
 Installs fallwatch on an NVIDIA Jetson running JetPack 5.1.x (L4T R35.2+) or JetPack 6.x (L4T R36):
-system packages, the user '$SERVICE_USER', a venv in $VENV (with JetPack's TensorRT and OpenCV),
+system packages (JetPack's CUDA, TensorRT and OpenCV at the version of JetPack's apt repository,
+never Ubuntu's CUDA), the user '$SERVICE_USER', a venv in $VENV (with JetPack's TensorRT and OpenCV),
 pycuda, the configuration $CONFIG (never overwritten), state in $STATE_DIR, the model and its
 TensorRT engine, and the systemd service $UNIT, which it starts and waits for.
 
@@ -234,20 +238,95 @@ check_board() {
   log "supported: JetPack $(jetpack_release) (expects Python $([ "$L4T_MAJOR" = 35 ] && echo 3.8 || echo 3.10))"
 }
 
+JETPACK_CUDA="" JETPACK_PACKAGES=""
+jetpack_packages() {  # JetPack's CUDA release and package names for L4T_MAJOR.L4T_MINOR
+  case "$L4T_MAJOR.$L4T_MINOR" in
+    35.*) JETPACK_CUDA=11.4 ;;          # JetPack 5.1.x: CUDA 11.4, TensorRT 8.5, OpenCV 4.5
+    36.2|36.3) JETPACK_CUDA=12.2 ;;     # JetPack 6.0: CUDA 12.2, TensorRT 8.6, OpenCV 4.8
+    *) JETPACK_CUDA=12.6 ;;             # JetPack 6.1/6.2: CUDA 12.6, TensorRT 10.3, OpenCV 4.8
+  esac
+  # nvcc and headers for pycuda; TensorRT's Python bindings; cv2 built with GStreamer.
+  JETPACK_PACKAGES="cuda-toolkit-${JETPACK_CUDA/./-} nvidia-cuda-dev python3-libnvinfer libopencv-python"
+}
+
+jetpack_repo_line() {  # the apt source line of JetPack's common repository for this L4T release
+  echo "deb https://$JETPACK_REPO/common r$L4T_MAJOR.$L4T_MINOR main"
+}
+
+apt_policy() {  # apt_policy PACKAGE: INSTALLED CANDIDATE JETPACK_VERSION INSTALLED_FROM CANDIDATE_FROM (tabs)
+  # from apt-cache policy. JETPACK_VERSION is the highest version $JETPACK_REPO offers (- if none);
+  # *_FROM is jetpack, other:<first source> or unknown (only /var/lib/dpkg/status knows it).
+  LC_ALL=C apt-cache policy "$1" 2>/dev/null | awk -v repo="$JETPACK_REPO/" '
+    function from(v) { return v == "" || v == "(none)" ? "-" : (v in jp) ? "jetpack" : (v in other) ? "other:" other[v] : "unknown" }
+    $1 == "Installed:" { inst = $2 }
+    $1 == "Candidate:" { cand = $2 }
+    /^ (\*\*\*|   ) [^ ]+ -?[0-9]+$/ { ver = $(NF - 1); next }
+    ver != "" && /^        +-?[0-9]+ / {
+      if (index($0, repo)) { jp[ver] = 1; if (best == "") best = ver }
+      else if ($2 != "/var/lib/dpkg/status" && !(ver in other)) other[ver] = $2 " " $3
+    }
+    END { if (inst != "") printf "%s\t%s\t%s\t%s\t%s\n", inst, cand, (best == "" ? "-" : best), from(inst), from(cand) }'
+}
+
 install_packages() {
   step "system packages"
-  local missing="" pkg
-  for pkg in $APT_PACKAGES; do
+  jetpack_packages
+  local missing="" pkg policy installed cand jp inst_from cand_from pinned="" unavailable=""
+  for pkg in $APT_PACKAGES $JETPACK_PACKAGES; do
     [ -n "$(dpkg_version "$pkg")" ] || missing="$missing $pkg"
   done
-  if [ -z "$missing" ]; then
-    log "all present: $APT_PACKAGES"
+  if [ -n "$missing" ]; then
+    log "missing:$missing"
+    run apt-get update
+  fi
+  log "JetPack $(jetpack_release) packages (CUDA $JETPACK_CUDA), only from $JETPACK_REPO: $JETPACK_PACKAGES"
+  for pkg in $JETPACK_PACKAGES; do
+    policy=$(apt_policy "$pkg")
+    [ -n "$policy" ] || policy=$(printf '(none)\t(none)\t-\t-\t-')  # apt knows no such package
+    IFS=$'\t' read -r installed cand jp inst_from cand_from <<<"$policy"
+    if [ "$installed" != "(none)" ]; then
+      case $inst_from in
+        jetpack) log "  $pkg $installed: installed, from JetPack" ;;
+        other:*) die $EXIT_FAIL "$pkg $installed is installed from ${inst_from#other:}, not from JetPack's repository $JETPACK_REPO: fallwatch needs JetPack's CUDA, TensorRT and OpenCV (Ubuntu's nvidia-cuda-dev is CUDA 11.5, without $CUDA_HOME/bin/nvcc for pycuda). Run: sudo apt-get remove $pkg && sudo ./install.sh" ;;
+        *) log "  $pkg $installed: installed (apt's lists do not say where from)" ;;
+      esac
+      continue
+    fi
+    if [ "$jp" = - ]; then
+      if [ "$cand" = "(none)" ]; then
+        unavailable="$unavailable; apt knows no $pkg"
+      else
+        unavailable="$unavailable; apt would install $pkg $cand from ${cand_from#other:}"
+      fi
+      continue
+    fi
+    [ "$cand" = "$jp" ] || log "  $pkg: apt would pick $cand from ${cand_from#other:}; installing JetPack's $jp instead"
+    pinned="$pinned $pkg=$jp"
+  done
+  if [ -n "$unavailable" ]; then
+    die $EXIT_FAIL "JetPack's repository for L4T R$L4T_MAJOR.$L4T_MINOR is not configured, so JetPack's packages are not available (${unavailable#; }). Run: echo '$(jetpack_repo_line)' | sudo tee -a /etc/apt/sources.list.d/nvidia-l4t-apt-source.list && sudo apt-get update && sudo ./install.sh"
+  fi
+  for pkg in $APT_PACKAGES; do
+    case " $missing " in *" $pkg "*) pinned="$pinned $pkg" ;; esac
+  done
+  if [ -z "$pinned" ]; then
+    log "all present: $APT_PACKAGES $JETPACK_PACKAGES"
     return
   fi
-  log "missing:$missing"
-  run apt-get update
   # shellcheck disable=SC2086  # one word per package
-  run env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $missing
+  run env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $pinned
+}
+
+check_nvcc() {  # JetPack's nvcc at CUDA_HOME, which pycuda is built with
+  local versioned
+  versioned=$(dirname "$CUDA_HOME")/cuda-$JETPACK_CUDA
+  if [ ! -x "$CUDA_HOME/bin/nvcc" ]; then
+    if [ -x "$versioned/bin/nvcc" ]; then
+      die $EXIT_FAIL "no $CUDA_HOME/bin/nvcc, but JetPack's CUDA is in $versioned: pycuda is built with $CUDA_HOME. Run: sudo ln -sfn $versioned $CUDA_HOME && sudo ./install.sh"
+    fi
+    die $EXIT_FAIL "no $CUDA_HOME/bin/nvcc (JetPack's CUDA $JETPACK_CUDA compiler), which pycuda is built with: cuda-toolkit-${JETPACK_CUDA/./-} is $(dpkg_version "cuda-toolkit-${JETPACK_CUDA/./-}" | grep . || echo "not installed"). Run: sudo apt-get install --reinstall cuda-nvcc-${JETPACK_CUDA/./-} && sudo ./install.sh (or set FALLWATCH_CUDA_HOME to another CUDA)"
+  fi
+  log "nvcc: $("$CUDA_HOME/bin/nvcc" --version 2>/dev/null | grep -m 1 'release' || echo "$CUDA_HOME/bin/nvcc")"
 }
 
 ensure_user() {
@@ -302,8 +381,7 @@ install_venv() {
   if [ "$DRY_RUN" = 0 ] && "$vpy" -c 'import pycuda.driver' 2>/dev/null; then
     log "pycuda is importable"
   else
-    [ -x "$CUDA_HOME/bin/nvcc" ] || [ "$DRY_RUN" = 1 ] \
-      || die $EXIT_FAIL "no $CUDA_HOME/bin/nvcc: pycuda is built against CUDA; install JetPack's CUDA (sudo apt-get install nvidia-cuda-dev) or set FALLWATCH_CUDA_HOME"
+    [ "$DRY_RUN" = 1 ] || check_nvcc
     log "building pycuda against $CUDA_HOME (CUDA_ROOT=$CUDA_HOME, $CUDA_HOME/bin first on PATH; takes several minutes on a Jetson)"
     (
       export CUDA_ROOT=$CUDA_HOME PATH=$CUDA_HOME/bin:$PATH
@@ -315,7 +393,7 @@ install_venv() {
   if [ "$DRY_RUN" = 0 ]; then
     local versions
     versions=$("$vpy" -c 'import tensorrt, cv2, numpy; print("TensorRT %s, OpenCV %s, NumPy %s" % (tensorrt.__version__, cv2.__version__, numpy.__version__))' 2>&1) \
-      || die $EXIT_FAIL "the venv cannot import JetPack's TensorRT/OpenCV: ${versions##*$'\n'}. Install them (sudo apt-get install nvidia-tensorrt python3-libnvinfer nvidia-opencv), then run install.sh again."
+      || die $EXIT_FAIL "the venv cannot import JetPack's TensorRT/OpenCV: ${versions##*$'\n'}. Install JetPack's (sudo apt-get install python3-libnvinfer libopencv-python), then run install.sh again."
     log "venv sees $versions"
   fi
   run install -m 0644 "$SRC_DIR/README.md" "$ROOT$PREFIX/README.md"

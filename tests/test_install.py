@@ -4,7 +4,11 @@ commands, checked file by file; run twice (idempotent), then --uninstall and --p
 The stubs (apt-get, useradd, usermod, userdel, systemctl, runuser, journalctl, python3 and the
 venv's python) log every call as one JSON line; useradd/usermod/userdel edit the staging root's
 /etc/passwd and /etc/group as the real ones would with --root. Everything else (install, chown,
-ln, awk, sed) is the real thing.
+ln, awk, sed) is the real thing, and so is apt-cache: APT_CONFIG points it at the staging root's
+own apt world (sources.list, Packages lists of Ubuntu's archive and of JetPack's repository, the
+dpkg status), so the candidate it picks is real apt's choice. apt-get's stand-in installs what it
+is asked for (PACKAGE=VERSION, or apt-cache's candidate) into that dpkg status, and installing
+cuda-toolkit-X-Y puts an nvcc into FALLWATCH_CUDA_HOME.
 """
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import grp
 import json
 import os
 import pwd
+import re
 import shutil
 import stat
 import subprocess
@@ -29,7 +34,7 @@ INSTALL = REPO / "install.sh"
 
 STUB = r'''#!{python}
 """Test stub: logs its call as JSON to $STUB_LOG and imitates just enough of the real command."""
-import json, os, sys
+import json, os, re, subprocess, sys
 from pathlib import Path
 
 name, args = os.path.basename(sys.argv[0]), sys.argv[1:]
@@ -47,7 +52,34 @@ def edit(path, change):
     p.write_text("".join(l + "\n" for l in change(lines)))
 
 root = opt("--root")
-if name == "python3" and args[:2] == ["-m", "venv"]:
+if name == "apt-get" and "install" in args:
+    # All or nothing, like apt-get: every PACKAGE[=VERSION] must be one apt-cache knows.
+    status = Path(os.environ["APT_CONFIG"]).parents[2] / "var/lib/dpkg/status"
+    chosen = []
+    for spec in [a for a in args[args.index("install") + 1:] if not a.startswith("-")]:
+        pkg, _, want = spec.partition("=")
+        policy = subprocess.run(["apt-cache", "policy", pkg], capture_output=True, text=True,
+                                env=dict(os.environ, LC_ALL="C")).stdout
+        versions = re.findall(r"^ (?:\*\*\*|   ) (\S+) -?\d+$", policy, re.M)
+        candidate = re.search(r"^  Candidate: (\S+)$", policy, re.M)
+        version = want or (candidate.group(1) if candidate else "")
+        if version not in versions or version == "(none)":
+            print("E: Version '%s' for '%s' was not found" % (want, pkg) if want else
+                  "E: Unable to locate package %s" % pkg, file=sys.stderr)
+            sys.exit(100)
+        chosen.append((pkg, version))
+    with open(str(status), "a") as fh:
+        for pkg, version in chosen:
+            fh.write("\nPackage: %s\nStatus: install ok installed\nArchitecture: arm64\nVersion: %s\n"
+                     "Maintainer: stub\nDescription: stub\n" % (pkg, version))
+            cuda = re.match(r"cuda-toolkit-(\d+)-(\d+)$", pkg)
+            if cuda and not os.environ.get("STUB_NO_NVCC"):
+                nvcc = Path(os.environ["FALLWATCH_CUDA_HOME"]) / "bin/nvcc"
+                nvcc.parent.mkdir(parents=True, exist_ok=True)
+                nvcc.write_text("#!/bin/sh\necho 'Cuda compilation tools, release %s.%s, V%s'\n"
+                                % (cuda.group(1), cuda.group(2), version))
+                nvcc.chmod(0o755)
+elif name == "python3" and args[:2] == ["-m", "venv"]:
     bindir = Path(args[-1]) / "bin"
     bindir.mkdir(parents=True)
     (bindir / "python").symlink_to(os.path.abspath(sys.argv[0]))
@@ -113,13 +145,71 @@ ORIN = "NVIDIA Jetson Orin Nano Developer Kit"
 
 
 def dpkg_stanza(package: str, version: str, status: str = "install ok installed") -> str:
-    return "Package: %s\nStatus: %s\nArchitecture: arm64\nVersion: %s\n" % (package, status, version)
+    return ("Package: %s\nStatus: %s\nArchitecture: arm64\nVersion: %s\nMaintainer: test\nDescription: test\n"
+            % (package, status, version))
+
+
+# The apt repositories a board sees: Ubuntu's ports archive and JetPack's common repository, with
+# the arm64 packages install.sh asks for. Names and versions as published: JetPack 5.1.2's
+# python3-libnvinfer 8.5.2-1+cuda11.4 and libopencv-python 4.5.4-8-g3e4c170df4 (dpkg -l of a
+# JetPack 5.1 device), nvidia-jetpack 6.0+b106 / 6.1+b123 (apt show on JetPack 6 devices; its
+# nvidia-* components share that version), cuda-toolkit-11-4 / -12-2 / -12-6 (JetPack 5.1 / 6.0 /
+# 6.1+), and Ubuntu 22.04's own arm64 nvidia-cuda-dev 11.5.1-1ubuntu1 in multiverse
+# (packages.ubuntu.com/jammy/arm64/nvidia-cuda-dev), whose higher version number is apt's
+# candidate over JetPack's. Build numbers of cuda-toolkit-* are illustrative.
+UBUNTU = {
+    "focal": ("http://ports.ubuntu.com/ubuntu-ports focal main", {
+        "python3-venv": "3.8.2-0ubuntu2", "python3-pip": "20.0.2-5ubuntu1.10", "python3-dev": "3.8.2-0ubuntu2",
+        "build-essential": "12.8ubuntu1.1", "v4l-utils": "1.18.0-2build1"}),
+    "jammy": ("http://ports.ubuntu.com/ubuntu-ports jammy multiverse", {
+        "python3-venv": "3.10.6-1~22.04.1", "python3-pip": "22.0.2+dfsg-1ubuntu0.4",
+        "python3-dev": "3.10.6-1~22.04.1", "build-essential": "12.9ubuntu3", "v4l-utils": "1.22.1-2build1",
+        "nvidia-cuda-dev": "11.5.1-1ubuntu1"}),
+}
+JETPACK = {
+    "r35.4": {"cuda-toolkit-11-4": "11.4.19-1", "nvidia-cuda-dev": "5.1.2-b104",
+              "python3-libnvinfer": "8.5.2-1+cuda11.4", "libopencv-python": "4.5.4-8-g3e4c170df4"},
+    "r36.3": {"cuda-toolkit-12-2": "12.2.12-1", "nvidia-cuda-dev": "6.0+b106",
+              "python3-libnvinfer": "8.6.2.3-1+cuda12.2", "libopencv-python": "4.8.0-1-g6371ee1"},
+    "r36.4": {"cuda-toolkit-12-6": "12.6.11-1", "nvidia-cuda-dev": "6.1+b123",
+              "python3-libnvinfer": "10.3.0.30-1+cuda12.5", "libopencv-python": "4.8.0-1-g6371ee1"},
+}
+JETPACK_URI = "https://repo.download.nvidia.com/jetson/common"
+
+
+def make_apt_world(root: Path, ubuntu: str, jetpack: Optional[str]) -> Path:
+    """Sources and Packages lists under root, read by the real apt-cache through APT_CONFIG (the
+    returned file): Ubuntu's archive for ``ubuntu``, JetPack's common repository for the L4T release
+    ``jetpack`` (r35.4, r36.3, ...), or none when ``jetpack`` is None."""
+    for sub in ("etc/apt/apt.conf.d", "etc/apt/preferences.d", "etc/apt/sources.list.d",
+                "var/lib/apt/lists/partial", "var/cache/apt/archives/partial"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    published = dict(JETPACK.get(jetpack or "", JETPACK["r36.4" if ubuntu == "jammy" else "r35.4"]))
+    # JetPack's other meta packages, at nvidia-jetpack's version like nvidia-cuda-dev
+    published.update({name: published["nvidia-cuda-dev"] for name in ("nvidia-tensorrt", "nvidia-opencv")})
+    repos = [UBUNTU[ubuntu]] + ([("%s %s main" % (JETPACK_URI, jetpack), published)] if jetpack else [])
+    sources = []
+    for line, packages in repos:
+        uri, suite, component = line.split()
+        sources.append("deb [trusted=yes] %s %s %s\n" % (uri, suite, component))
+        lists = "%s_dists_%s_%s_binary-arm64_Packages" % (uri.split("://")[1].replace("/", "_"), suite, component)
+        (root / "var/lib/apt/lists" / lists).write_text("".join(
+            "Package: %s\nArchitecture: arm64\nVersion: %s\nFilename: pool/%s_%s_arm64.deb\n\n"
+            % (p, v, p, v) for p, v in packages.items()))
+    (root / "etc/apt/sources.list").write_text("".join(sources))
+    conf = root / "etc/apt/apt.conf"
+    conf.write_text('Dir "%s/";\nDir::State::status "%s/var/lib/dpkg/status";\n'
+                    'APT::Architecture "arm64";\nAPT::Architectures { "arm64"; };\n'
+                    'Dir::Cache::pkgcache "";\nDir::Cache::srcpkgcache "";\n' % (root, root))
+    return conf
 
 
 def make_jetson_root(root: Path, release: Optional[str] = L4T_35, model: Optional[str] = ORIN,
                      packages: Optional[Dict[str, str]] = None, groups: List[str] = ("video",),
-                     csi: bool = True) -> Path:
-    """A staging root that looks like a fresh JetPack flash to install.sh and edge.health.board."""
+                     csi: bool = True, jetpack_repo: bool = True) -> Path:
+    """A staging root that looks like a fresh JetPack flash (L4T without nvidia-jetpack) to
+    install.sh and edge.health.board; its apt sees Ubuntu's archive and, with ``jetpack_repo``,
+    JetPack's repository for the release."""
     (root / "etc").mkdir(parents=True, exist_ok=True)
     if release is not None:
         (root / "etc/nv_tegra_release").write_text(release)
@@ -134,6 +224,9 @@ def make_jetson_root(root: Path, release: Optional[str] = L4T_35, model: Optiona
     if csi:
         (root / "sys/class/video4linux/video0").mkdir(parents=True)
         (root / "sys/class/video4linux/video0/name").write_text("vi-output, imx219 9-0010\n")
+    l4t = re.match(r"# R(\d+) \(release\), REVISION: (\d+)", release or "")
+    series = "r%s.%s" % l4t.groups() if l4t else "r35.4"
+    make_apt_world(root, "jammy" if series.startswith("r36") else "focal", series if jetpack_repo else None)
     return root
 
 
@@ -150,10 +243,7 @@ class Installer:
         for name in STUBBED:
             (self.stubs / name).symlink_to("stub")
         self.log = tmp / "stub.log"
-        self.cuda = tmp / "cuda"
-        (self.cuda / "bin").mkdir(parents=True)
-        (self.cuda / "bin/nvcc").write_text("#!/bin/sh\n")
-        (self.cuda / "bin/nvcc").chmod(0o755)
+        self.cuda = tmp / "cuda"  # its bin/nvcc comes with cuda-toolkit-X-Y (apt-get's stand-in)
         self.root = make_jetson_root(tmp / "root")
 
     def env(self, **extra: str) -> Dict[str, str]:
@@ -165,6 +255,8 @@ class Installer:
 
     def run(self, *args: str, expect: int = 0, **env: str) -> subprocess.CompletedProcess:
         self.log.write_text("")
+        root = args[args.index("--root") + 1] if "--root" in args else env.get("FALLWATCH_ROOT", str(self.root))
+        env.setdefault("APT_CONFIG", str(Path(root) / "etc/apt/apt.conf"))
         proc = subprocess.run(["bash", str(INSTALL)] + list(args), env=self.env(**env),
                               capture_output=True, text=True, timeout=120)
         assert proc.returncode == expect, "exit %d, expected %d\nstderr:\n%s" % (proc.returncode, expect, proc.stderr)
@@ -258,7 +350,10 @@ def test_install_into_root_file_by_file(installer: Installer) -> None:
     assert apt[0] == ["apt-get", "update"]
     installed = apt[1][apt[1].index("--no-install-recommends") + 1:]
     assert "python3-venv" not in installed  # in the fake dpkg status already
-    assert {"python3-dev", "build-essential", "nvidia-tensorrt", "python3-libnvinfer", "nvidia-opencv"} <= set(installed)
+    # JetPack 5.1.2's packages by their JetPack names, each at the version of JetPack's repository
+    assert {"python3-pip", "python3-dev", "build-essential", "v4l-utils", "cuda-toolkit-11-4=11.4.19-1", "nvidia-cuda-dev=5.1.2-b104",
+            "python3-libnvinfer=8.5.2-1+cuda11.4", "libopencv-python=4.5.4-8-g3e4c170df4"} == set(installed)
+    assert "nvcc: Cuda compilation tools, release 11.4" in err
     assert ["useradd", "--root", str(root), "--system", "--user-group", "--home-dir", "/var/lib/fallwatch",
             "--no-create-home", "--shell", "/usr/sbin/nologin", "--comment", "fallwatch service",
             "fallwatch"] in calls
@@ -367,6 +462,124 @@ def test_jetpack6_with_jtop_group_and_usb_camera(installer: Installer, tmp_path:
     assert "warning: python3" not in proc.stderr
     assert ["usermod", "--root", str(root), "--append", "--groups", "jtop", "fallwatch"] in installer.calls()
     assert load_config(root / "etc/fallwatch/config.yaml", env={}).cameras[0].uri == "/dev/video1"
+
+
+# ---------------------------------------------------------------- JetPack's packages, not Ubuntu's
+
+
+L4T_36_4 = "# R36 (release), REVISION: 4.0, GCID: 37537400, BOARD: generic, EABI: aarch64, DATE: Fri Sep 13 04:36:44 UTC 2024\n"
+JP6 = [  # (nv_tegra_release, its JetPack repository, CUDA)
+    pytest.param(L4T_36, "r36.3", "12.2", id="jetpack6.0"),
+    pytest.param(L4T_36_4, "r36.4", "12.6", id="jetpack6.1"),
+]
+
+
+def apt_policy(root: Path, package: str) -> str:
+    """What the real apt-cache says about package on the staging root's apt world."""
+    return subprocess.run(["apt-cache", "policy", package], capture_output=True, text=True, check=True,
+                          env=dict(os.environ, LC_ALL="C", APT_CONFIG=str(root / "etc/apt/apt.conf"))).stdout
+
+
+def installed(root: Path) -> Dict[str, str]:
+    """Package -> version in the staging root's dpkg status (where apt-get's stand-in installs)."""
+    text = (root / "var/lib/dpkg/status").read_text()
+    return dict(re.findall(r"^Package: (\S+)\n(?:.+\n)*?Version: (\S+)$", text, re.M))
+
+
+def errors(proc: subprocess.CompletedProcess) -> List[str]:
+    return [line for line in proc.stderr.splitlines() if "ERROR" in line]
+
+
+@pytest.mark.parametrize("release, series, cuda", JP6)
+def test_jetpack6_installs_jetpack_packages_although_ubuntus_cuda_is_apts_candidate(
+        installer: Installer, tmp_path: Path, release: str, series: str, cuda: str) -> None:
+    root = make_jetson_root(tmp_path / "jp6", release=release, csi=False)
+    # the conflict, as real apt sees it: Ubuntu's CUDA 11.5 nvidia-cuda-dev is the candidate
+    policy = apt_policy(root, "nvidia-cuda-dev")
+    assert "Candidate: 11.5.1-1ubuntu1" in policy and JETPACK[series]["nvidia-cuda-dev"] in policy
+
+    proc = installer.run("--root", str(root), STUB_PYTHON_VERSION="3.10")
+    jetpack = JETPACK[series]
+    apt = installer.calls("apt-get")
+    assert apt[0] == ["apt-get", "update"]
+    asked = apt[1][apt[1].index("--no-install-recommends") + 1:]
+    assert ["%s=%s" % item for item in sorted(jetpack.items())] == sorted(a for a in asked if "=" in a)
+    assert installed(root)["nvidia-cuda-dev"] == jetpack["nvidia-cuda-dev"]
+    assert installed(root)["cuda-toolkit-%s" % cuda.replace(".", "-")] == jetpack["cuda-toolkit-%s" % cuda.replace(".", "-")]
+    assert ("nvidia-cuda-dev: apt would pick 11.5.1-1ubuntu1 from http://ports.ubuntu.com/ubuntu-ports "
+            "jammy/multiverse; installing JetPack's %s instead" % jetpack["nvidia-cuda-dev"]) in proc.stderr
+    assert "nvcc: Cuda compilation tools, release %s" % cuda in proc.stderr
+    pycuda = [r for r in installer.rows() if r["cmd"] == "python" and "pycuda" in r["args"]]
+    assert pycuda[0]["env"] == {"CUDA_ROOT": str(installer.cuda), "PATH0": str(installer.cuda / "bin")}
+
+    proc = installer.run("--root", str(root), STUB_PYTHON_VERSION="3.10")  # again: nothing to install
+    assert installer.calls("apt-get") == []
+    assert "nvidia-cuda-dev %s: installed, from JetPack" % jetpack["nvidia-cuda-dev"] in proc.stderr
+
+
+@pytest.mark.parametrize("release, series, cuda, why", [
+    pytest.param(L4T_36, "r36.3", "12.2", "apt would install nvidia-cuda-dev 11.5.1-1ubuntu1 from "
+                 "http://ports.ubuntu.com/ubuntu-ports jammy/multiverse", id="jetpack6"),
+    pytest.param(L4T_35, "r35.4", "11.4", "apt knows no nvidia-cuda-dev", id="jetpack5.1"),
+])
+def test_without_jetpacks_repository_the_install_stops_with_the_line_to_add(
+        installer: Installer, tmp_path: Path, release: str, series: str, cuda: str, why: str) -> None:
+    root = make_jetson_root(tmp_path / "bare", release=release, csi=False, jetpack_repo=False)
+    proc = installer.run("--root", str(root), expect=1, STUB_PYTHON_VERSION="3.10" if cuda != "11.4" else "3.8")
+    line = "deb https://repo.download.nvidia.com/jetson/common %s main" % series
+    assert errors(proc) == [
+        "install.sh: ERROR: JetPack's repository for L4T R%s is not configured, so JetPack's packages are not "
+        "available (apt knows no cuda-toolkit-%s; %s; apt knows no python3-libnvinfer; apt knows no libopencv-python). "
+        "Run: echo '%s' | sudo tee -a /etc/apt/sources.list.d/nvidia-l4t-apt-source.list && sudo apt-get update "
+        "&& sudo ./install.sh" % (series[1:], cuda.replace(".", "-"), why, line)]
+    assert installer.calls("apt-get") == [["apt-get", "update"]]  # nothing installed, no venv, no pycuda
+    assert "nvidia-cuda-dev" not in installed(root) and not (root / "opt").exists()
+
+    # what the error says to run (its apt-get update: the repository's Packages list appears; trusted=yes
+    # because staged lists have no signed Release file), then install.sh again
+    with open(str(root / "etc/apt/sources.list.d/nvidia-l4t-apt-source.list"), "a") as fh:
+        fh.write(line.replace("deb ", "deb [trusted=yes] ") + "\n")
+    make_apt_world(tmp_path / "repo", "jammy" if cuda != "11.4" else "focal", series)
+    for lists in (tmp_path / "repo/var/lib/apt/lists").glob("repo.download.nvidia.com_*"):
+        shutil.copy(str(lists), str(root / "var/lib/apt/lists" / lists.name))
+    installer.run("--root", str(root), STUB_PYTHON_VERSION="3.10" if cuda != "11.4" else "3.8")
+    assert installed(root)["nvidia-cuda-dev"] == JETPACK[series]["nvidia-cuda-dev"]
+
+
+def test_ubuntus_cuda_already_installed_is_refused(installer: Installer, tmp_path: Path) -> None:
+    root = make_jetson_root(tmp_path / "jp6", release=L4T_36, csi=False,
+                            packages={"python3-venv": "3.10.6-1~22.04.1", "nvidia-cuda-dev": "11.5.1-1ubuntu1"})
+    proc = installer.run("--root", str(root), expect=1, STUB_PYTHON_VERSION="3.10")
+    assert errors(proc) == [
+        "install.sh: ERROR: nvidia-cuda-dev 11.5.1-1ubuntu1 is installed from http://ports.ubuntu.com/ubuntu-ports "
+        "jammy/multiverse, not from JetPack's repository repo.download.nvidia.com/jetson: fallwatch needs JetPack's "
+        "CUDA, TensorRT and OpenCV (Ubuntu's nvidia-cuda-dev is CUDA 11.5, without %s/bin/nvcc for pycuda). "
+        "Run: sudo apt-get remove nvidia-cuda-dev && sudo ./install.sh" % installer.cuda]
+    assert installer.calls("apt-get") == [["apt-get", "update"]]
+
+    status = root / "var/lib/dpkg/status"  # sudo apt-get remove nvidia-cuda-dev, then again
+    status.write_text(status.read_text().replace(dpkg_stanza("nvidia-cuda-dev", "11.5.1-1ubuntu1"), ""))
+    installer.run("--root", str(root), STUB_PYTHON_VERSION="3.10")
+    assert installed(root)["nvidia-cuda-dev"] == "6.0+b106"
+
+
+@pytest.mark.parametrize("versioned_dir", [False, True], ids=["no-nvcc", "no-cuda-link"])
+def test_no_nvcc_stops_before_building_pycuda(installer: Installer, versioned_dir: bool) -> None:
+    versioned = installer.cuda.parent / "cuda-11.4"
+    if versioned_dir:  # the toolkit is there, /usr/local/cuda does not point to it
+        (versioned / "bin").mkdir(parents=True)
+        (versioned / "bin/nvcc").write_text("#!/bin/sh\n")
+        (versioned / "bin/nvcc").chmod(0o755)
+    proc = installer.install(expect=1, STUB_NO_NVCC="1")
+    if versioned_dir:
+        fix = ("no %s/bin/nvcc, but JetPack's CUDA is in %s: pycuda is built with %s. Run: sudo ln -sfn %s %s "
+               "&& sudo ./install.sh" % (installer.cuda, versioned, installer.cuda, versioned, installer.cuda))
+    else:
+        fix = ("no %s/bin/nvcc (JetPack's CUDA 11.4 compiler), which pycuda is built with: cuda-toolkit-11-4 is "
+               "11.4.19-1. Run: sudo apt-get install --reinstall cuda-nvcc-11-4 && sudo ./install.sh (or set "
+               "FALLWATCH_CUDA_HOME to another CUDA)" % installer.cuda)
+    assert errors(proc) == ["install.sh: ERROR: " + fix]
+    assert not any("pycuda" in c for c in installer.calls("python"))
 
 
 def test_camera_flag_and_onnx_model(installer: Installer, tmp_path: Path) -> None:
