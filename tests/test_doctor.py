@@ -341,9 +341,31 @@ def test_cli_doctor_reports_a_damaged_outbox(tmp_path: Path) -> None:
 
 
 def test_jtop(tmp_path: Path) -> None:
-    assert doctor.check_jtop(LAPTOP).status == doctor.OK
+    laptop = doctor.check_jtop(LAPTOP)
+    assert laptop.status == doctor.SKIP and laptop.message.startswith("not checked: not a Jetson")
     check = doctor.check_jtop(JETSON, run_dir=tmp_path)
     assert check.status == doctor.WARN and "jetson-stats" in check.fix
+
+
+def test_jtop_on_a_jetson_through_the_jtop_double(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """jetson-stats 4.2 (tests/fake_jtop.py): figures when its service runs; a socket left behind by a
+    stopped service is a warning that says the stats will say unavailable."""
+    import sys
+
+    import fake_jtop
+    from edge.health import jetson
+
+    service = fake_jtop.JtopService()
+    monkeypatch.setitem(sys.modules, "jtop", fake_jtop.module(service))
+    monkeypatch.setattr(jetson, "_reader", jetson.JtopReader())
+    (tmp_path / "jtop.sock").touch()
+    service.start(fake_jtop.orin_data())
+    check = doctor.check_jtop(JETSON, run_dir=tmp_path)
+    assert (check.status, check.message) == (doctor.OK, "jtop running: 49 °C max, 6.4 W, GPU 64 %")
+    assert not sys.modules["jtop"].made[0].ok(spin=True)  # doctor closed its client
+    service.stop()
+    check = doctor.check_jtop(JETSON, run_dir=tmp_path)
+    assert check.status == doctor.WARN and "jetson: unavailable" in check.message and "group jtop" in check.fix
 
 
 @pytest.mark.parametrize("state, status", [

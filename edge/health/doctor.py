@@ -395,9 +395,11 @@ def check_outbox(config: Any) -> CheckResult:
 
 
 def check_jtop(board: Board, run_dir: Path = Path("/run")) -> CheckResult:
-    """jetson-stats: the jtop service feeds the stats topic with temperatures and power."""
+    """jetson-stats: the jtop service feeds the stats topic with temperatures and power. Off a
+    Jetson nothing of it can be checked, and the check says so (skip)."""
     if not board.is_jetson:
-        return CheckResult("jtop", OK, "not a Jetson: no jtop needed")
+        return CheckResult("jtop", SKIP, "not checked: not a Jetson, so no jtop.service to read (the stats carry no "
+                           "jetson figures here)", "nothing to fix off a Jetson; on the device doctor reads jtop")
     fix = "sudo pip3 install -U jetson-stats, then sudo systemctl restart jtop.service (or reboot)"
     if importlib.util.find_spec("jtop") is None:
         return CheckResult("jtop", WARN, "jetson-stats is not installed: no temperatures or power in the stats", fix)
@@ -410,8 +412,9 @@ def check_jtop(board: Board, run_dir: Path = Path("/run")) -> CheckResult:
         stats = jetson.read_stats()
     finally:
         jetson.close()
-    if not stats:
-        return CheckResult("jtop", WARN, "jtop is installed but gave no figures (see the log above)",
+    if not isinstance(stats, dict) or not stats:
+        return CheckResult("jtop", WARN, "jtop is installed but gave no figures (see the log above): the stats "
+                           "will say jetson: %s" % jetson.UNAVAILABLE,
                            "add this user to group jtop (sudo usermod -aG jtop $USER), or " + fix)
     temps = stats.get("temperature_c") or {}
     hottest = max(temps.values()) if temps else None
