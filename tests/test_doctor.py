@@ -95,7 +95,7 @@ def test_opencv_gstreamer_detection() -> None:
 def test_opencv_with_gstreamer_build_info() -> None:
     jetpack_cv2 = types.SimpleNamespace(__version__="4.5.4", getBuildInformation=lambda: "    GStreamer: YES (1.16.3)")
     check = doctor.check_opencv(["csi://0"], cv2=jetpack_cv2)
-    assert check.status == doctor.OK and check.message == "OpenCV 4.5.4, GStreamer yes"
+    assert check.status == doctor.OK and check.message == "OpenCV 4.5.4, GStreamer yes, FFmpeg no"
 
 
 # ---------------------------------------------------------------- cameras and inference
@@ -107,6 +107,7 @@ def test_camera_from_a_real_video_file(tmp_path: Path) -> None:
     check, frame = doctor.check_camera(config.cameras[0])
     assert check.status == doctor.OK, check
     assert "%d frames" % doctor.CAMERA_FRAMES in check.message
+    assert check.message.endswith("through OpenCV video file reader")  # the backend that opened it
     assert frame is not None and frame.ndim == 3
 
 
