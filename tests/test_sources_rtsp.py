@@ -110,11 +110,18 @@ def test_real_opencv_ffmpeg_refused_and_the_fallback_tried(caplog: pytest.LogCap
     assert "hunter2" not in text
 
 
-def test_an_opencv_with_neither_backend_says_so() -> None:
+def test_an_opencv_with_neither_backend_says_so_and_run_refuses_to_start() -> None:
     with pytest.raises(SourceError) as err:
         sources.open_network(camera(URI), FAST, build_info=NEITHER, jetson=True)
     assert "neither FFmpeg nor GStreamer" in err.value.what and "libopencv-python" in err.value.fix
     assert SHOWN in err.value.what and "hunter2" not in str(err.value)
+    with pytest.raises(SourceError) as err:  # what CameraSource.start() checks: no retry can fix it
+        sources.check_camera("door", URI, build_info=NEITHER)
+    assert "neither FFmpeg nor GStreamer" in err.value.what and "hunter2" not in str(err.value)
+    with pytest.raises(SourceError, match="has no FFmpeg"):
+        sources.check_camera("door", "http://cam/video.mjpg", build_info=GST_ONLY)
+    for info in (FFMPEG_ONLY, GST_ONLY, BOTH):
+        sources.check_camera("door", URI, build_info=info)
 
 
 class OpensOnly:

@@ -231,8 +231,13 @@ GSTREAMER_FIX = ("On a Jetson use JetPack's OpenCV: `pip uninstall opencv-python
 
 
 def check_camera(name: str, uri: str, build_info: Optional[str] = None) -> None:
-    """Fail at start for what no retry can fix: an unknown scheme, csi:// without GStreamer."""
+    """Fail at start for what no retry can fix: an unknown scheme, csi:// without GStreamer, a network
+    camera this OpenCV has no backend for."""
     kind, target = uri_kind(uri)
+    if kind == "network" and not network_attempts(uri, build_info=build_info, jetson=False):
+        raise SourceError("camera %s (%s): this OpenCV (%s, %s) has %s: it cannot open this camera" % (
+            name, redact_uri(uri), cv2.__version__, os.path.dirname(cv2.__file__), "neither FFmpeg nor GStreamer"
+            if uri.split("://", 1)[0].lower() in _RTSP_SCHEMES else "no FFmpeg"), NO_NETWORK_BACKEND_FIX, joint="; ")
     if kind == "csi":
         if not target.isdigit():
             raise SourceError("camera %s: %s: expected csi://N with N the sensor id (0, 1, ...)" % (name, uri))
