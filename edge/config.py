@@ -117,6 +117,9 @@ class CameraConfig(Section):
     realtime: bool = setting(True, "video files only: true plays the file at its own frame rate, like a camera "
                              "(frames the pipeline cannot keep up with are dropped); false reads every frame at the "
                              "pipeline's pace, timed by its place in the file, as `fallwatch replay` does")
+    rtsp_codec: str = setting("auto", "rtsp:// cameras opened through GStreamer (an OpenCV without FFmpeg): the "
+                              "stream's codec; auto = h265 when the URI's path names h265 or hevc, else h264",
+                              choices=("auto", "h264", "h265"))
     zones: Tuple[ZoneConfig, ...] = section(tuple, "zones of this camera's picture for the fall detector")
 
 

@@ -29,6 +29,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from edge.pipeline import CameraPipeline, RateLimiter
 from edge.capture.sources import CameraSource, SourceError, SourceSettings, redact_uri, uri_kind
+from edge.health import jetson
 from edge.health.timing import StageTimer
 
 log = logging.getLogger("fallwatch.daemon")
@@ -400,6 +401,7 @@ def serve(config: Any, sinks: Any, reload_config: Optional[Callable[[], Any]] = 
     if not config.cameras:
         log.error("no cameras configured: add at least one under cameras: in %s", config.source or "config.yaml")
         sinks.close()
+        jetson.close()
         return 1
     t0 = time.monotonic()
 
@@ -447,6 +449,7 @@ def serve(config: Any, sinks: Any, reload_config: Optional[Callable[[], Any]] = 
             if model is not None and not stuck:
                 model.close()
             sinks.close()
+            jetson.close()  # after the sinks: the MQTT sink's last stats message reads jtop
             log.info("stopped%s", " (%s)" % signals.received if signals.received else "")
             if stuck and hard_exit:
                 # A thread is still inside native code (a camera read, an engine call): letting the

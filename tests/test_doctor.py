@@ -95,7 +95,7 @@ def test_opencv_gstreamer_detection() -> None:
 def test_opencv_with_gstreamer_build_info() -> None:
     jetpack_cv2 = types.SimpleNamespace(__version__="4.5.4", getBuildInformation=lambda: "    GStreamer: YES (1.16.3)")
     check = doctor.check_opencv(["csi://0"], cv2=jetpack_cv2)
-    assert check.status == doctor.OK and check.message == "OpenCV 4.5.4, GStreamer yes"
+    assert check.status == doctor.OK and check.message == "OpenCV 4.5.4, GStreamer yes, FFmpeg no"
 
 
 # ---------------------------------------------------------------- cameras and inference
@@ -107,6 +107,7 @@ def test_camera_from_a_real_video_file(tmp_path: Path) -> None:
     check, frame = doctor.check_camera(config.cameras[0])
     assert check.status == doctor.OK, check
     assert "%d frames" % doctor.CAMERA_FRAMES in check.message
+    assert check.message.endswith("through OpenCV video file reader")  # the backend that opened it
     assert frame is not None and frame.ndim == 3
 
 
@@ -341,9 +342,31 @@ def test_cli_doctor_reports_a_damaged_outbox(tmp_path: Path) -> None:
 
 
 def test_jtop(tmp_path: Path) -> None:
-    assert doctor.check_jtop(LAPTOP).status == doctor.OK
+    laptop = doctor.check_jtop(LAPTOP)
+    assert laptop.status == doctor.SKIP and laptop.message.startswith("not checked: not a Jetson")
     check = doctor.check_jtop(JETSON, run_dir=tmp_path)
     assert check.status == doctor.WARN and "jetson-stats" in check.fix
+
+
+def test_jtop_on_a_jetson_through_the_jtop_double(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """jetson-stats 4.2 (tests/fake_jtop.py): figures when its service runs; a socket left behind by a
+    stopped service is a warning that says the stats will say unavailable."""
+    import sys
+
+    import fake_jtop
+    from edge.health import jetson
+
+    service = fake_jtop.JtopService()
+    monkeypatch.setitem(sys.modules, "jtop", fake_jtop.module(service))
+    monkeypatch.setattr(jetson, "_reader", jetson.JtopReader())
+    (tmp_path / "jtop.sock").touch()
+    service.start(fake_jtop.orin_data())
+    check = doctor.check_jtop(JETSON, run_dir=tmp_path)
+    assert (check.status, check.message) == (doctor.OK, "jtop running: 49 °C max, 6.4 W, GPU 64 %")
+    assert not sys.modules["jtop"].made[0].ok(spin=True)  # doctor closed its client
+    service.stop()
+    check = doctor.check_jtop(JETSON, run_dir=tmp_path)
+    assert check.status == doctor.WARN and "jetson: unavailable" in check.message and "group jtop" in check.fix
 
 
 @pytest.mark.parametrize("state, status", [

@@ -7,7 +7,10 @@ URIs (as in jetson-utils):
 * ``v4l2:///dev/videoN`` or ``/dev/videoN`` — a USB/V4L2 camera; MJPEG is asked for (most USB
   cameras give full frame rates only in MJPEG), the camera keeps its own format otherwise.
 * ``rtsp://``, ``rtsps://``, ``http(s)://`` — network streams through OpenCV's FFmpeg backend,
-  with open and read timeouts so a dead stream fails instead of hanging.
+  with open and read timeouts so a dead stream fails instead of hanging. JetPack's OpenCV may have
+  no FFmpeg: an ``rtsp(s)://`` stream FFmpeg cannot open is opened through GStreamer instead when
+  OpenCV has it (:func:`rtsp_pipeline`: ``nvv4l2decoder`` on a Jetson, ``avdec_h26x`` elsewhere;
+  H.265 when the camera's ``rtsp_codec`` says so, or with ``auto`` when the URI names h265/hevc).
 * anything else — a video file, played at its own frame rate (``loop: true`` starts it again).
 
 A :class:`CameraSource` runs capture in its own thread: it reopens a camera that fails or ends
@@ -144,6 +147,82 @@ def opencv_has_gstreamer(build_info: Optional[str] = None) -> bool:
     return re.search(r"GStreamer:\s*YES", info) is not None
 
 
+def opencv_has_ffmpeg(build_info: Optional[str] = None) -> bool:
+    """Whether this OpenCV was built with FFmpeg (``FFMPEG: YES`` in its build information)."""
+    info = cv2.getBuildInformation() if build_info is None else build_info
+    return re.search(r"FFMPEG:\s*YES", info, flags=re.I) is not None
+
+
+RTSP_LATENCY_MS = 200  # rtspsrc's jitter buffer; its default (2000 ms) would delay every alert by 2 s
+_RTSP_SCHEMES = ("rtsp", "rtsps")
+
+
+def rtsp_codec(uri: str, setting: str = "auto") -> str:
+    """``h264`` or ``h265``: the camera's ``rtsp_codec``, or with ``auto`` h265 when the URI's path
+    names h265 or hevc (``/h265Preview_01_main``, ``/live/hevc``), else h264."""
+    if setting in ("h264", "h265"):
+        return setting
+    path = uri.split("://", 1)[-1].partition("/")[2].lower()
+    return "h265" if re.search(r"h\.?265|hevc", path) else "h264"
+
+
+def rtsp_pipeline(uri: str, codec: str, jetson: bool, latency_ms: int = RTSP_LATENCY_MS) -> str:
+    """The GStreamer pipeline for an RTSP camera whose stream is ``codec`` (h264 or h265): depayload,
+    parse, decode on the Jetson's NVDEC (``nvv4l2decoder``, then ``nvvidconv`` out of NVMM memory) or
+    in software elsewhere (``avdec_h264`` / ``avdec_h265``), BGR to OpenCV's appsink, which keeps
+    only the newest buffer. The URI (credentials included) is quoted for gst_parse_launch: never log
+    it, log ``rtsp_pipeline(redact_uri(uri), ...)``."""
+    n = {"h264": "4", "h265": "5"}[codec]
+    location = '"%s"' % uri.replace("\\", "\\\\").replace('"', '\\"')
+    decode = ("nvv4l2decoder ! nvvidconv ! video/x-raw,format=BGRx ! videoconvert" if jetson
+              else "avdec_h26%s ! videoconvert" % n)
+    return ("rtspsrc location=%s latency=%d ! rtph26%sdepay ! h26%sparse ! %s ! video/x-raw,format=BGR ! "
+            "appsink drop=true max-buffers=1" % (location, latency_ms, n, n, decode))
+
+
+def rtsp_elements(codec: str, jetson: bool) -> List[str]:
+    """The GStreamer elements :func:`rtsp_pipeline` needs (for ``gst-inspect-1.0 --exists``)."""
+    n = {"h264": "4", "h265": "5"}[codec]
+    decode = ["nvv4l2decoder", "nvvidconv"] if jetson else ["avdec_h26%s" % n]
+    return ["rtspsrc", "rtph26%sdepay" % n, "h26%sparse" % n] + decode + ["videoconvert", "appsink"]
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One way to open a network camera: ``backend`` (``FFmpeg`` or ``GStreamer``), the OpenCV API,
+    what to open (the URL, or a pipeline), and ``shown``: the same without a password."""
+
+    backend: str
+    api: int
+    source: str
+    shown: str
+
+
+def network_attempts(uri: str, codec_setting: str = "auto", build_info: Optional[str] = None,
+                     jetson: Optional[bool] = None) -> List[Attempt]:
+    """How a network camera is opened, in order: OpenCV's FFmpeg when OpenCV has it; then, for
+    ``rtsp(s)://`` when OpenCV has GStreamer, :func:`rtsp_pipeline` (the fallback). Empty when this
+    OpenCV can open none. ``jetson``: None = ask edge.health.board."""
+    info = cv2.getBuildInformation() if build_info is None else build_info
+    out: List[Attempt] = []
+    if opencv_has_ffmpeg(info):
+        out.append(Attempt("FFmpeg", cv2.CAP_FFMPEG, uri, redact_uri(uri)))
+    if uri.split("://", 1)[0].lower() in _RTSP_SCHEMES and opencv_has_gstreamer(info):
+        if jetson is None:
+            from edge.health.board import detect_board
+
+            jetson = detect_board().is_jetson
+        codec = rtsp_codec(uri, codec_setting)
+        out.append(Attempt("GStreamer", cv2.CAP_GSTREAMER, rtsp_pipeline(uri, codec, jetson),
+                           rtsp_pipeline(redact_uri(uri), codec, jetson)))
+    return out
+
+
+NO_NETWORK_BACKEND_FIX = ("use an OpenCV with FFmpeg or GStreamer: on a Jetson JetPack's (sudo apt-get install "
+                          "libopencv-python; remove pip's opencv-python from the venv), elsewhere pip install "
+                          "opencv-python-headless")
+
+
 GSTREAMER_MISSING = "camera %s (%s): this OpenCV (%s, %s) was built without GStreamer, which CSI cameras need."
 GSTREAMER_FIX = ("On a Jetson use JetPack's OpenCV: `pip uninstall opencv-python opencv-python-headless` in the "
                  "fallwatch venv (made with --system-site-packages) so that `import cv2` finds /usr/lib/python3/"
@@ -152,8 +231,13 @@ GSTREAMER_FIX = ("On a Jetson use JetPack's OpenCV: `pip uninstall opencv-python
 
 
 def check_camera(name: str, uri: str, build_info: Optional[str] = None) -> None:
-    """Fail at start for what no retry can fix: an unknown scheme, csi:// without GStreamer."""
+    """Fail at start for what no retry can fix: an unknown scheme, csi:// without GStreamer, a network
+    camera this OpenCV has no backend for."""
     kind, target = uri_kind(uri)
+    if kind == "network" and not network_attempts(uri, build_info=build_info, jetson=False):
+        raise SourceError("camera %s (%s): this OpenCV (%s, %s) has %s: it cannot open this camera" % (
+            name, redact_uri(uri), cv2.__version__, os.path.dirname(cv2.__file__), "neither FFmpeg nor GStreamer"
+            if uri.split("://", 1)[0].lower() in _RTSP_SCHEMES else "no FFmpeg"), NO_NETWORK_BACKEND_FIX, joint="; ")
     if kind == "csi":
         if not target.isdigit():
             raise SourceError("camera %s: %s: expected csi://N with N the sensor id (0, 1, ...)" % (name, uri))
@@ -167,12 +251,14 @@ ARGUS_FIX = ("install JetPack's GStreamer plugins (sudo apt-get install nvidia-l
              "gst-inspect-1.0 nvarguscamerasrc")
 
 
-def probe_backend(camera, build_info: Optional[str] = None, gst_inspect: Optional[str] = None) -> str:
+def probe_backend(camera, build_info: Optional[str] = None, gst_inspect: Optional[str] = None,
+                  jetson: Optional[bool] = None) -> str:
     """What can be known about ``camera``'s backend without reading frames from it (``fallwatch doctor``,
     also with ``--no-cameras``): a file exists, is readable and OpenCV opens it; a V4L2 device node
     exists, is a character device this user may open; a CSI camera has OpenCV with GStreamer and
     GStreamer has ``nvarguscamerasrc`` (asked of ``gst-inspect-1.0`` when it is installed); a network
-    URL is only parsed. Returns what was checked, as a phrase; raises :class:`SourceError` with the
+    camera is not opened: the phrase names the backend(s) :func:`network_attempts` would try, and
+    for the GStreamer pipeline which elements ``gst-inspect-1.0`` found (or that none were checked). Returns what was checked, as a phrase; raises :class:`SourceError` with the
     fix for what ``fallwatch run`` would trip on. Never blocks for long (a file is opened, not played)."""
     name, uri = camera.name, camera.uri
     kind, target = uri_kind(uri)
@@ -205,7 +291,7 @@ def probe_backend(camera, build_info: Optional[str] = None, gst_inspect: Optiona
                               joint="; ")
         return "a device node this user may open"
     if kind == "network":
-        return "network stream (not opened)"
+        return _probe_network(camera, build_info, gst_inspect, jetson)
     if os.path.exists(target) and not os.path.isdir(target) and stat.S_ISFIFO(os.stat(target).st_mode):
         return "a pipe (not opened: reading it would take its frames)"
     try:
@@ -216,12 +302,67 @@ def probe_backend(camera, build_info: Optional[str] = None, gst_inspect: Optiona
     return "opens as a video file"
 
 
-class Capture:
-    """An opened camera: :meth:`read` gives the next BGR frame or None at the end or on failure."""
+GST_RTSP_FIX = ("install the GStreamer plugins the pipeline needs: sudo apt-get install gstreamer1.0-plugins-good "
+                "gstreamer1.0-plugins-bad and, on a Jetson, nvidia-l4t-gstreamer (elsewhere gstreamer1.0-libav)")
 
-    def __init__(self, cap: "cv2.VideoCapture", kind: str, flip: str) -> None:
+
+def _missing_elements(elements: List[str], tool: str) -> Optional[List[str]]:
+    """The elements ``gst-inspect-1.0 --exists`` does not find; None when the tool could not be run."""
+    missing = []
+    for element in elements:
+        try:
+            code = subprocess.run([tool, "--exists", element], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL, timeout=20).returncode
+        except (OSError, subprocess.SubprocessError):
+            return None
+        if code != 0:
+            missing.append(element)
+    return missing
+
+
+def _probe_network(camera, build_info: Optional[str], gst_inspect: Optional[str], jetson: Optional[bool]) -> str:
+    name, uri = camera.name, camera.uri
+    if jetson is None:
+        from edge.health.board import detect_board
+
+        jetson = detect_board().is_jetson
+    attempts = network_attempts(uri, getattr(camera, "rtsp_codec", "auto"), build_info, jetson)
+    rtsp = uri.split("://", 1)[0].lower() in _RTSP_SCHEMES
+    if not attempts:
+        raise SourceError("camera %s (%s): this OpenCV (%s) has %s: it cannot open this camera" % (
+            name, redact_uri(uri), cv2.__version__, "neither FFmpeg nor GStreamer" if rtsp else "no FFmpeg"),
+            NO_NETWORK_BACKEND_FIX, joint="; ")
+    gst = [a for a in attempts if a.backend == "GStreamer"]
+    if not gst:
+        return "OpenCV's FFmpeg (not opened)%s" % (
+            "; no GStreamer fallback: this OpenCV has no GStreamer" if rtsp else "")
+    codec = rtsp_codec(uri, getattr(camera, "rtsp_codec", "auto"))
+    decoder = "nvv4l2decoder" if jetson else "avdec_h26%s" % codec[-1]
+    how = ("OpenCV's FFmpeg, else GStreamer with %s" % decoder if len(attempts) > 1
+           else "GStreamer with %s (this OpenCV has no FFmpeg)" % decoder)
+    if not jetson:
+        how += "; not a Jetson, so the Jetson's pipeline (nvv4l2decoder) is not checked here"
+    tool = gst_inspect or shutil.which(GST_INSPECT)
+    missing = None if tool is None else _missing_elements(rtsp_elements(codec, jetson), tool)
+    if missing is None:
+        return "%s (not opened; GStreamer elements not checked: no working %s here)" % (how, GST_INSPECT)
+    if missing and len(attempts) > 1:
+        return "%s (not opened); the GStreamer fallback cannot work: no %s (%s)" % (how, ", ".join(missing),
+                                                                                  GST_RTSP_FIX)
+    if missing:
+        raise SourceError("camera %s (%s): this OpenCV has no FFmpeg and GStreamer lacks %s, which the camera "
+                          "needs" % (name, redact_uri(uri), ", ".join(missing)), GST_RTSP_FIX, joint="; ")
+    return "%s (not opened; GStreamer has %s)" % (how, ", ".join(rtsp_elements(codec, jetson)))
+
+
+class Capture:
+    """An opened camera: :meth:`read` gives the next BGR frame or None at the end or on failure;
+    ``backend`` says how it was opened (``GStreamer``, ``V4L2``, ``FFmpeg``)."""
+
+    def __init__(self, cap: "cv2.VideoCapture", kind: str, flip: str, backend: str = "") -> None:
         self._cap = cap
         self.kind = kind
+        self.backend = backend
         self._flip = "none" if kind == "csi" else flip  # CSI cameras flip on the GPU (nvvidconv)
         self.fps = usable_fps(cap.get(cv2.CAP_PROP_FPS))
 
@@ -235,9 +376,49 @@ class Capture:
         self._cap.release()
 
 
+def _video_capture(source: str, api: int, params: Optional[List[int]] = None) -> "cv2.VideoCapture":
+    """cv2.VideoCapture: the one place a network camera's capture is made (tests may stand in here)."""
+    return cv2.VideoCapture(source, api, params) if params else cv2.VideoCapture(source, api)
+
+
+def open_network(camera, settings: SourceSettings = SourceSettings(), build_info: Optional[str] = None,
+                 jetson: Optional[bool] = None) -> Capture:
+    """Open a network camera by :func:`network_attempts`, first that opens wins; raises
+    :class:`SourceError` naming every backend tried (the URI without its password)."""
+    name, uri = camera.name, camera.uri
+    attempts = network_attempts(uri, getattr(camera, "rtsp_codec", "auto"), build_info, jetson)
+    if not attempts:
+        raise SourceError("camera %s: cannot open %s: this OpenCV (%s) has %s" % (
+            name, redact_uri(uri), cv2.__version__, "neither FFmpeg nor GStreamer"
+            if uri.split("://", 1)[0].lower() in _RTSP_SCHEMES else "no FFmpeg"), NO_NETWORK_BACKEND_FIX, joint="; ")
+    params: List[int] = []
+    for prop, value in (("CAP_PROP_OPEN_TIMEOUT_MSEC", int(settings.open_timeout_s * 1000)),
+                        ("CAP_PROP_READ_TIMEOUT_MSEC", int(settings.stall_timeout_s * 1000))):
+        if hasattr(cv2, prop):
+            params += [getattr(cv2, prop), value]
+    failed = []
+    for attempt in attempts:
+        log.debug("camera %s: opening with %s: %s", name, attempt.backend, attempt.shown)
+        cap = _video_capture(attempt.source, attempt.api, params if attempt.backend == "FFmpeg" else None)
+        if cap.isOpened():
+            if failed:
+                log.info("camera %s (%s): %s could not open it; opened through %s: %s", name, redact_uri(uri),
+                         " or ".join(failed), attempt.backend, attempt.shown)
+            return Capture(cap, "network", camera.flip, attempt.backend)
+        cap.release()
+        failed.append(attempt.backend)
+    hint = ("is the stream reachable and the URL right? (try: ffplay '%s'; for RTSP over TCP set "
+            "OPENCV_FFMPEG_CAPTURE_OPTIONS=rtsp_transport;tcp)" % redact_uri(uri))
+    if uri.split("://", 1)[0].lower() in _RTSP_SCHEMES and "GStreamer" not in failed:
+        hint += ("; this OpenCV has no GStreamer to fall back on (JetPack's has: sudo apt-get install "
+                 "libopencv-python)")
+    raise SourceError("camera %s: cannot open %s (tried %s)" % (name, redact_uri(uri), ", then ".join(failed)),
+                      hint, joint="; ")
+
+
 def open_capture(camera, settings: SourceSettings = SourceSettings()) -> Union[Capture, VideoReader]:
     """Open ``camera`` (a config.CameraConfig: name, uri, width, height, fps, flip); a video file
-    is opened with the one video reader (edge.capture.video).
+    is opened with the one video reader (edge.capture.video), a network camera by :func:`open_network`.
 
     Raises :class:`SourceError` saying what failed; the caller retries with backoff.
     """
@@ -264,15 +445,7 @@ def open_capture(camera, settings: SourceSettings = SourceSettings()) -> Union[C
             cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
         hint = "is another program using it? does your user belong to the video group?"
     elif kind == "network":
-        timeout_ms = int(settings.open_timeout_s * 1000)
-        params: List[int] = []
-        for prop, value in (("CAP_PROP_OPEN_TIMEOUT_MSEC", timeout_ms),
-                            ("CAP_PROP_READ_TIMEOUT_MSEC", int(settings.stall_timeout_s * 1000))):
-            if hasattr(cv2, prop):
-                params += [getattr(cv2, prop), value]
-        cap = cv2.VideoCapture(target, cv2.CAP_FFMPEG, params)
-        hint = ("is the stream reachable and the URL right? (try: ffplay '%s'; for RTSP over TCP set "
-                "OPENCV_FFMPEG_CAPTURE_OPTIONS=rtsp_transport;tcp)" % redact_uri(uri))
+        return open_network(camera, settings)
     else:
         try:
             return VideoReader(target, camera.flip)
@@ -281,7 +454,7 @@ def open_capture(camera, settings: SourceSettings = SourceSettings()) -> Union[C
     if not cap.isOpened():
         cap.release()
         raise SourceError("camera %s: cannot open %s" % (name, redact_uri(uri)), hint, joint="; ")
-    return Capture(cap, kind, camera.flip)
+    return Capture(cap, kind, camera.flip, "GStreamer" if kind == "csi" else "V4L2")
 
 
 class CameraSource:
@@ -473,8 +646,9 @@ class CameraSource:
                     got = True
                     announce = log.info if self._announce else log.debug
                     self._announce = False
-                    announce("camera %s (%s): streaming %dx%d%s", self.name, redact_uri(self.camera.uri),
-                             image.shape[1], image.shape[0], " at %.3g fps" % capture.fps if capture.fps else "")
+                    announce("camera %s (%s): streaming %dx%d%s%s", self.name, redact_uri(self.camera.uri),
+                             image.shape[1], image.shape[0], " at %.3g fps" % capture.fps if capture.fps else "",
+                             " through %s" % capture.backend if getattr(capture, "backend", "") else "")
                 # realtime: false: the frame's time is its place in the file, as in replay
                 t = now_t if realtime else self._file_offset + count / rate
                 self._publish(generation, image, t, now_wall, now_t)

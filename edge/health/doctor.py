@@ -101,10 +101,11 @@ def check_opencv(camera_uris: Sequence[str], cv2: Any = None) -> CheckResult:
             return CheckResult("opencv", FAIL, "cannot import cv2 (%s)" % exc,
                                "on a Jetson: sudo apt-get install nvidia-opencv (the venv must see system packages); "
                                "elsewhere: pip install opencv-python-headless")
-    from edge.capture.sources import opencv_has_gstreamer
+    from edge.capture.sources import opencv_has_ffmpeg, opencv_has_gstreamer
 
     gst = opencv_has_gstreamer(cv2.getBuildInformation())
-    text = "OpenCV %s, GStreamer %s" % (cv2.__version__, "yes" if gst else "no")
+    text = "OpenCV %s, GStreamer %s, FFmpeg %s" % (cv2.__version__, "yes" if gst else "no",
+                                                   "yes" if opencv_has_ffmpeg(cv2.getBuildInformation()) else "no")
     csi = [u for u in camera_uris if _is_csi(u)]
     if gst:
         return CheckResult("opencv", OK, text)
@@ -136,12 +137,14 @@ def _with_timeout(fn: Callable[[], Any], timeout_s: float) -> Tuple[bool, Any]:
     return True, box.get("error", box.get("result"))
 
 
-def _read_frames(camera: Any, count: int, timeout_s: float) -> Tuple[Any, int]:
-    """Open ``camera`` as the daemon does (edge.capture.sources) and read ``count`` frames: (last frame, count read)."""
+def _read_frames(camera: Any, count: int, timeout_s: float) -> Tuple[Any, int, str]:
+    """Open ``camera`` as the daemon does (edge.capture.sources) and read ``count`` frames: (last frame,
+    count read, the backend that opened it)."""
     from edge.capture import sources
 
     capture = sources.open_capture(camera, sources.SourceSettings(open_timeout_s=timeout_s,
                                                                   stall_timeout_s=timeout_s / 2))
+    backend = getattr(capture, "backend", "") or "OpenCV video file reader"
     frame, n = None, 0
     try:
         for _ in range(count):
@@ -151,7 +154,7 @@ def _read_frames(camera: Any, count: int, timeout_s: float) -> Tuple[Any, int]:
             frame, n = image, n + 1
     finally:
         capture.release()
-    return frame, n
+    return frame, n, backend
 
 
 def _shown_uri(uri: str) -> str:
@@ -166,8 +169,9 @@ def _shown_uri(uri: str) -> str:
 def check_camera(camera: Any, service_active: bool = False, timeout_s: float = CAMERA_TIMEOUT_S,
                  frames: int = CAMERA_FRAMES, read: bool = True) -> Tuple[CheckResult, Any]:
     """One configured camera: first what its backend needs (edge.capture.sources.probe_backend: the
-    file, the device node, GStreamer's CSI camera element), then, when ``read``, open it as the daemon
-    does and read a few frames. Returns (check, last frame or None); without ``read`` a camera whose
+    file, the device node, GStreamer's CSI camera element, which backend a network camera would use
+    and the GStreamer elements of its fallback), then, when ``read``, open it as the daemon does and
+    read a few frames, naming the backend that opened it. Returns (check, last frame or None); without ``read`` a camera whose
     backend looks right is ``skip`` (not opened), never ``ok``."""
     from edge.capture.sources import SourceError, probe_backend
 
@@ -193,12 +197,14 @@ def check_camera(camera: Any, service_active: bool = False, timeout_s: float = C
     if isinstance(result, Exception):
         return CheckResult(name, FAIL, str(result).replace("\n", " "),
                            _camera_fix(camera) + busy), None
-    image, n = result
+    image, n, backend = result
     if n == 0 or image is None:
-        return CheckResult(name, FAIL, "%s opened but delivered no frame" % uri, _camera_fix(camera) + busy), None
+        return CheckResult(name, FAIL, "%s opened through %s but delivered no frame" % (uri, backend),
+                           _camera_fix(camera) + busy), None
     shape = getattr(image, "shape", None)
     size = "%dx%d" % (shape[1], shape[0]) if shape is not None and len(shape) >= 2 else "?"
-    return CheckResult(name, OK, "%s: %d frames of %s in %.1f s" % (uri, n, size, time.monotonic() - t0)), image
+    return CheckResult(name, OK, "%s: %d frames of %s in %.1f s through %s"
+                       % (uri, n, size, time.monotonic() - t0, backend)), image
 
 
 def check_no_cameras(config: Any) -> CheckResult:
@@ -395,9 +401,11 @@ def check_outbox(config: Any) -> CheckResult:
 
 
 def check_jtop(board: Board, run_dir: Path = Path("/run")) -> CheckResult:
-    """jetson-stats: the jtop service feeds the stats topic with temperatures and power."""
+    """jetson-stats: the jtop service feeds the stats topic with temperatures and power. Off a
+    Jetson nothing of it can be checked, and the check says so (skip)."""
     if not board.is_jetson:
-        return CheckResult("jtop", OK, "not a Jetson: no jtop needed")
+        return CheckResult("jtop", SKIP, "not checked: not a Jetson, so no jtop.service to read (the stats carry no "
+                           "jetson figures here)", "nothing to fix off a Jetson; on the device doctor reads jtop")
     fix = "sudo pip3 install -U jetson-stats, then sudo systemctl restart jtop.service (or reboot)"
     if importlib.util.find_spec("jtop") is None:
         return CheckResult("jtop", WARN, "jetson-stats is not installed: no temperatures or power in the stats", fix)
@@ -410,8 +418,9 @@ def check_jtop(board: Board, run_dir: Path = Path("/run")) -> CheckResult:
         stats = jetson.read_stats()
     finally:
         jetson.close()
-    if not stats:
-        return CheckResult("jtop", WARN, "jtop is installed but gave no figures (see the log above)",
+    if not isinstance(stats, dict) or not stats:
+        return CheckResult("jtop", WARN, "jtop is installed but gave no figures (see the log above): the stats "
+                           "will say jetson: %s" % jetson.UNAVAILABLE,
                            "add this user to group jtop (sudo usermod -aG jtop $USER), or " + fix)
     temps = stats.get("temperature_c") or {}
     hottest = max(temps.values()) if temps else None

@@ -1,9 +1,16 @@
 """Jetson health figures from jtop (jetson-stats): the only module that imports ``jtop``.
 
-:func:`read_stats` returns a flat dict for the MQTT ``stats`` message, or ``{}`` when jtop is not
-installed (any machine that is not a Jetson) or its service is not running: the caller never
-needs to know which. The jtop client is started on the first call and kept (it is a thread that
-the jtop service feeds); :func:`close` stops it.
+:func:`read_stats` gives the ``jetson`` part of the MQTT ``stats`` message and never blocks for
+long: the figures (a dict); ``"unavailable"`` (:data:`UNAVAILABLE`) while jetson-stats is installed
+but its service cannot be read (not running, restarting, this user not in group jtop); ``{}``
+(nothing to report) where jetson-stats is not installed, i.e. any machine that is not a Jetson.
+
+jetson-stats' client is a thread fed by jtop.service. When the service restarts, that thread
+stores the error and ends while ``jetson.stats`` keeps returning the last values; only
+``jetson.ok()`` raises it. So every read asks ``ok(spin=True)`` (no wait) first; a client that
+failed is closed and a new one started, retried with backoff (:data:`RETRY_MIN_S` doubling up to
+:data:`RETRY_MAX_S`) while every read says ``"unavailable"``; each outage is logged once and its end
+once. :func:`close` stops the client (``fallwatch run`` calls it when it stops).
 
 Units: temperatures in °C, power in watts, GPU load and RAM use in percent, RAM in MiB.
 The mapping reads jtop 4.x ``jetson.stats`` (keys ``Temp <sensor>``, ``Power <rail>`` and
@@ -13,15 +20,17 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Dict, Optional
+import time
+from typing import Any, Callable, Dict, Optional, Union
 
 log = logging.getLogger("fallwatch.jetson")
 
+UNAVAILABLE = "unavailable"
+RETRY_MIN_S = 2.0
+RETRY_MAX_S = 60.0
 _OFFLINE_TEMP_C = -40.0  # jtop reports an offline sensor as -256 °C; nothing real is this cold on a Jetson
-
-_lock = threading.Lock()
-_client: Any = None
-_unavailable = False
+_FIX = ("check `systemctl status jtop.service` (sudo systemctl restart jtop.service) and that this user is in "
+        "group jtop")
 
 
 def _number(value: Any) -> Optional[float]:
@@ -76,49 +85,108 @@ def stats_from_jtop(jetson: Any) -> Dict[str, Any]:
     return out
 
 
-def _open() -> Any:
-    """The started jtop client, or None when there is none to be had (logged once)."""
-    global _client, _unavailable
-    if _client is not None or _unavailable:
-        return _client
-    try:
-        from jtop import jtop  # noqa: PLC0415 - the one place jtop is imported
-    except ImportError:
-        _unavailable = True
-        log.debug("jtop (jetson-stats) is not installed: no Jetson figures in stats")
-        return None
-    try:
-        client = jtop()
-        client.start()
-    except Exception as exc:  # jtop raises its own JtopException and OSErrors when the service is down
-        _unavailable = True
-        log.warning("jtop is installed but cannot be used (%s): no Jetson figures in stats; "
-                    "run `sudo systemctl restart jtop.service` and check that this user may read /run/jtop.sock",
-                    str(exc).replace("\n", " "))
-        return None
-    _client = client
-    return client
+def _one_line(exc: BaseException) -> str:
+    return (str(exc) or type(exc).__name__).replace("\n", " ")
 
 
-def read_stats(jetson: Any = None) -> Dict[str, Any]:
-    """Jetson figures now; ``{}`` without jtop. ``jetson``: a started jtop object to read instead."""
-    with _lock:
-        source = jetson if jetson is not None else _open()
-        if source is None:
-            return {}
+def _close_quietly(client: Any) -> None:
+    if client is None:
+        return
+    try:
+        client.close()
+    except Exception as exc:  # a client that already failed may fail again on close: nothing to do
+        log.debug("closing the jtop client: %s", _one_line(exc))
+
+
+class JtopReader:
+    """One jtop client at a time, checked with ``ok(spin=True)`` on each read and replaced when it
+    fails. ``clock``: monotonic seconds, for the backoff."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, retry_min_s: float = RETRY_MIN_S,
+                 retry_max_s: float = RETRY_MAX_S) -> None:
+        self._clock, self._retry_min_s, self._retry_max_s = clock, retry_min_s, retry_max_s
+        self._lock = threading.Lock()
+        self._client: Any = None
+        self._installed: Optional[bool] = None  # None: not looked for yet
+        self._retry_at = float("-inf")
+        self._delay = retry_min_s
+        self._outage = False  # a failure was logged: say so when figures are back
+
+    def read(self) -> Union[Dict[str, Any], str]:
+        """The figures; :data:`UNAVAILABLE` while jtop is installed but gives none; ``{}`` without jtop."""
+        with self._lock:
+            if self._client is not None:
+                figures = self._figures()
+                if figures is not None:
+                    return figures
+            if self._connect():
+                figures = self._figures()
+                if figures is not None:
+                    return figures
+            return {} if self._installed is False else UNAVAILABLE
+
+    def close(self) -> None:
+        """Stop the client, if one runs; a later read starts a new one."""
+        with self._lock:
+            client, self._client = self._client, None
+            self._retry_at, self._delay = float("-inf"), self._retry_min_s
+        _close_quietly(client)
+
+    def _figures(self) -> Optional[Dict[str, Any]]:
+        """The running client's figures, or None after dropping a client that failed."""
         try:
-            return stats_from_jtop(source)
-        except Exception as exc:  # a jtop that lost its service: report nothing rather than fail the stats
-            log.debug("jtop read failed: %s", exc)
-            return {}
+            if not self._client.ok(spin=True):
+                raise RuntimeError("the jtop client stopped")
+            return stats_from_jtop(self._client)
+        except Exception as exc:  # JtopException("Lost connection with jtop server") and whatever the thread stored
+            client, self._client = self._client, None
+            _close_quietly(client)
+            self._retry_at, self._delay = self._clock(), self._retry_min_s
+            self._outage = True
+            log.warning("jtop stopped giving figures (%s): stats say jetson: %s until it is back; reconnecting "
+                        "with backoff; %s", _one_line(exc), UNAVAILABLE, _FIX)
+            return None
+
+    def _connect(self) -> bool:
+        now = self._clock()
+        if self._installed is False or now < self._retry_at:
+            return False
+        try:
+            from jtop import jtop  # noqa: PLC0415 - the one place jtop is imported
+        except ImportError:
+            self._installed = False
+            log.debug("jtop (jetson-stats) is not installed: no Jetson figures in stats")
+            return False
+        self._installed = True
+        client = None
+        try:
+            client = jtop()
+            client.start()
+        except Exception as exc:  # JtopException when the service is down, OSErrors, a version mismatch
+            _close_quietly(client)
+            self._retry_at = now + self._delay
+            self._delay = min(self._delay * 2, self._retry_max_s)
+            (log.debug if self._outage else log.warning)(
+                "jtop is installed but cannot be used (%s): stats say jetson: %s; retrying in %.0f s; %s",
+                _one_line(exc), UNAVAILABLE, self._retry_at - now, _FIX)
+            self._outage = True
+            return False
+        self._client = client
+        self._delay = self._retry_min_s
+        if self._outage:
+            log.info("jtop: connected to jtop.service again; Jetson figures are back in stats")
+            self._outage = False
+        return True
+
+
+_reader = JtopReader()
+
+
+def read_stats() -> Union[Dict[str, Any], str]:
+    """The ``jetson`` part of the stats message now (see the module docstring)."""
+    return _reader.read()
 
 
 def close() -> None:
     """Stop the jtop client if one was started."""
-    global _client
-    with _lock:
-        if _client is not None:
-            try:
-                _client.close()
-            finally:
-                _client = None
+    _reader.close()
