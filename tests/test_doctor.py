@@ -88,7 +88,7 @@ def test_opencv_gstreamer_detection() -> None:
     check = doctor.check_opencv(["csi://0"])
     assert check.status == (doctor.OK if real else doctor.FAIL)
     if not real:  # pip's OpenCV (this machine): fine for files and USB, not for CSI
-        assert "csi://0" in check.message and "nvidia-opencv" in check.fix
+        assert "csi://0" in check.message and "libopencv-python" in check.fix
         assert doctor.check_opencv(["/dev/video0"]).status == doctor.OK
 
 

@@ -82,8 +82,9 @@ def check_runtime(backend: str) -> CheckResult:
         cuda_version = ".".join(str(v) for v in import_cuda().get_version())
     except EngineError as exc:  # the thin modules say what is missing and how to get it
         return CheckResult("runtime", FAIL, "TensorRT/CUDA/pycuda not usable: %s" % str(exc).replace("\n", " "),
-                           "on JetPack: sudo apt-get install nvidia-tensorrt python3-libnvinfer nvidia-cuda-dev, then "
-                           "run install.sh again (the venv needs --system-site-packages, pycuda built against CUDA)")
+                           "run sudo ./install.sh again: it installs JetPack's python3-libnvinfer, nvidia-cuda-dev and "
+                           "cuda-toolkit from repo.download.nvidia.com/jetson (not Ubuntu's CUDA) and builds pycuda "
+                           "against them (the venv needs --system-site-packages)")
     versions.update(CUDA=cuda_version, pycuda=getattr(sys.modules.get("pycuda"), "VERSION_TEXT", "?"))
     return CheckResult("runtime", OK, ", ".join("%s %s" % kv for kv in versions.items()))
 
@@ -99,7 +100,8 @@ def check_opencv(camera_uris: Sequence[str], cv2: Any = None) -> CheckResult:
             import cv2
         except ImportError as exc:
             return CheckResult("opencv", FAIL, "cannot import cv2 (%s)" % exc,
-                               "on a Jetson: sudo apt-get install nvidia-opencv (the venv must see system packages); "
+                               "on a Jetson: sudo apt-get install libopencv-python (JetPack's, with GStreamer; the venv must "
+                               "see system packages); "
                                "elsewhere: pip install opencv-python-headless")
     from edge.capture.sources import opencv_has_ffmpeg, opencv_has_gstreamer
 
@@ -111,7 +113,7 @@ def check_opencv(camera_uris: Sequence[str], cv2: Any = None) -> CheckResult:
         return CheckResult("opencv", OK, text)
     if csi:
         return CheckResult("opencv", FAIL, text + ": needed for %s" % ", ".join(csi),
-                           "use JetPack's OpenCV (sudo apt-get install nvidia-opencv) and remove pip's opencv-python "
+                           "use JetPack's OpenCV (sudo apt-get install libopencv-python) and remove pip's opencv-python "
                            "from the venv: /opt/fallwatch/venv/bin/pip uninstall opencv-python opencv-python-headless")
     return CheckResult("opencv", OK, text + " (no CSI camera configured, so not needed)")
 
