@@ -39,7 +39,8 @@ def trt(request, monkeypatch):
     module = fake_tensorrt.install(monkeypatch, request.param)
     yield module
     assert module.deprecated_calls == []  # never the binding API, build_engine or max_workspace_size
-    assert fake_pycuda.leaks() == {"device": 0, "pinned": 0, "contexts": 0, "current": 0}
+    assert fake_pycuda.STATE.outlived == []  # every TensorRT object destroyed before its CUDA context
+    assert fake_pycuda.leaks() == {"device": 0, "pinned": 0, "contexts": 0, "current": 0, "outlived": 0}
 
 
 @pytest.fixture(scope="module")
@@ -68,13 +69,13 @@ def test_int8_build_calibrates_writes_engine_metadata_and_cache(trt, model_onnx,
     options = BuildOptions(precision="int8", max_batch=2, calibration_batch=4, workspace_mib=512,
                            timing_cache=tmp_path / "engines" / "timing.cache")
     meta = build_engine(model_onnx, engine, HW, "NHWC", options, frames, cache_path(engine), progress=False)
-    config, network = trt.builds[-1]
-    assert config.get_flag(trt.BuilderFlag.INT8) and config.get_flag(trt.BuilderFlag.FP16)
-    assert config.pools == {trt.MemoryPoolType.WORKSPACE: 512 << 20}
-    assert config.profiles[0].shapes["image"] == ((1, 368, 432, 3), (2, 368, 432, 3), (2, 368, 432, 3))
-    assert config.calibration_profile.shapes["image"][1] == (4, 368, 432, 3)
-    assert config.int8_calibrator.batches_given == 4  # 16 frames in batches of 4
-    assert not config.get_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)  # no --keep-float: all may be INT8
+    build = trt.builds[-1]
+    assert build.get_flag(trt.BuilderFlag.INT8) and build.get_flag(trt.BuilderFlag.FP16)
+    assert build.pools == {trt.MemoryPoolType.WORKSPACE: 512 << 20}
+    assert build.profiles[0]["image"] == ((1, 368, 432, 3), (2, 368, 432, 3), (2, 368, 432, 3))
+    assert build.calibration_profile["image"][1] == (4, 368, 432, 3)
+    assert build.calibrator.batches_given == 4  # 16 frames in batches of 4
+    assert not build.get_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)  # no --keep-float: all may be INT8
     cache = parse_cache(cache_path(engine).read_bytes())
     assert cache.algorithm == "EntropyCalibration2"
     # the scale the double derived from the bytes it read from device memory: the frames' largest |value|
@@ -118,7 +119,7 @@ def test_rebuild_reuses_the_cache_without_frames(trt, model_onnx, frames, tmp_pa
     with caplog.at_level(logging.INFO, logger="fallwatch.calibration"):
         meta = build_engine(model_onnx, engine, HW, "NHWC", BuildOptions(), None, cache_path(engine), progress=False)
     assert "using the calibration cache" in caplog.text
-    assert trt.builds[-1][0].int8_calibrator.batches_given == 0
+    assert trt.builds[-1].calibrator.batches_given == 0
     assert cache_path(engine).read_bytes() == first_cache
     assert meta.calibration_cache_sha256 == read_metadata(engine).calibration_cache_sha256
     with pytest.raises(EngineError, match="INT8 needs calibration frames"):
@@ -133,9 +134,9 @@ def test_dla_core_and_gpu_fallback(trt, model_onnx, tmp_path):
     engine = tmp_path / "e.engine"
     build_engine(model_onnx, engine, HW, "NHWC", BuildOptions(precision="fp16", dla_core=1), None,
                  cache_path(engine), progress=False)
-    config = trt.builds[-1][0]
-    assert config.default_device_type == trt.DeviceType.DLA and config.DLA_core == 1
-    assert config.get_flag(trt.BuilderFlag.GPU_FALLBACK)
+    build = trt.builds[-1]
+    assert build.default_device_type == trt.DeviceType.DLA and build.DLA_core == 1
+    assert build.get_flag(trt.BuilderFlag.GPU_FALLBACK)
     assert read_metadata(engine).dla_core == 1
     with pytest.raises(EngineError, match="--dla-core 2: this device has 2 DLA cores"):
         build_engine(model_onnx, engine, HW, "NHWC", BuildOptions(precision="fp16", dla_core=2), None,
@@ -158,7 +159,7 @@ def test_fixed_batch_model(trt, tmp_path):
                      tmp_path / "c", progress=False)
     build_engine(model, tmp_path / "f.engine", (8, 8), "NCHW", BuildOptions(precision="fp32"), None, tmp_path / "c",
                  progress=False)
-    assert trt.builds[-1][0].profiles == []  # static input: no profile
+    assert trt.builds[-1].profiles == []  # static input: no profile
     engine = TensorRTEngine(tmp_path / "f.engine")
     try:
         x = np.arange(3 * 3 * 64, dtype=np.float32).reshape(3, 3, 8, 8)
@@ -285,11 +286,11 @@ def test_keep_float_pins_matching_layers_to_fp16(trt, model_onnx, frames, tmp_pa
     engine = tmp_path / "e.engine"
     build_engine(model_onnx, engine, HW, "NHWC", BuildOptions(calibration_batch=8, keep_float=("^Openpose/",)),
                  frames, cache_path(engine), progress=False)
-    config, network = trt.builds[-1]
-    assert config.get_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
-    pinned = [layer for layer in network.layers if layer.precision == trt.DataType.HALF]
+    build = trt.builds[-1]
+    assert build.get_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+    pinned = [layer for layer in build.layers if layer.precision == trt.DataType.HALF]
     assert pinned and all(layer.name.startswith("Openpose/") or layer.get_output(0).name.startswith("Openpose/")
                           for layer in pinned)
-    assert all(layer.output_types == {j: trt.DataType.HALF for j in range(layer.num_outputs)} for layer in pinned)
-    backbone = [layer for layer in network.layers if layer.name.startswith("MobilenetV1/")]
+    assert all(layer.get_output_type(j) == trt.DataType.HALF for layer in pinned for j in range(layer.num_outputs))
+    backbone = [layer for layer in build.layers if layer.name.startswith("MobilenetV1/")]
     assert backbone and all(layer.precision == trt.DataType.FLOAT for layer in backbone)
