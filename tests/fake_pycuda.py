@@ -15,6 +15,7 @@ Install with :func:`install` (puts ``pycuda`` and ``pycuda.driver`` into ``sys.m
 """
 from __future__ import annotations
 
+import ctypes
 import itertools
 import sys
 import threading
@@ -177,8 +178,17 @@ def mem_alloc(nbytes: int) -> DeviceAllocation:
     return DeviceAllocation(int(nbytes))
 
 
-class PagelockedHostAllocation(bytearray):
-    """Page-locked host memory: the buffer under arrays from :func:`pagelocked_empty`."""
+class PagelockedHostAllocation:
+    """Page-locked host memory: the ``.base`` of arrays from :func:`pagelocked_empty` (as in pycuda)."""
+
+    def __init__(self, shape: Tuple[int, ...], dtype: np.dtype) -> None:
+        self._shape, self._dtype = shape, dtype
+        self._buffer = ctypes.create_string_buffer(max(int(np.prod(shape)) * dtype.itemsize, 1))
+
+    @property
+    def __array_interface__(self) -> dict:
+        return {"shape": self._shape, "typestr": self._dtype.str, "version": 3,
+                "data": (ctypes.addressof(self._buffer), False)}
 
     def free(self) -> None:
         _need_context("cuMemFreeHost")
@@ -189,17 +199,16 @@ def pagelocked_empty(shape, dtype) -> np.ndarray:
     _need_context("cuMemHostAlloc")
     dtype = np.dtype(dtype)
     shape = tuple(int(s) for s in (shape if isinstance(shape, (tuple, list)) else (shape,)))
-    nbytes = int(np.prod(shape)) * dtype.itemsize
-    owner = PagelockedHostAllocation(max(nbytes, 1))
+    owner = PagelockedHostAllocation(shape, dtype)
     STATE.pinned[id(owner)] = owner
-    return np.ndarray(shape, dtype, buffer=owner)
+    return np.asarray(owner)
 
 
 def _is_pinned(array: np.ndarray) -> bool:
     start = array.__array_interface__["data"][0]
     for owner in STATE.pinned.values():
-        base = np.frombuffer(owner, np.uint8).__array_interface__["data"][0]
-        if base <= start and start + array.nbytes <= base + len(owner):
+        base = ctypes.addressof(owner._buffer)
+        if base <= start and start + array.nbytes <= base + len(owner._buffer):
             return True
     return False
 

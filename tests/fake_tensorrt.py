@@ -15,6 +15,17 @@ pointers ``get_batch`` returns. The "engine" is the ONNX model plus a JSON heade
 the ONNX model with ONNX Runtime on the bytes at the tensor addresses, so outputs are real.
 ``deserialize_cuda_engine`` returns None for bytes it cannot read or from another version, as the
 real one does.
+
+Every public name matches the real bindings of its generation (tests/test_calibration_doubles.py lists
+them): ``BuilderFlag`` and ``NetworkDefinitionCreationFlag`` carry each generation's NvInfer.h members
+and values, ``IBuilderConfig.flags`` is the int bit mask; state the real API does not expose is
+underscored. Like the real pybind trampoline (python/src/infer/pyInt8.cpp), an exception raised in a
+calibrator's ``get_batch``, ``read_calibration_cache`` or ``write_calibration_cache`` is printed as
+``[ERROR] Exception caught in get_batch(): ...`` and becomes "no batch" / "no cache": it never
+reaches the caller. Builders, networks, parsers, configs, profiles, timing caches, serialized
+engines, runtimes, engines and execution contexts are tracked by the pycuda double under the CUDA
+context current when they were made (see fake_pycuda.Context). Test instrumentation that is not
+TensorRT: ``deprecated_calls`` and ``builds`` (a :class:`Build` copy per build).
 """
 from __future__ import annotations
 
@@ -673,6 +684,9 @@ def make_tensorrt(version: str = "8.6.1.6") -> types.ModuleType:
             return engine
 
     trt.Runtime = Runtime
+    for cls in (ITensor, ILayer, INetworkDefinition, IOptimizationProfile, ITimingCache, IHostMemory, IBuilderConfig,
+                ICudaEngine, IExecutionContext):
+        setattr(trt, cls.__name__, cls)
     return trt
 
 

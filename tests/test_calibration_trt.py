@@ -125,6 +125,7 @@ def test_rebuild_reuses_the_cache_without_frames(trt, model_onnx, frames, tmp_pa
     with pytest.raises(EngineError, match="INT8 needs calibration frames"):
         build_engine(model_onnx, engine, HW, "NHWC", BuildOptions(recalibrate=True), None, cache_path(engine),
                      progress=False)
+    # raised in read_calibration_cache, swallowed by the trampoline, raised again by build_engine
     with pytest.raises(CacheError, match="made by EntropyCalibration2"):
         build_engine(model_onnx, engine, HW, "NHWC", BuildOptions(calibrator="minmax"), None, cache_path(engine),
                      progress=False)
@@ -294,3 +295,163 @@ def test_keep_float_pins_matching_layers_to_fp16(trt, model_onnx, frames, tmp_pa
     assert all(layer.get_output_type(j) == trt.DataType.HALF for layer in pinned for j in range(layer.num_outputs))
     backbone = [layer for layer in build.layers if layer.name.startswith("MobilenetV1/")]
     assert backbone and all(layer.precision == trt.DataType.FLOAT for layer in backbone)
+
+
+def _tiny_calibration_network(trt, tmp_path):
+    """A parsed fixed-batch network and an INT8 config, as build_engine makes them."""
+    model = _tiny_fixed_batch_model(tmp_path / "fixed.onnx")
+    builder = trt.Builder(trt.Logger())
+    network = builder.create_network(0 if trt.__version__.startswith("10") else
+                                     1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH))
+    assert trt.OnnxParser(network, trt.Logger()).parse(model.read_bytes())
+    config = builder.create_builder_config()
+    config.set_flag(trt.BuilderFlag.INT8)
+    return builder, network, config
+
+
+def test_the_double_swallows_calibrator_exceptions_like_the_real_trampoline(trt, tmp_path, capsys):
+    """pyInt8.cpp: an exception in a callback is printed as [ERROR] Exception caught in NAME(): ... and
+    becomes no cache / no batch; build_serialized_network itself raises nothing."""
+    class Broken(trt.IInt8EntropyCalibrator2):
+        def __init__(self):
+            trt.IInt8EntropyCalibrator2.__init__(self)
+
+        def get_batch_size(self):
+            return 1
+
+        def get_batch(self, names):
+            raise OSError(5, "Input/output error")
+
+        def read_calibration_cache(self):
+            raise ValueError("the cache is damaged")
+
+        def write_calibration_cache(self, cache):
+            raise AssertionError("never reached: there were no batches")
+
+    builder, network, config = _tiny_calibration_network(trt, tmp_path)
+    config.int8_calibrator = Broken()
+    assert builder.build_serialized_network(network, config) is None
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["[ERROR] Exception caught in read_calibration_cache(): ValueError: the cache is damaged",
+                   "[ERROR] Exception caught in get_batch(): OSError: [Errno 5] Input/output error"]
+    del builder, network, config
+
+
+def _failing_reader(monkeypatch, good_batches: int):
+    """The calibration frames' scratch file fails (an I/O error) after ``good_batches`` batches."""
+    from calibration.data import TensorSet
+
+    real = TensorSet.batches
+
+    def batches(self, batch_size, drop_last=False):
+        for i, batch in enumerate(real(self, batch_size, drop_last)):
+            if drop_last and i == good_batches:  # calibration reads with drop_last; verification does not
+                raise OSError(5, "Input/output error", "calibration-frames.f32")
+            yield batch
+
+    monkeypatch.setattr(TensorSet, "batches", batches)
+
+
+def _calibrate_cli(tmp_path, model, *extra):
+    """``fallwatch-calibrate`` on 12 frames of a fall video in batches of 2: 6 calibration batches."""
+    from calibration.cli import main
+
+    state = tmp_path / "state"
+    config = tmp_path / "config.yaml"
+    config.write_text("paths: {state_dir: %s}\nmodel: {onnx: %s}\nengine: {backend: tensorrt}\n" % (state, model))
+    video = shared_data("gmdcsa24", "subject1", "Fall", "13.mp4")
+    code = main(["--config", str(config), "--video", str(video), "--frames", "12", "--min-frames", "10",
+                 "--calib-batch", "2", "--no-progress", "--no-verify"] + list(extra))
+    return code, state / "engines" / "mobilenet_thin_368x432_int8.engine"
+
+
+def _one_error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.startswith("fallwatch-calibrate:")]
+    assert len(lines) == 1 and "Traceback" not in err and "[ERROR] Exception caught" not in err, err
+    return lines[0]
+
+
+def test_a_failing_frame_reader_is_an_error_and_no_engine(trt, model_onnx, tmp_path, monkeypatch, capsys):
+    _failing_reader(monkeypatch, good_batches=1)
+    code, engine = _calibrate_cli(tmp_path, model_onnx)
+    line = _one_error_line(capsys.readouterr().err)
+    assert code == 1
+    assert "INT8 calibration of" in line and "failed in get_batch after 1 of 6 calibration batches" in line
+    assert "OSError: [Errno 5] Input/output error: 'calibration-frames.f32'" in line and "no engine was written" in line
+    assert "workspace" not in line
+    assert not engine.exists() and not metadata_path(engine).exists() and not cache_path(engine).exists()
+
+
+def test_a_corrupt_calibration_cache_is_an_error_and_no_engine(trt, model_onnx, tmp_path, capsys):
+    engine = tmp_path / "state" / "engines" / "mobilenet_thin_368x432_int8.engine"
+    engine.parent.mkdir(parents=True)
+    cache_path(engine).write_bytes(b"TRT-8601-EntropyCalibration2\nimage: 3c01\nOpenpose/concat_st")
+    code, _ = _calibrate_cli(tmp_path, model_onnx)
+    line = _one_error_line(capsys.readouterr().err)
+    assert code == 1
+    assert line == ("fallwatch-calibrate: %s is truncated (its last line is incomplete); delete %s (or pass "
+                    "--recalibrate) to calibrate again" % (cache_path(engine), cache_path(engine)))
+    assert not engine.exists() and not metadata_path(engine).exists()
+    assert cache_path(engine).read_bytes().endswith(b"concat_st")  # left as it was for the user to look at
+
+
+def test_a_calibration_that_ends_early_is_an_error(trt, frames, tmp_path):
+    from calibration.trt_calibrator import check_calibration, make_calibrator
+    from edge.inference.engines.cuda import CudaContext
+
+    context = CudaContext(0)
+    try:
+        with context.active() as cuda:
+            calibrator = make_calibrator(trt, cuda, "entropy", frames, 8, tmp_path / "c", progress=False)
+            assert calibrator.get_batch(["image"]) is not None  # TensorRT asks once, then stops
+            with pytest.raises(EngineError, match="ended after 1 of 2 calibration batches"):
+                check_calibration(calibrator, Path("m.onnx"))
+            assert calibrator.get_batch(["image"]) is not None
+            check_calibration(calibrator, Path("m.onnx"))  # all batches served: nothing to say
+            calibrator.free()
+    finally:
+        context.close()
+
+
+def test_tensorrt_objects_alive_when_the_context_closes_are_reported(trt):
+    """What the double notices (and today's build path used to do): objects made under a context
+    still alive when it is destroyed."""
+    from edge.inference.engines.cuda import CudaContext
+
+    context = CudaContext(0)
+    with context.active():
+        builder = trt.Builder(trt.Logger())
+        config = builder.create_builder_config()
+        del builder  # the config keeps it alive, as in the real bindings
+    context.close()
+    assert fake_pycuda.STATE.outlived == ["Builder outlived its CUDA context", "IBuilderConfig outlived its CUDA context"]
+    fake_pycuda.STATE.outlived.clear()
+    del config
+
+
+def test_an_engine_closed_from_another_thread_frees_its_context(trt, model_onnx, tmp_path):
+    import threading
+
+    engine_file = tmp_path / "e.engine"
+    build_engine(model_onnx, engine_file, HW, "NHWC", BuildOptions(precision="fp16"), None, tmp_path / "c",
+                 progress=False)
+    engine = TensorRTEngine(engine_file)
+    closer = threading.Thread(target=engine.close)
+    closer.start()
+    closer.join()
+    assert fake_pycuda.leaks()["contexts"] == 0  # pycuda leaks a context detached from another thread unless current
+
+
+def test_pycuda_double_leaks_a_context_detached_from_another_thread_as_pycuda_does(monkeypatch):
+    import threading
+
+    cuda = fake_pycuda.install(monkeypatch)
+    cuda.init()
+    context = cuda.Device(0).make_context()
+    cuda.Context.pop()
+    detacher = threading.Thread(target=context.detach)
+    detacher.start()
+    detacher.join()
+    assert fake_pycuda.leaks()["contexts"] == 1
+    with pytest.raises(cuda.LogicError, match="cannot detach from invalid context"):
+        context.detach()
