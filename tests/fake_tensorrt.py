@@ -331,7 +331,7 @@ def make_tensorrt(version: str = "8.6.1.6") -> types.ModuleType:
     trt.OnnxParser = OnnxParser
 
     class IOptimizationProfile:
-        __slots__ = ("_shapes", "__weakref__")
+        __slots__ = ("_shapes", "_builder", "__weakref__")
 
         def __init__(self) -> None:
             self._shapes: Dict[str, Tuple[Tuple[int, ...], ...]] = {}
@@ -468,6 +468,7 @@ def make_tensorrt(version: str = "8.6.1.6") -> types.ModuleType:
 
         def create_optimization_profile(self) -> IOptimizationProfile:
             profile = IOptimizationProfile()
+            profile._builder = self  # reference_internal: a profile keeps the builder alive
             fake_pycuda.track(profile, "IOptimizationProfile")
             return profile
 
@@ -549,31 +550,35 @@ def make_tensorrt(version: str = "8.6.1.6") -> types.ModuleType:
 
     class IExecutionContext:
         def __init__(self, engine: "ICudaEngine") -> None:
-            self.engine = engine
+            self._engine = engine  # create_execution_context: the context keeps its engine alive
             fake_pycuda.track(self, "IExecutionContext")
             self._shapes: Dict[str, Tuple[int, ...]] = {}
             self._addresses: Dict[str, int] = {}
             self._executions = 0
 
+        @property
+        def engine(self) -> "ICudaEngine":
+            return self._engine
+
         def set_input_shape(self, name: str, shape: Sequence[int]) -> bool:
             shape = tuple(int(d) for d in shape)
-            if name not in self.engine._inputs or not _fits(shape, self.engine._inputs[name]):
+            if name not in self._engine._inputs or not _fits(shape, self._engine._inputs[name]):
                 return False
-            profile = self.engine._profile.get(name)
+            profile = self._engine._profile.get(name)
             if profile and not all(lo <= s <= hi for lo, s, hi in zip(profile[0], shape, profile[2])):
                 return False
             self._shapes[name] = shape
             return True
 
         def get_tensor_shape(self, name: str) -> Tuple[int, ...]:
-            if name in self.engine._inputs:
-                return self._shapes.get(name, self.engine._inputs[name])
-            shape = self.engine._outputs[name]
-            batch = next(iter(self._shapes.values()), (-1,))[0] if self._shapes else self.engine._static_batch
+            if name in self._engine._inputs:
+                return self._shapes.get(name, self._engine._inputs[name])
+            shape = self._engine._outputs[name]
+            batch = next(iter(self._shapes.values()), (-1,))[0] if self._shapes else self._engine._static_batch
             return (batch,) + tuple(shape[1:])
 
         def set_tensor_address(self, name: str, memory: int) -> bool:
-            if name not in self.engine._inputs and name not in self.engine._outputs:
+            if name not in self._engine._inputs and name not in self._engine._outputs:
                 return False
             self._addresses[name] = int(memory)
             return True
@@ -584,16 +589,16 @@ def make_tensorrt(version: str = "8.6.1.6") -> types.ModuleType:
             if not fake_pycuda.STATE.stack:
                 raise RuntimeError("execute_async_v3 without a current CUDA context")
             feeds = {}
-            for name, declared in self.engine._inputs.items():
+            for name, declared in self._engine._inputs.items():
                 shape = self._shapes.get(name, declared)
                 if -1 in shape or name not in self._addresses:
                     return False  # "not all input shapes / addresses are specified"
                 data = fake_pycuda.read_device(self._addresses[name], int(np.prod(shape)) * 4)
                 feeds[name] = np.frombuffer(data, np.float32).reshape(shape)
-            if any(name not in self._addresses for name in self.engine._outputs):
+            if any(name not in self._addresses for name in self._engine._outputs):
                 return False
-            results = self.engine._session_().run(list(self.engine._outputs), feeds)
-            for name, value in zip(self.engine._outputs, results):
+            results = self._engine._session_().run(list(self._engine._outputs), feeds)
+            for name, value in zip(self._engine._outputs, results):
                 fake_pycuda.write_device(self._addresses[name], np.ascontiguousarray(value, np.float32).tobytes())
             self._executions += 1
             return True
