@@ -227,8 +227,37 @@ def test_parse_errors_and_bad_input_sizes_are_reported(trt, model_onnx, tmp_path
 
 def test_selftest_runs_against_the_doubles(trt, capsys):
     assert selftest(print) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("TensorRT %s; GPU Orin (compute capability 8.7); L4T R" % trt.__version__)
+    assert out[1].startswith("ok: FP32 engine built, ran a batch of 2, matches NumPy") and "another thread" in out[1]
+    assert out[2].startswith("ok: INT8 engine calibrated on 3 batches, its cache written and reused")
+    assert out[3].startswith("ok: a frame reader failing during calibration and a damaged calibration cache")
+    assert [line.split(":")[0] for line in out[4:-1]] == ["not checked here"] * 2 and out[-1] == "selftest passed"
+    assert "not a Jetson" not in "\n".join(out)  # FALLWATCH_L4T_RELEASE says this is one
+
+
+def test_selftest_cli_off_a_jetson_says_what_it_could_not_check(trt, monkeypatch, capsys):
+    from calibration.cli import main
+    from edge.health.board import Board
+
+    monkeypatch.delenv("FALLWATCH_L4T_RELEASE")
+    monkeypatch.setattr("edge.health.board.detect_board", lambda *args, **kwargs: Board(None, None, None))
+    assert main(["--selftest"]) == 0
     out = capsys.readouterr().out
-    assert "TensorRT %s" % trt.__version__ in out and "selftest passed" in out
+    assert "L4T none (JetPack unknown)" in out
+    assert "not checked here: this is not a Jetson (no L4T release found): JetPack's CUDA, TensorRT and pycuda" in out
+    assert out.rstrip().endswith("selftest passed")
+
+
+def test_selftest_fails_when_calibrator_errors_are_swallowed(trt, monkeypatch, capsys):
+    """What the selftest is for on a Jetson: were the check that re-raises calibrator errors missing, real
+    TensorRT would build an engine from a failing reader, and the selftest says so."""
+    import calibration.trt_build
+
+    monkeypatch.setattr(calibration.trt_build, "check_calibration", lambda calibrator, model: None)
+    assert selftest(print) == 1
+    out = capsys.readouterr().out
+    assert "selftest FAILED: a frame reader that failed during calibration went unnoticed: an engine was built" in out
 
 
 def test_the_tensorrt_10_double_has_no_removed_api(monkeypatch):
