@@ -186,7 +186,7 @@ def test_engine_from_another_tensorrt_is_refused(monkeypatch, model_onnx, tmp_pa
     # without the metadata check, TensorRT itself refuses the plan and we say so
     with pytest.raises(EngineError, match="corrupted or was built by another TensorRT version"):
         TensorRTEngine(engine)
-    assert fake_pycuda.leaks()["contexts"] == 0
+    assert fake_pycuda.leaks()["contexts"] == 0 and fake_pycuda.STATE.outlived == []
 
 
 def test_a_crash_while_writing_the_engine_never_leaves_a_usable_half(trt, model_onnx, tmp_path, monkeypatch):
@@ -484,3 +484,24 @@ def test_pycuda_double_leaks_a_context_detached_from_another_thread_as_pycuda_do
     assert fake_pycuda.leaks()["contexts"] == 1
     with pytest.raises(cuda.LogicError, match="cannot detach from invalid context"):
         context.detach()
+
+
+def test_an_engine_that_fails_to_load_destroys_its_tensorrt_objects_inside_the_context(trt, tmp_path):
+    """_setup refuses a two-input engine after the runtime and engine exist: the traceback must not keep
+    them alive past the context (the fixture checks nothing outlived it)."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Add", ["a", "b"], ["y"])], "two",
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 4]) for n in ("a", "b")],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    builder = trt.Builder(trt.Logger())
+    network = builder.create_network(0 if trt.__version__.startswith("10") else
+                                     1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH))
+    assert trt.OnnxParser(network, trt.Logger()).parse(model.SerializeToString())
+    plan = builder.build_serialized_network(network, builder.create_builder_config())
+    (tmp_path / "two.engine").write_bytes(bytes(plan))
+    del builder, network, plan
+    with pytest.raises(EngineError, match="the engine has 2 inputs"):
+        TensorRTEngine(tmp_path / "two.engine")

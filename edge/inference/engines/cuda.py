@@ -78,8 +78,10 @@ class CudaContext:
     def close(self) -> None:
         if self._context is not None:
             context, self._context = self._context, None
-            context.push()
-            context.detach()
+            try:
+                context.push()  # current here, so pycuda destroys it whichever thread made it
+            finally:
+                context.detach()
 
 
 def free_host(array: Any) -> None:
