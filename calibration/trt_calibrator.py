@@ -104,6 +104,11 @@ def make_calibrator(trt: Any, cuda: Any, kind: str, data: Optional[TensorSet], b
     return Calibrator()
 
 
+_FIXES = {"get_batch": "the calibration frames are read back from a scratch folder beside the engine: check that "
+                        "disk (space, errors in dmesg)",
+          "write_calibration_cache": "check that the calibration cache's folder exists, is writable and has space"}
+
+
 def _without_frames(exc: BaseException) -> BaseException:
     """``exc`` and the exceptions chained to it, without tracebacks: a kept traceback keeps its frames
     and their callers' frames, and with them the TensorRT objects of the build, alive."""
@@ -126,8 +131,8 @@ def check_calibration(calibrator: Any, model_path: Path) -> None:
     if error is not None:
         raise EngineError("INT8 calibration of %s failed in %s %s: %s: %s" % (
             model_path, calibrator.failed_in, served, type(error).__name__, error),
-            "no engine was written; fix the cause (the calibration frames are read from a scratch file beside "
-            "the engine) and run fallwatch-calibrate again", joint="; ")
+            "no engine was written; %s, then run fallwatch-calibrate again" % _FIXES.get(
+                calibrator.failed_in, "fix the cause"), joint="; ")
     if not calibrator.cache_used and calibrator.batches_given < calibrator.batches_expected:
         raise EngineError("INT8 calibration of %s ended %s: TensorRT stopped asking for frames" % (model_path, served),
                           "no engine was written; run again with --verbose for TensorRT's log", joint="; ")

@@ -505,3 +505,16 @@ def test_an_engine_that_fails_to_load_destroys_its_tensorrt_objects_inside_the_c
     del builder, network, plan
     with pytest.raises(EngineError, match="the engine has 2 inputs"):
         TensorRTEngine(tmp_path / "two.engine")
+
+
+def test_a_cache_that_cannot_be_written_is_an_error_and_no_engine(trt, model_onnx, frames, tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache's folder should be")
+    engine = tmp_path / "e.engine"
+    with pytest.raises(EngineError) as info:
+        build_engine(model_onnx, engine, HW, "NHWC", BuildOptions(calibration_batch=4, recalibrate=True), frames,
+                     blocker / "e.engine.cache", progress=False)
+    text = str(info.value)
+    assert "failed in write_calibration_cache after 4 of 4 calibration batches" in text
+    assert "check that the calibration cache's folder exists, is writable and has space" in text
+    assert not engine.exists() and not metadata_path(engine).exists()
