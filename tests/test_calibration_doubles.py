@@ -8,7 +8,6 @@ member must have the real value of its generation. Test instrumentation that exi
 is listed apart, so a reviewer sees all of it here."""
 from __future__ import annotations
 
-import enum
 import types
 
 import pytest
