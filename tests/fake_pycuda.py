@@ -7,7 +7,9 @@ edge/inference/engines/tensorrt.py, calibration/trt_build.py), strict where real
   leaked, as in pycuda's ``context::detach``); ``get_version()`` is the CUDA version;
 * TensorRT objects of the TensorRT double are tracked under the context current when they were
   made: destroying that context while one is alive is recorded (see :class:`Context`);
-* device memory is real bytes at fake addresses; copies check sizes and freed memory;
+* device memory is real bytes at fake addresses; copies check sizes and freed memory; ``free()``
+  activates the allocation's own context as pycuda does (no current context needed on the thread
+  that made it; another thread fails; a dead context only warns);
 * async copies insist on page-locked host memory from ``pagelocked_empty`` (the real ones are only
   asynchronous with it), and every allocation is accounted, so a test can ask what leaked.
 
@@ -153,12 +155,26 @@ def track(obj: object, kind: str) -> None:
     STATE.objects.append((weakref.ref(obj), kind, stack[-1] if stack else None))
 
 
+def _activate_own(context: "Context", what: str) -> None:
+    """pycuda's scoped_context_activation around a clean-up: the allocation's own context is made current
+    when it is not (on its own thread only); in a dead context pycuda only warns (the memory went with it)."""
+    if not context._valid:
+        print("PyCUDA WARNING: a clean-up operation failed (dead context maybe?)\n%s failed: context is destroyed"
+              % what, file=sys.stderr)
+    elif not (STATE.stack and STATE.stack[-1] is context) and context._thread != threading.get_ident():
+        raise LogicError("%s failed: cannot activate out-of-thread context" % what)
+
+
 class DeviceAllocation:
+    """Device memory. ``free()`` activates the allocation's own context (pycuda does), so it needs no current
+    context on the thread that made it; on another thread it fails; in a dead context it warns."""
+
     def __init__(self, nbytes: int) -> None:
         _need_context("cuMemAlloc")
         if nbytes <= 0:
             raise LogicError("cuMemAlloc failed: invalid argument (size %d)" % nbytes)
         self._address = next(STATE.addresses)
+        self._context = STATE.stack[-1]
         STATE.memory[self._address] = bytearray(nbytes)
 
     def __int__(self) -> int:
@@ -167,9 +183,9 @@ class DeviceAllocation:
     __index__ = __int__
 
     def free(self) -> None:
-        _need_context("cuMemFree")
         if self._address not in STATE.memory:
-            raise LogicError("cuMemFree failed: already freed")
+            raise LogicError("device_allocation::free failed: invalid resource handle")
+        _activate_own(self._context, "cuMemFree")
         del STATE.memory[self._address]
 
 
@@ -183,6 +199,7 @@ class PagelockedHostAllocation:
 
     def __init__(self, shape: Tuple[int, ...], dtype: np.dtype) -> None:
         self._shape, self._dtype = shape, dtype
+        self._context = STATE.stack[-1]
         self._buffer = ctypes.create_string_buffer(max(int(np.prod(shape)) * dtype.itemsize, 1))
 
     @property
@@ -191,8 +208,9 @@ class PagelockedHostAllocation:
                 "data": (ctypes.addressof(self._buffer), False)}
 
     def free(self) -> None:
-        _need_context("cuMemFreeHost")
-        STATE.pinned.pop(id(self), None)
+        if id(self) in STATE.pinned:
+            _activate_own(self._context, "cuMemFreeHost")
+            del STATE.pinned[id(self)]
 
 
 def pagelocked_empty(shape, dtype) -> np.ndarray:

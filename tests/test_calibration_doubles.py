@@ -151,3 +151,35 @@ def test_builder_config_flags_are_a_bit_mask():
         assert not config.get_flag(trt.BuilderFlag.INT8) and config.get_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
     assert not hasattr(fake_tensorrt.make_tensorrt("10.3.0").NetworkDefinitionCreationFlag, "EXPLICIT_PRECISION")
     assert not any(hasattr(fake_tensorrt.make_tensorrt(v).BuilderFlag, "CHECK_ALL") for v in ("8.6.1.6", "10.3.0"))
+
+
+def test_pycuda_double_frees_memory_like_pycuda(monkeypatch, capsys):
+    """pycuda's free() activates the allocation's own context on the thread that made it, fails from
+    another thread, warns in a dead context, and refuses a second free."""
+    import threading
+
+    cuda = fake_pycuda.install(monkeypatch)
+    cuda.init()
+    context = cuda.Device(0).make_context()
+    first, second, third = cuda.mem_alloc(4), cuda.mem_alloc(4), cuda.mem_alloc(4)
+    cuda.Context.pop()
+    first.free()  # no current context: its own is activated
+    with pytest.raises(cuda.LogicError, match="invalid resource handle"):
+        first.free()
+    errors = []
+
+    def free_elsewhere():
+        try:
+            second.free()
+        except cuda.LogicError as exc:
+            errors.append(str(exc))
+
+    worker = threading.Thread(target=free_elsewhere)
+    worker.start()
+    worker.join()
+    assert errors == ["cuMemFree failed: cannot activate out-of-thread context"]
+    second.free()
+    context.detach()
+    third.free()
+    assert "PyCUDA WARNING: a clean-up operation failed (dead context maybe?)" in capsys.readouterr().err
+    assert fake_pycuda.leaks() == {"device": 0, "pinned": 0, "contexts": 0, "current": 0, "outlived": 0}
