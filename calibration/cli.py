@@ -94,8 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("--no-verify", action="store_true", help="skip verification (not recommended)")
     ver.add_argument("--report", metavar="FILE.json", type=Path, help="also write the verification report here")
     p.add_argument("--selftest", action="store_true",
-                   help="on a Jetson: check TensorRT, pycuda and the GPU by building and running a tiny network "
-                        "and comparing it with NumPy; nothing else is done")
+                   help="on a Jetson: check TensorRT, pycuda and the GPU with a tiny network (FP32 build and run "
+                        "compared with NumPy, INT8 calibration, a failing calibration and a damaged cache that must "
+                        "stop the build), then say what could not be checked here; nothing else is done")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--verbose", action="store_true", help="TensorRT's verbose log")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="override log_level")

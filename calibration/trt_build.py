@@ -9,16 +9,14 @@ from __future__ import annotations
 import logging
 import re
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, List, Optional, Tuple
+from typing import Any, Optional, Tuple
 
-import numpy as np
-
-from calibration.cache import read_cache, write_cache
 from calibration.data import TensorSet
-from calibration.progress import Progress, counted
-from calibration.shapes import ShapeError, plan_input
+from calibration.shapes import InputPlan, ShapeError, plan_input
+from calibration.trt_calibrator import check_calibration, make_calibrator
 from edge.inference.engines import EngineError
 from edge.inference.engines.metadata import EngineMetadata, make_metadata, metadata_path
 from edge.alerts.events import iso_utc
@@ -40,54 +38,6 @@ class BuildOptions:
     recalibrate: bool = False
     verbose: bool = False
     keep_float: Tuple[str, ...] = ()  # INT8: layers matching these (name or output) are pinned to FP16
-
-
-def make_calibrator(trt: Any, cuda: Any, kind: str, data: Optional[TensorSet], batch_size: int, cache_file: Path,
-                    recalibrate: bool = False, progress: bool = True) -> Any:
-    """An ``IInt8EntropyCalibrator2`` (or ``IInt8MinMaxCalibrator``) feeding ``data`` in batches of
-    ``batch_size`` through one device buffer, reading and writing ``cache_file``."""
-    base = trt.IInt8EntropyCalibrator2 if kind == "entropy" else trt.IInt8MinMaxCalibrator
-
-    class Calibrator(base):  # type: ignore[misc, valid-type]
-        def __init__(self) -> None:
-            base.__init__(self)
-            self.batches_given = 0
-            total = (len(data) // batch_size) * batch_size if data is not None else 0
-            bar = Progress("calibrating (TensorRT %s)" % kind, total) if progress and total else None
-            self._batches = counted(data.batches(batch_size, drop_last=True) if data is not None else iter(()), bar)
-            self._device: Any = None
-
-        def get_batch_size(self) -> int:
-            return batch_size
-
-        def get_batch(self, names: List[str], p_str: Any = None) -> Optional[List[int]]:
-            batch = next(self._batches, None)
-            if batch is None:
-                return None
-            if self._device is None:
-                self._device = cuda.mem_alloc(batch.nbytes)
-            cuda.memcpy_htod(self._device, np.ascontiguousarray(batch, dtype=np.float32))
-            self.batches_given += 1
-            return [int(self._device)] * len(names)
-
-        def read_calibration_cache(self) -> Optional[bytes]:
-            if recalibrate:
-                return None
-            cached = read_cache(cache_file, kind)
-            if cached is not None:
-                log.info("using the calibration cache %s (no calibration frames needed)", cache_file)
-            return cached
-
-        def write_calibration_cache(self, cache: Any) -> None:
-            write_cache(cache_file, bytes(cache))
-            log.info("wrote the calibration cache %s", cache_file)
-
-        def free(self) -> None:
-            if self._device is not None:
-                self._device.free()
-                self._device = None
-
-    return Calibrator()
 
 
 def pin_fp16(trt: Any, network: Any, patterns: Tuple[str, ...]) -> int:
@@ -118,12 +68,10 @@ def _explicit_batch_flags(trt: Any) -> int:
     return 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
 
 
-def _parse_onnx(trt: Any, network: Any, logger: Any, onnx_bytes: bytes, model_path: Path) -> Any:
-    parser = trt.OnnxParser(network, logger)
+def _parse_onnx(parser: Any, onnx_bytes: bytes, model_path: Path) -> None:
     if not parser.parse(onnx_bytes):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise EngineError("TensorRT cannot parse %s: %s" % (model_path, errors or "no error given"))
-    return parser
 
 
 def _timing_cache(trt: Any, config: Any, path: Optional[Path]) -> Any:
@@ -143,6 +91,9 @@ def build_engine(model_path: Path, out_path: Path, input_hw: Tuple[int, int], la
     """Build, write ``out_path`` then its metadata (both atomically); return the metadata.
 
     For INT8, ``data`` are the calibration frames; None is fine when ``cache_file`` holds a cache.
+    Every TensorRT object of the build is destroyed inside the CUDA context, before it is closed, on
+    success and on failure alike; an error inside the calibrator's callbacks is raised here and
+    no engine is written.
     """
     from edge.inference.engines.cuda import CudaContext
     from edge.inference.engines.device import current_device
@@ -157,60 +108,16 @@ def build_engine(model_path: Path, out_path: Path, input_hw: Tuple[int, int], la
     onnx_bytes = Path(model_path).read_bytes()
     started = time.monotonic()
     context = CudaContext(0)
-    calibrator = None
     try:
         with context.active() as cuda:
-            builder = trt.Builder(logger)
-            network = builder.create_network(_explicit_batch_flags(trt))
-            parser = _parse_onnx(trt, network, logger, onnx_bytes, model_path)
-            if network.num_inputs != 1:
-                raise EngineError("%s has %d inputs; a pose network has one" % (model_path, network.num_inputs))
-            tensor = network.get_input(0)
-            input_name = str(tensor.name)
             try:
-                plan = plan_input(tuple(tensor.shape), layout, input_hw, options.max_batch,
-                                  options.calibration_batch, input_name)
-            except ShapeError as exc:
-                raise EngineError("%s: %s" % (model_path, exc)) from None
-            config = builder.create_builder_config()
-            config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.workspace_mib) << 20)
-            _set_precision(trt, builder, config, options)
-            if plan.dynamic:
-                profile = builder.create_optimization_profile()
-                profile.set_shape(input_name, *plan.profile())
-                config.add_optimization_profile(profile)
-            if options.precision == "int8":
-                if data is None and (options.recalibrate or not cache_file.is_file()):
-                    raise EngineError("INT8 needs calibration frames (--images, --video or --camera): there is no "
-                                      "calibration cache at %s to reuse" % cache_file)
-                if plan.dynamic:
-                    calib_profile = builder.create_optimization_profile()
-                    shape = plan.calibration_shape()
-                    calib_profile.set_shape(input_name, shape, shape, shape)
-                    config.set_calibration_profile(calib_profile)
-                calibrator = make_calibrator(trt, cuda, options.calibrator, data, plan.calibration_batch,
-                                             cache_file, options.recalibrate, progress)
-                config.int8_calibrator = calibrator
-                pinned = pin_fp16(trt, network, options.keep_float)
-                if pinned:
-                    config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
-                    log.info("%d layers pinned to FP16 (--keep-float), the rest may run INT8", pinned)
-            timing = _timing_cache(trt, config, options.timing_cache)
-            log.info("building the %s engine for %s (%s); this takes minutes on a Jetson", options.precision,
-                     device.device_name, model_path)
-            serialized = builder.build_serialized_network(network, config)
-            if serialized is None:
-                raise EngineError("TensorRT could not build an engine from %s (run again with --verbose for "
-                                  "TensorRT's log; a larger --workspace-mib may help)" % model_path)
-            engine_bytes = bytes(serialized)
-            if options.timing_cache is not None:
-                options.timing_cache.parent.mkdir(parents=True, exist_ok=True)
-                atomic_write(options.timing_cache, bytes(timing.serialize()))
-            del parser, network, builder, tensor
+                engine_bytes, input_name, plan = _build(trt, cuda, logger, onnx_bytes, Path(model_path), input_hw,
+                                                        layout, options, data, cache_file, progress,
+                                                        device.device_name)
+            except BaseException as exc:
+                traceback.clear_frames(exc.__traceback__)  # TensorRT objects a traceback holds die in the context
+                raise
     finally:
-        if calibrator is not None:
-            with context.active():
-                calibrator.free()
         context.close()
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -226,6 +133,70 @@ def build_engine(model_path: Path, out_path: Path, input_hw: Tuple[int, int], la
                          dla_core=options.dla_core, build_time=iso_utc(), build_seconds=round(time.monotonic() - started, 1))
     atomic_write(metadata_path(out_path), meta.to_json())
     return meta
+
+
+def _build(trt: Any, cuda: Any, logger: Any, onnx_bytes: bytes, model_path: Path, input_hw: Tuple[int, int],
+           layout: str, options: BuildOptions, data: Optional[TensorSet], cache_file: Path, progress: bool,
+           device_name: str) -> Tuple[bytes, str, InputPlan]:
+    """``(engine bytes, input name, input plan)``; runs inside the CUDA context and destroys every TensorRT
+    object it made, newest first, before it returns or raises."""
+    from edge.inference.models import atomic_write
+
+    builder = network = parser = config = profile = calib_profile = timing = serialized = calibrator = None
+    try:
+        builder = trt.Builder(logger)
+        network = builder.create_network(_explicit_batch_flags(trt))
+        parser = trt.OnnxParser(network, logger)
+        _parse_onnx(parser, onnx_bytes, model_path)
+        if network.num_inputs != 1:
+            raise EngineError("%s has %d inputs; a pose network has one" % (model_path, network.num_inputs))
+        input_name = str(network.get_input(0).name)
+        try:
+            plan = plan_input(tuple(network.get_input(0).shape), layout, input_hw, options.max_batch,
+                              options.calibration_batch, input_name)
+        except ShapeError as exc:
+            raise EngineError("%s: %s" % (model_path, exc)) from None
+        config = builder.create_builder_config()
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.workspace_mib) << 20)
+        _set_precision(trt, builder, config, options)
+        if plan.dynamic:
+            profile = builder.create_optimization_profile()
+            profile.set_shape(input_name, *plan.profile())
+            config.add_optimization_profile(profile)
+        if options.precision == "int8":
+            if data is None and (options.recalibrate or not cache_file.is_file()):
+                raise EngineError("INT8 needs calibration frames (--images, --video or --camera): there is no "
+                                  "calibration cache at %s to reuse" % cache_file)
+            if plan.dynamic:
+                calib_profile = builder.create_optimization_profile()
+                shape = plan.calibration_shape()
+                calib_profile.set_shape(input_name, shape, shape, shape)
+                config.set_calibration_profile(calib_profile)
+            calibrator = make_calibrator(trt, cuda, options.calibrator, data, plan.calibration_batch, cache_file,
+                                         options.recalibrate, progress)
+            config.int8_calibrator = calibrator
+            pinned = pin_fp16(trt, network, options.keep_float)
+            if pinned:
+                config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+                log.info("%d layers pinned to FP16 (--keep-float), the rest may run INT8", pinned)
+        timing = _timing_cache(trt, config, options.timing_cache)
+        log.info("building the %s engine for %s (%s); this takes minutes on a Jetson", options.precision,
+                 device_name, model_path)
+        serialized = builder.build_serialized_network(network, config)
+        if calibrator is not None:
+            check_calibration(calibrator, model_path)
+        if serialized is None:
+            raise EngineError("TensorRT could not build an engine from %s (run again with --verbose for "
+                              "TensorRT's log; a larger --workspace-mib may help)" % model_path)
+        engine_bytes = bytes(serialized)
+        if options.timing_cache is not None:
+            options.timing_cache.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(options.timing_cache, bytes(timing.serialize()))
+        return engine_bytes, input_name, plan
+    finally:
+        if calibrator is not None:
+            calibrator.free()
+        del serialized, timing, calib_profile, profile, config, calibrator, parser, network, builder
 
 
 def _set_precision(trt: Any, builder: Any, config: Any, options: BuildOptions) -> None:

@@ -2,8 +2,14 @@
 edge/inference/engines/tensorrt.py, calibration/trt_build.py), strict where real CUDA is strict:
 
 * nothing works before ``init()``; allocations, copies and streams need a current context
-  (``pycuda._driver.LogicError`` otherwise), contexts are a stack (push/pop/detach);
-* device memory is real bytes at fake addresses; copies check sizes and freed memory;
+  (``pycuda._driver.LogicError`` otherwise), contexts are a stack per thread (push, static pop,
+  detach: a context detached from a thread where it is not current and that did not make it is
+  leaked, as in pycuda's ``context::detach``); ``get_version()`` is the CUDA version;
+* TensorRT objects of the TensorRT double are tracked under the context current when they were
+  made: destroying that context while one is alive is recorded (see :class:`Context`);
+* device memory is real bytes at fake addresses; copies check sizes and freed memory; ``free()``
+  activates the allocation's own context as pycuda does (no current context needed on the thread
+  that made it; another thread fails; a dead context only warns);
 * async copies insist on page-locked host memory from ``pagelocked_empty`` (the real ones are only
   asynchronous with it), and every allocation is accounted, so a test can ask what leaked.
 
@@ -11,9 +17,12 @@ Install with :func:`install` (puts ``pycuda`` and ``pycuda.driver`` into ``sys.m
 """
 from __future__ import annotations
 
+import ctypes
 import itertools
 import sys
+import threading
 import types
+import weakref
 from typing import Dict, List, Tuple
 
 import numpy as np
@@ -31,16 +40,25 @@ class _State:
     def __init__(self, devices: List[Tuple[str, Tuple[int, int]]]) -> None:
         self.devices = devices
         self.initialized = False
-        self.stack: List["Context"] = []
-        self.contexts: List["Context"] = []
+        self.stacks: Dict[int, List["Context"]] = {}  # thread id -> that thread's context stack
+        self.contexts: List["Context"] = []  # not destroyed (a leaked out-of-thread context stays here)
         self.memory: Dict[int, bytearray] = {}  # device address -> bytes
-        self.pinned: Dict[int, "HostAllocation"] = {}
+        self.pinned: Dict[int, "PagelockedHostAllocation"] = {}
         self.streams: Dict[int, "Stream"] = {}
         self.addresses = itertools.count(0x7F0000000000, 0x100000)
         self.calls: List[str] = []
+        self.objects: List[Tuple[weakref.ref, str, object]] = []  # TensorRT objects: (ref, kind, context)
+        self.outlived: List[str] = []  # "Builder outlived its CUDA context", one per object
+
+    @property
+    def stack(self) -> List["Context"]:
+        """The calling thread's context stack (CUDA keeps one per thread)."""
+        return self.stacks.setdefault(threading.get_ident(), [])
 
 
 STATE = _State([("Orin", (8, 7))])
+CUDA_VERSION = (12, 6, 0)  # JetPack 6.1/6.2
+DRIVER_VERSION = 12060
 
 
 def _need_context(what: str) -> None:
@@ -54,23 +72,34 @@ def init(flags: int = 0) -> None:
     STATE.initialized = True
 
 
+def get_version() -> Tuple[int, int, int]:
+    """The CUDA version pycuda was built against, as the real ``pycuda.driver.get_version()``."""
+    return CUDA_VERSION
+
+
+def get_driver_version() -> int:
+    if not STATE.initialized:
+        raise LogicError("cuDriverGetVersion failed: cuInit has not been called")
+    return DRIVER_VERSION
+
+
 class Device:
     def __init__(self, index: int) -> None:
         if not STATE.initialized:
             raise LogicError("cuDeviceGet failed: cuInit has not been called")
         if not 0 <= index < len(STATE.devices):
             raise LogicError("cuDeviceGet failed: invalid device ordinal")
-        self.index = index
+        self._index = index
 
     @staticmethod
     def count() -> int:
         return len(STATE.devices)
 
     def name(self) -> str:
-        return STATE.devices[self.index][0]
+        return STATE.devices[self._index][0]
 
     def compute_capability(self) -> Tuple[int, int]:
-        return STATE.devices[self.index][1]
+        return STATE.devices[self._index][1]
 
     def make_context(self, flags: int = 0) -> "Context":
         context = Context(self)
@@ -80,48 +109,84 @@ class Device:
 
 
 class Context:
+    """pycuda's context: ``pop`` is static (pops the calling thread's current context); ``detach``
+    destroys the context when it is current on the calling thread or that thread made it, and from
+    any other thread only forgets it (pycuda's "leaked out-of-thread context": it stays allocated,
+    so :func:`leaks` counts it). Destroying a context while TensorRT objects made under it are
+    alive succeeds, as cuCtxDestroy does, but each such object is recorded in ``STATE.outlived``:
+    on a Jetson its destructor later frees memory in a destroyed context (CUDA error 709, "context
+    is destroyed", or a crash at exit)."""
+
     def __init__(self, device: Device) -> None:
-        self.device = device
-        self.detached = False
+        self._device = device
+        self._valid = True
+        self._thread = threading.get_ident()
 
     def push(self) -> None:
-        if self.detached:
-            raise LogicError("cuCtxPushCurrent failed: the context was detached")
+        if not self._valid:
+            raise LogicError("cuCtxPushCurrent failed: invalid device context")
         STATE.stack.append(self)
 
-    def pop(self) -> None:
-        if not STATE.stack or STATE.stack[-1] is not self:
-            raise LogicError("cuCtxPopCurrent failed: this context is not current")
+    @staticmethod
+    def pop() -> None:
+        if not STATE.stack:
+            raise LogicError("context::pop failed: cannot pop non-current context")
         STATE.stack.pop()
 
     def detach(self) -> None:
-        if self.detached:
-            raise LogicError("cuCtxDetach failed: already detached")
-        if self in STATE.stack:
-            STATE.stack.remove(self)
-        self.detached = True
+        if not self._valid:
+            raise LogicError("context::detach failed: invalid device context - cannot detach from invalid context")
+        self._valid = False
+        stack = STATE.stack
+        if stack and stack[-1] is self:
+            stack.pop()
+        elif self._thread != threading.get_ident():
+            return  # leaked: still allocated, never destroyed
         STATE.contexts.remove(self)
+        for ref, kind, context in STATE.objects:
+            if context is self and ref() is not None:
+                STATE.outlived.append("%s outlived its CUDA context" % kind)
+
+
+def track(obj: object, kind: str) -> None:
+    """For the TensorRT double: ``obj`` (a Builder, an engine ...) lives in the calling thread's current
+    context, if any (without one, TensorRT uses the device's primary context, never destroyed here)."""
+    stack = STATE.stack
+    STATE.objects.append((weakref.ref(obj), kind, stack[-1] if stack else None))
+
+
+def _activate_own(context: "Context", what: str) -> None:
+    """pycuda's scoped_context_activation around a clean-up: the allocation's own context is made current
+    when it is not (on its own thread only); in a dead context pycuda only warns (the memory went with it)."""
+    if not context._valid:
+        print("PyCUDA WARNING: a clean-up operation failed (dead context maybe?)\n%s failed: context is destroyed"
+              % what, file=sys.stderr)
+    elif not (STATE.stack and STATE.stack[-1] is context) and context._thread != threading.get_ident():
+        raise LogicError("%s failed: cannot activate out-of-thread context" % what)
 
 
 class DeviceAllocation:
+    """Device memory. ``free()`` activates the allocation's own context (pycuda does), so it needs no current
+    context on the thread that made it; on another thread it fails; in a dead context it warns."""
+
     def __init__(self, nbytes: int) -> None:
         _need_context("cuMemAlloc")
         if nbytes <= 0:
             raise LogicError("cuMemAlloc failed: invalid argument (size %d)" % nbytes)
-        self.address = next(STATE.addresses)
-        self.nbytes = nbytes
-        STATE.memory[self.address] = bytearray(nbytes)
+        self._address = next(STATE.addresses)
+        self._context = STATE.stack[-1]
+        STATE.memory[self._address] = bytearray(nbytes)
 
     def __int__(self) -> int:
-        return self.address
+        return self._address
 
     __index__ = __int__
 
     def free(self) -> None:
-        _need_context("cuMemFree")
-        if self.address not in STATE.memory:
-            raise LogicError("cuMemFree failed: already freed")
-        del STATE.memory[self.address]
+        if self._address not in STATE.memory:
+            raise LogicError("device_allocation::free failed: invalid resource handle")
+        _activate_own(self._context, "cuMemFree")
+        del STATE.memory[self._address]
 
 
 def mem_alloc(nbytes: int) -> DeviceAllocation:
@@ -129,29 +194,39 @@ def mem_alloc(nbytes: int) -> DeviceAllocation:
     return DeviceAllocation(int(nbytes))
 
 
-class HostAllocation(bytearray):
-    """Page-locked host memory: the buffer under arrays from :func:`pagelocked_empty`."""
+class PagelockedHostAllocation:
+    """Page-locked host memory: the ``.base`` of arrays from :func:`pagelocked_empty` (as in pycuda)."""
+
+    def __init__(self, shape: Tuple[int, ...], dtype: np.dtype) -> None:
+        self._shape, self._dtype = shape, dtype
+        self._context = STATE.stack[-1]
+        self._buffer = ctypes.create_string_buffer(max(int(np.prod(shape)) * dtype.itemsize, 1))
+
+    @property
+    def __array_interface__(self) -> dict:
+        return {"shape": self._shape, "typestr": self._dtype.str, "version": 3,
+                "data": (ctypes.addressof(self._buffer), False)}
 
     def free(self) -> None:
-        _need_context("cuMemFreeHost")
-        STATE.pinned.pop(id(self), None)
+        if id(self) in STATE.pinned:
+            _activate_own(self._context, "cuMemFreeHost")
+            del STATE.pinned[id(self)]
 
 
 def pagelocked_empty(shape, dtype) -> np.ndarray:
     _need_context("cuMemHostAlloc")
     dtype = np.dtype(dtype)
     shape = tuple(int(s) for s in (shape if isinstance(shape, (tuple, list)) else (shape,)))
-    nbytes = int(np.prod(shape)) * dtype.itemsize
-    owner = HostAllocation(max(nbytes, 1))
+    owner = PagelockedHostAllocation(shape, dtype)
     STATE.pinned[id(owner)] = owner
-    return np.ndarray(shape, dtype, buffer=owner)
+    return np.asarray(owner)
 
 
 def _is_pinned(array: np.ndarray) -> bool:
     start = array.__array_interface__["data"][0]
     for owner in STATE.pinned.values():
-        base = np.frombuffer(owner, np.uint8).__array_interface__["data"][0]
-        if base <= start and start + array.nbytes <= base + len(owner):
+        base = ctypes.addressof(owner._buffer)
+        if base <= start and start + array.nbytes <= base + len(owner._buffer):
             return True
     return False
 
@@ -213,11 +288,9 @@ class Stream:
         _need_context("cuStreamCreate")
         self.handle = next(STATE.addresses)
         STATE.streams[self.handle] = self
-        self.synchronized = 0
 
     def synchronize(self) -> None:
         _need_context("cuStreamSynchronize")
-        self.synchronized += 1
 
 
 def install(monkeypatch, devices: List[Tuple[str, Tuple[int, int]]] = None) -> types.ModuleType:
@@ -227,6 +300,7 @@ def install(monkeypatch, devices: List[Tuple[str, Tuple[int, int]]] = None) -> t
     driver = sys.modules[__name__]
     package = types.ModuleType("pycuda")
     package.driver = driver  # type: ignore[attr-defined]
+    package.VERSION, package.VERSION_STATUS, package.VERSION_TEXT = (2026, 1), "", "2026.1"  # type: ignore
     monkeypatch.setitem(sys.modules, "pycuda", package)
     monkeypatch.setitem(sys.modules, "pycuda.driver", driver)
     from edge.inference.engines import cuda
@@ -237,6 +311,7 @@ def install(monkeypatch, devices: List[Tuple[str, Tuple[int, int]]] = None) -> t
 
 
 def leaks() -> Dict[str, int]:
-    """What is still allocated or current: device buffers, pinned buffers, contexts, stack depth."""
+    """What is still allocated or current: device buffers, pinned buffers, contexts, stack depth (all
+    threads), and TensorRT objects that outlived their context (names in ``STATE.outlived``)."""
     return {"device": len(STATE.memory), "pinned": len(STATE.pinned), "contexts": len(STATE.contexts),
-            "current": len(STATE.stack)}
+            "current": sum(len(s) for s in STATE.stacks.values()), "outlived": len(STATE.outlived)}

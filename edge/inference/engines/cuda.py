@@ -2,7 +2,9 @@
 
 The context is created once per engine, popped right away, and pushed only around the calls that
 need it (:meth:`CudaContext.active`), so an engine may be used from another thread than the one
-that made it. :meth:`CudaContext.close` detaches it; nothing is left current afterwards.
+that made it. :meth:`CudaContext.close` makes it current and detaches it, so it is destroyed from
+any thread (pycuda only leaks a context detached from another thread where it is not current);
+nothing is left current afterwards. Whatever TensorRT made in the context must be destroyed first.
 """
 from __future__ import annotations
 
@@ -75,8 +77,11 @@ class CudaContext:
 
     def close(self) -> None:
         if self._context is not None:
-            self._context.detach()
-            self._context = None
+            context, self._context = self._context, None
+            try:
+                context.push()  # current here, so pycuda destroys it whichever thread made it
+            finally:
+                context.detach()
 
 
 def free_host(array: Any) -> None:

@@ -3,12 +3,14 @@
 One CUDA stream, page-locked host buffers and device buffers sized for the engine's largest batch,
 asynchronous copies in and out around ``execute_async_v3``. Any batch up to the engine's maximum
 runs at once (larger ones in chunks); an engine with a fixed batch N gets zero-padded chunks of N.
-:meth:`TensorRTEngine.close` frees every buffer and then the CUDA context. Only the tensor-name API
+:meth:`TensorRTEngine.close` frees every buffer and destroys the execution context, engine and runtime
+(in that order) inside the CUDA context, then closes the context; so does a failed constructor. Only the tensor-name API
 (TensorRT 8.5+, the one TensorRT 10 kept) is used; see :mod:`edge.inference.engines.trt_api`.
 """
 from __future__ import annotations
 
 import logging
+import traceback
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -41,7 +43,8 @@ class TensorRTEngine(Engine):
                     raise EngineError("TensorRT cannot load the engine %s: it is corrupted or was built by another "
                                       "TensorRT version; rebuild it on this device with fallwatch-calibrate" % plan_path)
                 self._setup(cuda)
-        except BaseException:
+        except BaseException as exc:
+            traceback.clear_frames(exc.__traceback__)  # no TensorRT object may outlive the context via a traceback
             self.close()
             raise
 
