@@ -33,9 +33,16 @@ def quiet_native_logs(quiet: bool) -> None:
         elif not quiet and key in _quieted and os.environ.get(key) == _quieted.pop(key):
             del os.environ[key]
     ours = "OPENCV_LOG_LEVEL" in _quieted if quiet else had  # a level the user set is theirs
-    levels = getattr(getattr(sys.modules.get("cv2"), "utils", None), "logging", None)
-    if levels is not None and ours:  # cv2 is already loaded: its environment variable was read
+    cv2 = sys.modules.get("cv2")
+    if cv2 is None or not ours:
+        return
+    # cv2 is already loaded, so its environment variable was read: set the level directly.
+    # OpenCV 5 has cv2.utils.logging; OpenCV 4.x has cv2.setLogLevel (1 = fatal, 3 = warning).
+    levels = getattr(getattr(cv2, "utils", None), "logging", None)
+    if levels is not None:
         levels.setLogLevel(levels.LOG_LEVEL_FATAL if quiet else levels.LOG_LEVEL_WARNING)
+    elif hasattr(cv2, "setLogLevel"):
+        cv2.setLogLevel(1 if quiet else 3)
 
 
 def load_config_for(args: argparse.Namespace):
