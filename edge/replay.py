@@ -76,6 +76,8 @@ def is_skeleton_file(path: Union[str, Path]) -> bool:
         return False
 
 
+PROGRESS_EVERY_S = 5.0  # a video replay logs its progress this often (INFO)
+
 DetectorFactory = Callable[[str], Any]  # camera name -> fall detector (default: edge.pipeline.create_detector)
 
 
@@ -107,8 +109,13 @@ def replay_video(path: Union[str, Path], config: Any, model: Any, sinks: Any, ca
     timer = StageTimer(4096)
     pipeline = CameraPipeline(camera, config, model, make_detector(camera) if make_detector else None)
     limiter = RateLimiter(max_fps)
+    total = reader.frame_count
+    log.info("replay %s: %s at %.4g fps; %s", path, "%d frames (%.1f s)" % (total, total / reader.fps)
+             if total and reader.fps > 0 else "a video", reader.fps, "every frame is processed" if not max_fps
+             or max_fps >= reader.fps else "at most %.4g frames per second are processed, the rest skipped "
+             "(--max-fps / max_fps)" % max_fps)
     started = time.monotonic()
-    next_log = started + 10
+    next_log = started + PROGRESS_EVERY_S
     try:
         with reader:
             for index, t, image in reader.frames():
@@ -118,11 +125,17 @@ def replay_video(path: Union[str, Path], config: Any, model: Any, sinks: Any, ca
                 record, events = pipeline.process(Frame(camera, index, t, start_wall + t, image), timer)
                 _deliver(sinks, record, events, summary, timer)
                 if time.monotonic() >= next_log:
-                    next_log = time.monotonic() + 10
-                    log.info("replay %s: %d frames processed, t = %.1f s", path, summary.frames_processed, t)
+                    next_log = time.monotonic() + PROGRESS_EVERY_S
+                    log.info("replay %s: t = %.1f s%s, %d frames processed, %d skipped, %d event(s) so far", path,
+                             t, " of %.1f s" % (total / reader.fps) if total and reader.fps > 0 else "",
+                             summary.frames_processed, summary.frames_read - summary.frames_processed, summary.events)
     except VideoError as exc:
         raise ReplayError(str(exc)) from None
     summary.seconds = time.monotonic() - started
+    log.info("replay %s: done in %.1f s: %d of %d frames processed (%.2f per second), %d skipped, %d event(s)",
+             path, summary.seconds, summary.frames_processed, summary.frames_read,
+             summary.frames_processed / summary.seconds if summary.seconds > 0 else 0.0,
+             summary.frames_read - summary.frames_processed, summary.events)
     summary.stages = timer.summary()
     summary.views = pipeline.views.stats.as_dict()
     return summary

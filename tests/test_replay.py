@@ -255,3 +255,24 @@ def test_run_and_replay_of_one_clip_go_through_the_same_pipeline(tmp_path):
     ran = events("run-events.jsonl")
     assert ran == events("replay-events.jsonl")
     assert "fall_detected" in [e["type"] for e in ran]
+
+
+def test_the_readme_try_it_replay_prints_the_fall_and_says_what_it_skipped(model_onnx):
+    """The replay of README's first command, as a newcomer runs it (repo folder, its config.yaml):
+    the fall_detected event on stdout, and on stderr how many frames were processed and skipped."""
+    from conftest import REPO
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    line = next(line for line in readme.splitlines() if line.startswith("python3 -m venv .venv && "))
+    replay = line.split("&& .venv/bin/fallwatch replay ", 1)[1].split()
+    clip, options = replay[0], replay[1:]
+    assert clip == "../shared/data/gmdcsa24/subject1/Fall/13.mp4" and options == ["--max-fps", "8"]
+    proc = run_cli("replay", str(shared_data("gmdcsa24", "subject1", "Fall", "13.mp4")), *options)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [e["type"] for e in events] == ["fall_detected"]
+    done = [line for line in proc.stderr.splitlines() if ": done in " in line]
+    assert len(done) == 1
+    processed, read, skipped = map(int, re.search(r"(\d+) of (\d+) frames processed .* (\d+) skipped", done[0]).groups())
+    assert read == 128 and processed + skipped == read and 30 <= processed <= 40  # 8 of every 29.6 frames
+    assert "at most 8 frames per second are processed, the rest skipped" in proc.stderr

@@ -64,6 +64,8 @@ class VideoReader:
                                    "not decode?)")
         self._flip = _CPU_FLIP.get(flip)
         self.fps = usable_fps(self._cap.get(cv2.CAP_PROP_FPS))
+        count = self._cap.get(cv2.CAP_PROP_FRAME_COUNT)  # the container's word for it: for progress only
+        self.frame_count = int(count) if count == count and 0 < count < 1e9 else 0
 
     def read(self) -> Optional[np.ndarray]:
         ok, image = self._cap.read()
