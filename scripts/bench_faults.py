@@ -118,19 +118,11 @@ def fault(broker: Broker, folder: Path, name: str, events: int) -> Dict[str, Any
         destroyed = damage_pages(state / "outbox.sqlite3")
         broker.start()
         produce(events, events // 2, 100.0).finish()
-    elif name == "damaged while running":
+    elif name in ("damaged while running", "truncated while running"):
         broker.stop()
         p = produce(0, 2 * events, 50.0)
         p.wait_emitted(events)
-        destroyed = damage_pages(state / "outbox.sqlite3")
-        p.wait_emitted(events + events // 4)
-        broker.start()
-        p.finish()
-    elif name == "truncated while running":
-        broker.stop()
-        p = produce(0, 2 * events, 50.0)
-        p.wait_emitted(events)
-        destroyed = truncate_half(state / "outbox.sqlite3")
+        destroyed = (damage_pages if name.startswith("damaged") else truncate_half)(state / "outbox.sqlite3")
         p.wait_emitted(events + events // 4)
         broker.start()
         p.finish()
