@@ -57,6 +57,7 @@ class ClipResult:
     seen: Optional[Tuple[int, int]] = None  # (frames with someone of MIN_PARTS+ parts, frames) after the fall
     diagnosis: Optional[Diagnosis] = None  # why a fall was missed or an ADL clip alerted
     trace: Any = field(default=None, repr=False, compare=False)  # edge.diagnose.Trace, for plots
+    views: Optional[Dict[str, Any]] = None  # ViewStats.as_dict() of the replay that made the skeletons
 
     @property
     def latency_s(self) -> Optional[float]:
@@ -218,6 +219,20 @@ def _cached_events(jsonl: Path, config: Any, clip: str) -> Optional[EventList]:
     return collect
 
 
+def _views_file(jsonl: Path) -> Path:
+    """Where the view statistics of the replay that made ``jsonl`` are kept."""
+    return jsonl.with_name(jsonl.stem + ".views.json")
+
+
+def _cached_views(jsonl: Path) -> Optional[Dict[str, Any]]:
+    """The view statistics kept beside ``jsonl``, or None (older caches, or unreadable)."""
+    try:
+        views = json.loads(_views_file(jsonl).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return views if isinstance(views, dict) and isinstance(views.get("frames"), int) else None
+
+
 def evaluate(folder: Path, config: Any, cache_dir: Path, open_model: Callable[[], Any],
              max_fps: Optional[float] = None) -> List[ClipResult]:
     """Every labelled clip of ``folder``: skeletons (cached under ``cache_dir``), then events."""
@@ -239,11 +254,14 @@ def evaluate(folder: Path, config: Any, cache_dir: Path, open_model: Callable[[]
                 partial = jsonl.with_suffix(".partial")
                 sinks = SinkSet([SkeletonRecorder(partial)])
                 try:
-                    replay_video(video, config, model, sinks, camera="evaluate", max_fps=max_fps)
+                    summary = replay_video(video, config, model, sinks, camera="evaluate", max_fps=max_fps)
                 except ReplayError as exc:
                     raise EvaluateError("%s (listed in %s)" % (exc, folder / "labels.csv")) from None
                 finally:
                     sinks.close()
+                views_partial = _views_file(partial)
+                views_partial.write_text(json.dumps(summary.views, sort_keys=True), encoding="utf-8")
+                os.replace(str(views_partial), str(_views_file(jsonl)))
                 os.replace(str(partial), str(jsonl))
                 collect = EventList()
                 replay_skeletons(jsonl, config, collect)
@@ -256,7 +274,8 @@ def evaluate(folder: Path, config: Any, cache_dir: Path, open_model: Callable[[]
             results.append(ClipResult(row["file"], row["label"], start, falls[0]["t"] if falls else None,
                                       len(falls), collect.events, folder.name,
                                       seen_after_fall(traced, start) if start is not None else None,
-                                      diagnose(traced, row["label"], start, config, LABEL_TOLERANCE_S), traced))
+                                      diagnose(traced, row["label"], start, config, LABEL_TOLERANCE_S), traced,
+                                      _cached_views(jsonl)))
     finally:
         if model is not None:
             model.close()
@@ -294,6 +313,12 @@ def totals(results: List[ClipResult]) -> Dict[str, Any]:
     latencies = [r.latency_s for r in caught]
     seen = [r.seen for r in falls if r.seen is not None]
     frames = sum(n for _, n in seen)
+
+    def views_per_frame(clips: List[ClipResult]) -> Optional[float]:
+        known = [r.views for r in clips if r.views and r.views["frames"]]
+        n = sum(v["frames"] for v in known)
+        return round(sum(v["views_per_frame"] * v["frames"] for v in known) / n, 3) if n else None
+
     return {
         "fall_clips": len(falls), "adl_clips": len(adls),
         "caught_falls": len(caught), "missed_falls": len(falls) - len(caught),
@@ -304,6 +329,7 @@ def totals(results: List[ClipResult]) -> Dict[str, Any]:
         "median_latency_s": round(statistics.median(latencies), 2) if latencies else None,
         "worst_latency_s": round(max(latencies), 2) if latencies else None,
         "seen_after_fall": round(sum(k for k, _ in seen) / frames, 3) if frames else None,
+        "views_per_frame_falls": views_per_frame(falls), "views_per_frame_adl": views_per_frame(adls),
         "reasons": dict(Counter(r.diagnosis.reason for r in results if r.diagnosis is not None).most_common()),
     }
 
@@ -313,10 +339,13 @@ def _totals_line(t: Dict[str, Any]) -> str:
     reasons = ", ".join("%s %d" % kv for kv in t["reasons"].items()) or "-"
     return ("recall %s (%d of %d fall clips), false-alert clips %d of %d ADL clips (false alerts per ADL clip %s), "
             "alerts more than %.1f s before the labelled fall start %d, latency from fall start: median %s s, "
-            "worst %s s; frames after the falls with someone of %d+ parts: %s; reasons: %s"
+            "worst %s s; frames after the falls with someone of %d+ parts: %s; engine views per frame: fall clips %s, "
+            "ADL clips %s; reasons: %s"
             % (t["recall"], t["caught_falls"], t["fall_clips"], t["false_alert_clips"], t["adl_clips"],
                t["false_alerts_per_adl_clip"], LABEL_TOLERANCE_S, t["alerts_before_the_fall"],
-               t["median_latency_s"], t["worst_latency_s"], MIN_PARTS, seen, reasons))
+               t["median_latency_s"], t["worst_latency_s"], MIN_PARTS, seen,
+               "-" if t["views_per_frame_falls"] is None else "%.2f" % t["views_per_frame_falls"],
+               "-" if t["views_per_frame_adl"] is None else "%.2f" % t["views_per_frame_adl"], reasons))
 
 
 def _seconds(value: float) -> str:
@@ -327,16 +356,18 @@ def _seconds(value: float) -> str:
 
 def format_table(results: List[ClipResult]) -> str:
     lines = ["| clip | label | fall starts (s) | alert (s) | fall start to alert (s) | fall_detected | other events "
-             "| seen after fall | diagnosis |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| seen after fall | views/frame | diagnosis |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         others = sorted({e["type"] for e in r.events if e["type"] != "fall_detected"})
         seen = "-" if not r.seen or not r.seen[1] else "%.0f%% of %d" % (100.0 * r.seen[0] / r.seen[1], r.seen[1])
         why = "-" if r.diagnosis is None else "%s: %s" % (r.diagnosis.reason, r.diagnosis.detail)
-        lines.append("| %s | %s | %s | %s | %s | %d | %s | %s | %s |" % (
+        views = "-" if not r.views or not r.views["frames"] else "%.2f" % r.views["views_per_frame"]
+        lines.append("| %s | %s | %s | %s | %s | %d | %s | %s | %s | %s |" % (
             r.file, r.label, "" if r.fall_start_s is None else _seconds(r.fall_start_s),
             "-" if r.alert_t is None else "%.2f" % r.alert_t,
-            "-" if r.latency_s is None else "%.2f" % r.latency_s, r.alerts, ", ".join(others) or "-", seen, why))
+            "-" if r.latency_s is None else "%.2f" % r.latency_s, r.alerts, ", ".join(others) or "-", seen, views,
+            why))
     lines.append("")
     lines.append(_totals_line(totals(results)))
     return "\n".join(lines)
@@ -359,6 +390,8 @@ def report_json(by_dataset: Dict[str, List[ClipResult]]) -> Dict[str, Any]:
                   latency_s=r.latency_s, alerts=r.alerts,
                   seen_after_fall=None if r.seen is None else {"frames_seen": r.seen[0], "frames": r.seen[1]},
                   diagnosis=None if r.diagnosis is None else r.diagnosis.to_dict(),
+                  views=None if r.views is None else {k: r.views.get(k) for k in (
+                      "frames", "views_per_frame", "extra_view_fraction", "reasons")},
                   events=[{k: e[k] for k in ("type", "t", "track_id", "confidence", "features") if k in e}
                           for e in r.events]) for r in everything]
     return {"clips": clips, "datasets": {name: {"totals": totals(results)} for name, results in by_dataset.items()},

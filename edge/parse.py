@@ -1,7 +1,8 @@
 """Pose parser: canonical heatmaps and part affinity fields -> people, in vectorised NumPy.
 
 The algorithm is BodyPoseNet's (NVIDIA TAO) / CMU OpenPose post-processing, with every
-threshold a field of :class:`ParseParams`:
+threshold a field of :class:`ParseParams` (TAO's defaults, except a lighter heatmap smoothing,
+because TAO smooths maps upsampled to the input and this parser smooths the heatmap grid):
 
 1. **Peaks.** Each keypoint heatmap is smoothed (Gaussian, ``blur_kernel`` x ``blur_sigma``,
    in heatmap cells, OpenCV's reflect-101 border) and a cell is a peak when its smoothed value
@@ -14,7 +15,7 @@ threshold a field of :class:`ParseParams`:
    part that meet are merged) and a Gaussian (log-parabola) fit through that cell and its two
    neighbours along each axis gives the sub-cell position (within +-0.5 cell). On Gaussian peaks
    this is exact; a parabola through the smoothed map errs by up to 2 cells near the border and
-   beside other peaks (the 5x5 kernel is as wide as a small person's head on a stride-8 grid);
+   beside other peaks (TAO's 5x5 kernel is as wide as a small person's head on a stride-8 grid);
    integer cells err by 0.38 cell on average. A part's score (confidence) is the raw heatmap
    value at its final cell, at least 0.001 so that 0 always means "missing".
 2. **Limbs.** For limb ``k`` of the topology (PAF channels ``2k`` = x, ``2k+1`` = y) every pair of
@@ -68,11 +69,12 @@ _PAIR_CHUNK = 16384  # candidate pairs scored at once (bounds memory on maps ful
 class ParseParams:
     """Thresholds of the parser (defaults: BodyPoseNet's post-processing). Units in the comments."""
 
-    # Gaussian smoothing of the heatmaps, in heatmap cells (kernel odd; 0 or 1: none). On stride-8
-    # grids 5 / 3.0 merges the same part of people ~3.5 cells apart; 3 / 0.6 finds far more
-    # overlapping people at equal noise robustness (BENCHMARKS.md, "Parser").
-    blur_kernel: int = 5
-    blur_sigma: float = 3.0
+    # Gaussian smoothing of the heatmaps, in heatmap cells (kernel odd; 0 or 1: none). TAO's 5 / 3.0
+    # is meant for maps upsampled to the input; on the stride-4/8 grids parsed here it merges the
+    # same part of people ~3.5 cells apart, and 3 / 0.6 finds far more people standing close
+    # together at equal noise robustness (BENCHMARKS.md, "Parser").
+    blur_kernel: int = 3
+    blur_sigma: float = 0.6
     peak_threshold: float = 0.1  # a peak's smoothed heatmap value must exceed this
     refine_peaks: bool = True  # sub-cell peak position from a parabola through the smoothed map
     max_peaks_per_part: int = 64  # strongest peaks kept per part (bounds time and memory)

@@ -41,6 +41,15 @@ def test_evaluate_replays_once_then_reuses_the_cached_skeletons(tmp_path, model_
     report = json.loads((tmp_path / "out.json").read_text())
     assert [c["file"] for c in report["clips"]] == ["subject1/Fall/14.mp4", "subject1/ADL/16.mp4"]
     assert set(report["totals"]) >= {"recall", "false_alerts_per_adl_clip", "median_latency_s", "worst_latency_s"}
+    # what the rotated views cost is kept with the skeletons: engine views per processed frame
+    # (1 upright + 2 rotated while the policy suspects a fall), the same from the cache
+    fall_views, adl_views = (c["views"] for c in report["clips"])
+    frames = [sum(1 for line in path.read_text().splitlines() if line.strip()) for path in sorted(cache.glob("*.jsonl"))]
+    assert sorted([fall_views["frames"], adl_views["frames"]]) == sorted(frames)
+    assert 1.0 <= adl_views["views_per_frame"] <= fall_views["views_per_frame"] <= 3.0
+    assert fall_views["views_per_frame"] > 1.0 and fall_views["reasons"]
+    assert report["totals"]["views_per_frame_falls"] == fall_views["views_per_frame"]
+    assert "engine views per frame: fall clips %.2f" % fall_views["views_per_frame"] in second.stdout
 
 
 def test_the_cache_key_follows_the_skeleton_code_and_settings(tmp_path):
