@@ -25,7 +25,8 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from collections import deque
+from typing import Any, Deque, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -365,8 +366,14 @@ class ViewPolicy:
     ``auto`` keeps, per track (its ``id``, else its place in the list): when it was last
     suspicious (its hold), and which rotated view it was last found in. A track that is seen
     standing again (:attr:`ViewsConfig.release_upright_deg`) loses its hold at once; a rotated
-    view that was run and did not give a track's skeleton is forgotten for it, so the next frame
+    view that was run and did not give a track's skeleton is forgotten for it, so a later frame
     runs every view again.
+
+    The views of a frame follow from the observations up to the frame *two* before it: the daemon
+    prepares frame k+1 while frame k is still in the engine, and a sequential replay must decide
+    the same, so :meth:`views_for` uses that observation (waiting up to ``wait_s`` for it when it
+    is still being made) whether or not a newer one exists. ``run`` and ``replay`` of one file
+    therefore run the same views and give the same skeletons.
     """
 
     def __init__(self, config: ViewsConfig = ViewsConfig()) -> None:
@@ -375,9 +382,13 @@ class ViewPolicy:
         self._lock = threading.Lock()
         self._held: Dict[Any, float] = {}  # track -> frame time it was last suspicious
         self._found_in: Dict[Any, int] = {}  # track -> the rotated view it was last found in
-        self._reason: Optional[str] = None  # why the latest observation was suspicious, None when it was not
         self._last_probe_t = -math.inf
         self._last_all_t = -math.inf  # frame time of the last frame given every rotation
+        self._asked: Deque[float] = deque(maxlen=3)  # times of the last frames given views, this one last
+        # (frame time, reason, held, found_in) after each observation, newest last
+        self._states: Deque[Tuple[float, Optional[str], Dict[Any, float], Dict[Any, int]]] = deque(maxlen=4)
+        self._observed = threading.Condition(self._lock)
+        self.wait_s = 1.0  # longest wait for the observation a frame's views follow from
 
     def suspicious(self, features: TrackFeatures) -> Optional[str]:
         """Why a track is suspicious (``torso``, ``descent``, ``lost``), or None."""
@@ -427,7 +438,6 @@ class ViewPolicy:
         rotation of the view each track seen in this frame was kept from, by track id; ``ran``:
         the rotations that frame ran."""
         if self.config.policy != "auto":
-            self._reason = None
             return None
         tracks = list(tracks)
         keys = [getattr(track, "id", i) for i, track in enumerate(tracks)]
@@ -451,14 +461,29 @@ class ViewPolicy:
                 del self._held[key]
             for key in [k for k in self._found_in if k not in self._held]:
                 del self._found_in[key]
-            self._reason = first
+            self._states.append((t, first, dict(self._held), dict(self._found_in)))
+            self._observed.notify_all()
         return first
+
+    def _state_for(self, t: float) -> Tuple[Optional[str], Dict[Any, float], Dict[Any, int]]:
+        """The observation the frame at ``t`` follows from (see the class): that of the frame two
+        before it, waited for when needed. Holds the lock."""
+        self._asked.append(t)
+        if len(self._asked) < 3:
+            return None, {}, {}
+        before = self._asked[0]  # the frame two before this one
+        self._observed.wait_for(lambda: bool(self._states) and self._states[-1][0] >= before - 1e-9, self.wait_s)
+        for obs_t, reason, held, found_in in reversed(self._states):
+            if obs_t <= before + 1e-9:
+                return reason, held, found_in
+        return None, {}, {}
 
     def views_for(self, t: float) -> Tuple[int, ...]:
         """The rotations to run for the frame at time ``t`` (seconds), upright (0) first: the extra
-        ones while the latest observation is suspicious and ``hold_s`` after a track's last
-        suspicious one (unless it stood up since); only the rotated view every such track was last
-        found in, when they all were and the last frame given every view is less than ``recheck_s`` ago."""
+        ones while the observation it follows from (of the frame two before) is suspicious, and
+        ``hold_s`` after a track's last suspicious one (unless it stood up since); only the rotated
+        view every such track was last found in, when they all were and the last frame given every
+        view is less than ``recheck_s`` ago. Frames are asked for in time order."""
         p = self.config
         reason = None
         rotations: Tuple[int, ...] = (0,)
@@ -466,12 +491,12 @@ class ViewPolicy:
             if p.policy == "always":
                 reason = "always"
             elif p.policy == "auto":
-                reason = self._reason
-                held = [k for k, held_t in self._held.items() if t - held_t <= p.hold_s]
+                reason, held_since, found_in = self._state_for(t)
+                held = [k for k, held_t in held_since.items() if t - held_t <= p.hold_s]
                 if reason is None and held:
                     reason = "hold"
                 if reason is not None:
-                    followed = {self._found_in.get(k) for k in held}
+                    followed = {found_in.get(k) for k in held}
                     if held and None not in followed and t - self._last_all_t < p.recheck_s:
                         rotations = (0,) + tuple(r for r in p.rotations[1:] if r in followed)
                         self.stats.followed_frames += len(rotations) < len(p.rotations)
