@@ -14,19 +14,24 @@ on scenes of people apart from each other and of people overlapping.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Dict, List
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from edge.parse import ParseParams, parse_poses  # noqa: E402
+from edge.inference.specs import ModelSpec, decode, load_spec  # noqa: E402
+from edge.parse import DEFAULT_PARAMS, ParseParams, parse_poses  # noqa: E402
+import tfpose_pafprocess  # noqa: E402  (scripts/, beside this file)
 from tests.parse_oracle import oracle_parse  # noqa: E402
 from tests.scenes import random_scene, render  # noqa: E402
 
@@ -34,6 +39,10 @@ CASES = (
     ("bodyposenet", (36, 48), (144, 192), 8),
     ("openpose-mobilenet-thin", (46, 54), (46, 54), 8),
 )
+PAFPROCESS_SPEC = "openpose-mobilenet-thin"  # pafprocess's CMU layout, heatmaps and PAFs on one grid
+# tf-pose smooths maps upsampled 4x with a 25-pixel kernel (nsig 3, square root of the outer
+# product: sigma 5.2 pixels); on the stride-8 grid fed here that is 7x7 cells, sigma 1.3 cells.
+TFPOSE_BLUR = (7, 1.3)
 
 
 def median_ms(fn, runs: int) -> float:
@@ -61,8 +70,8 @@ def upsample_ms(heat: np.ndarray, paf: np.ndarray, stride: int, runs: int) -> fl
     return median_ms(run, runs)
 
 
-def found_fraction(people, keypoints, heat_shape) -> int:
-    """Generated people found with >= 90% of their parts at a mean error under half a cell."""
+def found_fraction(people, keypoints, heat_shape, tolerance: float = 0.5) -> int:
+    """Generated people found with >= 90% of their parts at a mean error under ``tolerance`` cells."""
     h, w = heat_shape
     found = 0
     for gt in people:
@@ -70,7 +79,7 @@ def found_fraction(people, keypoints, heat_shape) -> int:
         for det in keypoints:
             both = visible & (det[:, 2] > 0)
             if both.sum() >= 0.9 * visible.sum() and np.hypot(
-                    (det[both, 0] - gt[both, 0]) * w, (det[both, 1] - gt[both, 1]) * h).mean() < 0.5:
+                    (det[both, 0] - gt[both, 0]) * w, (det[both, 1] - gt[both, 1]) * h).mean() < tolerance:
                 found += 1
                 break
     return found
@@ -101,39 +110,141 @@ def smoothing_study(seed: int) -> None:
                                                        " | ".join(cells)))
 
 
+def raw_outputs(spec: ModelSpec, heat: np.ndarray, paf: np.ndarray) -> Dict[str, np.ndarray]:
+    """The network's own outputs (NHWC, its channel order) that ``decode`` turns into ``heat, paf``."""
+    assert spec.output_layout == "NHWC" and spec.heatmaps.tensor == spec.pafs.tensor
+    assert tuple(spec.keypoint_map) == tuple(range(18)) and spec.background
+    h0, p0 = spec.heatmaps.channels[0], spec.pafs.channels[0]
+    raw = np.zeros(heat.shape[1:] + (spec.pafs.channels[1],), dtype=np.float32)
+    raw[:, :, h0:h0 + 19] = heat.transpose(1, 2, 0)
+    for k, limb in enumerate(spec.limbs):
+        raw[:, :, p0 + limb.paf_x] = paf[2 * k]
+        raw[:, :, p0 + limb.paf_y] = paf[2 * k + 1]
+    outputs = {spec.heatmaps.tensor: raw[None]}
+    back = decode(spec, outputs)
+    if not (np.array_equal(back[0][0], heat) and np.array_equal(back[1][0], paf)):
+        raise AssertionError("raw_outputs is not the inverse of decode for %s" % spec.name)
+    return outputs
+
+
+def cells_to_keypoints(people: np.ndarray, heat_shape) -> np.ndarray:
+    """pafprocess's people (x, y in cells, -1 where missing) in the parser's output convention."""
+    h, w = heat_shape
+    out = np.zeros(people.shape, dtype=np.float32)
+    present = people[:, :, 0] >= 0
+    out[..., 0] = np.where(present, (people[..., 0] + 0.5) / w, 0)
+    out[..., 1] = np.where(present, (people[..., 1] + 0.5) / h, 0)
+    out[..., 2] = np.where(present, np.maximum(people[..., 2], 1e-3), 0)
+    return out
+
+
+def interleaved_ms(fns, runs: int) -> List[float]:
+    """Median ms of each of ``fns``, timed in turn within each run (so load swings hit all alike)."""
+    for fn in fns:
+        fn()  # warm up
+    times: List[List[float]] = [[] for _ in fns]
+    for _ in range(runs):
+        for fn, t in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            t.append(time.perf_counter() - start)
+    return [statistics.median(t) * 1e3 for t in times]
+
+
+def found_cell(people, keypoints, heat_shape) -> str:
+    """``returned / matched within 0.5 cell / within 1 cell`` (matched: see found_fraction)."""
+    return "%d / %d / %d" % (len(keypoints), found_fraction(people, keypoints, heat_shape),
+                              found_fraction(people, keypoints, heat_shape, tolerance=1.0))
+
+
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--runs", type=int, default=300, help="timed runs of the parser per scene")
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                 epilog="pafprocess is built once into --pafprocess-cache (see "
+                                        "scripts/tfpose_pafprocess.py); it is never part of the product.")
+    ap.add_argument("--runs", type=int, default=300, help="timed runs of the parser and of pafprocess per scene")
     ap.add_argument("--oracle-runs", type=int, default=7, help="timed runs of the loop oracle per scene")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--people", type=int, nargs="+", default=[1, 5, 15, 30], help="people per scene (rows)")
+    ap.add_argument("--pafprocess-cache", type=Path, default=REPO / "out" / "pafprocess",
+                    help="where tf-pose's pafprocess is downloaded and built (default: out/pafprocess)")
+    ap.add_argument("--no-pafprocess", action="store_true", help="leave tf-pose's pafprocess out")
     ap.add_argument("--smoothing", action="store_true", help="measure recall under several heatmap smoothings")
     args = ap.parse_args()
     if args.smoothing:
         smoothing_study(args.seed)
         return 0
-    print("Python %s, NumPy %s, OpenCV %s, %s" % (platform.python_version(), np.__version__, cv2.__version__,
-                                                 platform.machine()))
-    print("| maps (heatmaps / PAFs) | people | found | parser median (ms) | oracle median (ms) | ratio |")
-    print("|---|---|---|---|---|---|")
+    paf_proc = None
+    if args.no_pafprocess:
+        paf_missing = "left out (--no-pafprocess)"
+    else:
+        try:
+            paf_proc = tfpose_pafprocess.load(args.pafprocess_cache, log=lambda m: print(m, file=sys.stderr))
+            paf_missing = ""
+        except tfpose_pafprocess.Unavailable as exc:
+            paf_missing = "not available (%s)" % exc
+    print("Python %s, NumPy %s, OpenCV %s, %s; load average %s" % (
+        platform.python_version(), np.__version__, cv2.__version__, platform.machine(), _loadavg()))
+    print("found: people returned / generated people matched (>= 90%% of parts, mean error < 0.5 cell) / "
+          "matched within 1 cell; pafprocess fed peaks with tf-pose's smoothing (%dx%d, sigma %.1f cells) "
+          "or with the parser's (%dx%d, sigma %.1f)" % (TFPOSE_BLUR[0], TFPOSE_BLUR[0], TFPOSE_BLUR[1],
+                                                       DEFAULT_PARAMS.blur_kernel, DEFAULT_PARAMS.blur_kernel,
+                                                       DEFAULT_PARAMS.blur_sigma))
+    print("| maps (heatmaps / PAFs) | people | found: parser | found: oracle | found: pafprocess, tf-pose blur "
+          "| found: pafprocess, parser's blur | parser (ms) | oracle (ms) | pafprocess + peaks (ms) "
+          "| of which peaks (ms) | oracle / parser | parser / (pafprocess + peaks) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     rng = np.random.default_rng(args.seed)
     upsampling = {}
-    for spec, heat_shape, paf_shape, stride in CASES:
-        for n in (1, 5, 15, 30):
+    for spec_name, heat_shape, paf_shape, stride in CASES:
+        spec = load_spec(spec_name)
+        for n in args.people:
             people = random_scene(rng, n, heat_shape, min_height_cells=8, max_height_cells=24)
-            heat, paf = render(people, spec, heat_shape, paf_shape, noise=0.02, rng=rng)
-            found = len(parse_poses(heat, paf, spec)[0])
-            fast = median_ms(lambda: parse_poses(heat, paf, spec), args.runs)
-            slow = median_ms(lambda: oracle_parse(heat, paf, spec), args.oracle_runs)
-            print("| %s %dx%d / %dx%d | %d | %d | %.3f | %.1f | %.0fx |" % (
-                spec, heat_shape[0], heat_shape[1], paf_shape[0], paf_shape[1], len(people), found, fast, slow,
-                slow / fast))
+            heat, paf = render(people, spec_name, heat_shape, paf_shape, noise=0.02, rng=rng)
+            mine = parse_poses(heat, paf, spec_name)[0]
+            theirs = oracle_parse(heat, paf, spec_name)[0]
+            row = ["%s %dx%d / %dx%d" % (spec_name, heat_shape[0], heat_shape[1], paf_shape[0], paf_shape[1]),
+                   str(len(people)), found_cell(people, mine, heat_shape), found_cell(people, theirs, heat_shape)]
+            fns = [lambda: parse_poses(heat, paf, spec_name)]
+            if paf_proc is not None and spec_name == PAFPROCESS_SPEC:
+                raw = raw_outputs(spec, heat, paf)[spec.heatmaps.tensor][0]
+                p0, p1 = spec.pafs.channels
+                heat_hwc = np.ascontiguousarray(raw[:, :, :19])
+                paf_hwc = np.ascontiguousarray(raw[:, :, p0:p1])
+
+                def tfpose(kernel=TFPOSE_BLUR[0], sigma=TFPOSE_BLUR[1]):
+                    return paf_proc(tfpose_pafprocess.tfpose_peaks(heat_hwc, kernel, sigma), heat_hwc, paf_hwc)
+
+                for kernel, sigma in (TFPOSE_BLUR, (DEFAULT_PARAMS.blur_kernel, DEFAULT_PARAMS.blur_sigma)):
+                    got = cells_to_keypoints(tfpose(kernel, sigma)[0], heat_shape)
+                    row.append(found_cell(people, got, heat_shape))
+                fns += [tfpose, lambda: tfpose_pafprocess.tfpose_peaks(heat_hwc, *TFPOSE_BLUR)]
+            else:
+                why = paf_missing or "n/a: pafprocess reads heatmaps and PAFs on one grid, CMU layout"
+                row += [why, "-"]
+            times = interleaved_ms(fns, args.runs)
+            slow = median_ms(lambda: oracle_parse(heat, paf, spec_name), args.oracle_runs)
+            row += ["%.3f" % times[0], "%.1f" % slow]
+            if len(times) == 3:
+                row += ["%.3f" % times[1], "%.3f" % times[2], "%.0fx" % (slow / times[0]),
+                        "**%.2f**" % (times[0] / times[1])]
+            else:
+                row += ["-", "-", "%.0fx" % (slow / times[0]), "-"]
+            print("| " + " | ".join(row) + " |", flush=True)
             if n == 5:
-                upsampling[spec] = upsample_ms(heat, paf, stride, max(10, args.runs // 10))
+                upsampling[spec_name] = upsample_ms(heat, paf, stride, max(10, args.runs // 10))
     print()
-    for spec, ms in upsampling.items():
+    for spec_name, ms in upsampling.items():
         print("upsampling %s maps to the input size (cubic) and blurring there: %.2f ms before any peak search"
-              % (spec, ms))
+              % (spec_name, ms))
+    print("load average at the end: %s" % _loadavg())
     return 0
+
+
+def _loadavg() -> str:
+    try:
+        return "%.2f %.2f %.2f" % os.getloadavg()
+    except (AttributeError, OSError):
+        return "unknown"
 
 
 if __name__ == "__main__":
