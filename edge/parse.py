@@ -112,7 +112,20 @@ Topology = Union[str, Sequence[Limb]]
 
 
 def resolve_topology(topology: Topology) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(a, b, fills_gaps)`` int/int/bool arrays of the limbs, from limbs or a spec name."""
+    """``(a, b, fills_gaps)`` int/int/bool arrays of the limbs, from limbs or a spec name
+    (read-only arrays, shared between calls with the same name or tuple of limbs)."""
+    try:
+        return _resolved(topology)
+    except TypeError:  # unhashable (a list of limbs)
+        return _resolve(topology)
+
+
+@lru_cache(maxsize=32)
+def _resolved(topology: Topology) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return _resolve(topology)
+
+
+def _resolve(topology: Topology) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     if isinstance(topology, str):
         topology = load_spec(topology).topology
     try:
@@ -125,7 +138,10 @@ def resolve_topology(topology: Topology) -> Tuple[np.ndarray, np.ndarray, np.nda
             raise ValueError("topology limb %d joins keypoints %d and %d; expected two different indices "
                              "in 0..%d" % (k, a, b, NUM_KEYPOINTS - 1))
     arr = np.array([(a, b) for a, b, _ in limbs], dtype=np.int64).reshape(-1, 2)
-    return arr[:, 0], arr[:, 1], np.array([f for _, _, f in limbs], dtype=bool)
+    out = (arr[:, 0].copy(), arr[:, 1].copy(), np.array([f for _, _, f in limbs], dtype=bool))
+    for a in out:
+        a.setflags(write=False)
+    return out
 
 
 def check_maps(heatmaps: Any, pafs: Any, num_limbs: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -276,8 +292,9 @@ def score_pairs(xa: np.ndarray, ya: np.ndarray, xb: np.ndarray, yb: np.ndarray, 
 
     ``paf`` is the C-contiguous ``(2L, H', W')`` map. Returns ``(score, valid)``: mean dot
     product plus distance prior, and the validity test. Pairs of coincident points are invalid.
-    A few samples are read first: pairs that already fail too many are invalid whatever the
-    other samples say, and only the others are sampled in full (same result, less memory traffic);
+    When there are many pairs a few samples are read first: pairs that already fail too many are
+    invalid whatever the other samples say, and only the others are sampled in full (same result,
+    less memory traffic);
     the score of a pair rejected that way is 0 (only the scores of valid pairs mean anything).
     """
     h = heat_shape[0]
@@ -299,7 +316,7 @@ def score_pairs(xa: np.ndarray, ya: np.ndarray, xb: np.ndarray, yb: np.ndarray, 
         if not todo.size:
             return score, valid
         final = i == len(stages) - 1
-        if not final and i > 0 and todo.size < _STAGED_PAIRS:
+        if not final and todo.size < (_STAGED_PAIRS if i else _PROBED_PAIRS):
             cols, final = np.concatenate(stages[i:]), True
         dots = _dots(xa[todo], ya[todo], dx[todo], dy[todo], safe[todo], channel[todo], t[cols], paf, heat_shape)
         read.append((cols, dots))
@@ -325,6 +342,7 @@ def score_pairs(xa: np.ndarray, ya: np.ndarray, xb: np.ndarray, yb: np.ndarray, 
     return score, valid
 
 
+_PROBED_PAIRS = 128  # pairs from which reading a probe first pays off
 _STAGED_PAIRS = 512  # pairs left after the probe from which a second probe pays off
 
 
@@ -413,7 +431,9 @@ def connect(part: np.ndarray, x: np.ndarray, y: np.ndarray, paf: np.ndarray, hea
     paf = np.ascontiguousarray(paf)
     score = np.empty(total, dtype=np.float64)
     valid = np.empty(total, dtype=bool)
-    for s in range(0, total, _PAIR_CHUNK):
+    if total <= _PAIR_CHUNK:
+        score, valid = score_pairs(x[ga], y[ga], x[gb], y[gb], 2 * limb, paf, heat_shape, params)
+    for s in range(0, total if total > _PAIR_CHUNK else 0, _PAIR_CHUNK):
         e = min(s + _PAIR_CHUNK, total)
         score[s:e], valid[s:e] = score_pairs(x[ga[s:e]], y[ga[s:e]], x[gb[s:e]], y[gb[s:e]], 2 * limb[s:e],
                                              paf, heat_shape, params)

