@@ -255,7 +255,7 @@ def _refine(hwc: np.ndarray, part: np.ndarray, row: np.ndarray, col: np.ndarray,
             first.sort()
             part, row, col, centre = part[first], row[first], col[first], centre[first]
     c = flat[centre].astype(np.float64)
-    # left (x - 1, y - 1) and right (x + 1, y + 1) neighbours: x along the rows, y along the columns
+    # the neighbours at x - 1, y - 1, x + 1, y + 1: offset[0] is along x, offset[1] along y
     step = np.array([[-k], [-(w + 2) * k], [k], [(w + 2) * k]], dtype=np.intp)
     side = flat[centre + step].astype(np.float64)
     offset = _gauss_vertex(side[:2], c, side[2:])
@@ -292,10 +292,10 @@ def score_pairs(xa: np.ndarray, ya: np.ndarray, xb: np.ndarray, yb: np.ndarray, 
 
     ``paf`` is the C-contiguous ``(2L, H', W')`` map. Returns ``(score, valid)``: mean dot
     product plus distance prior, and the validity test. Pairs of coincident points are invalid.
-    When there are many pairs a few samples are read first: pairs that already fail too many are
-    invalid whatever the other samples say, and only the others are sampled in full (same result,
-    less memory traffic);
-    the score of a pair rejected that way is 0 (only the scores of valid pairs mean anything).
+    From 128 pairs on, samples are read in stages (see :func:`_schedule`): a pair that already
+    has more failing samples than a valid limb may have is invalid whatever its other samples say,
+    and only the others are read further (same validity, less work). The score of a pair dropped
+    that way is 0: only the scores of valid pairs mean anything.
     """
     h = heat_shape[0]
     n = int(params.paf_samples)
@@ -350,8 +350,8 @@ _STAGED_PAIRS = 512  # pairs left after the probe from which a second probe pays
 def _schedule(n: int, min_fraction: float) -> Tuple[np.ndarray, int, Tuple[np.ndarray, ...]]:
     """``(t, max_fail, stages)`` for ``n`` samples: the sample positions in [0, 1] along a limb,
     the most samples that may fail in a valid limb, and the sample indices read in turn: up to two
-    probes of ``max_fail + 1`` samples spread along the limb (the first as before), then the rest
-    (all samples at once when ``max_fail + 1`` is more than half of them)."""
+    probes of ``max_fail + 1`` samples spread evenly inside the limb, then the rest (all samples at
+    once when ``max_fail + 1`` is more than half of them)."""
     t = np.arange(n, dtype=np.float64) / (n - 1)
     t.setflags(write=False)
     max_fail = 0
@@ -429,14 +429,15 @@ def connect(part: np.ndarray, x: np.ndarray, y: np.ndarray, paf: np.ndarray, hea
     ga = first[limb_a[limb]] + q // nb
     gb = first[limb_b[limb]] + q % nb
     paf = np.ascontiguousarray(paf)
-    score = np.empty(total, dtype=np.float64)
-    valid = np.empty(total, dtype=bool)
     if total <= _PAIR_CHUNK:
         score, valid = score_pairs(x[ga], y[ga], x[gb], y[gb], 2 * limb, paf, heat_shape, params)
-    for s in range(0, total if total > _PAIR_CHUNK else 0, _PAIR_CHUNK):
-        e = min(s + _PAIR_CHUNK, total)
-        score[s:e], valid[s:e] = score_pairs(x[ga[s:e]], y[ga[s:e]], x[gb[s:e]], y[gb[s:e]], 2 * limb[s:e],
-                                             paf, heat_shape, params)
+    else:
+        score = np.empty(total, dtype=np.float64)
+        valid = np.empty(total, dtype=bool)
+        for s in range(0, total, _PAIR_CHUNK):
+            e = min(s + _PAIR_CHUNK, total)
+            score[s:e], valid[s:e] = score_pairs(x[ga[s:e]], y[ga[s:e]], x[gb[s:e]], y[gb[s:e]], 2 * limb[s:e],
+                                                 paf, heat_shape, params)
     limb, ga, gb, score = limb[valid], ga[valid], gb[valid], score[valid]
     if limb.size == 0:
         return empty
