@@ -2,12 +2,13 @@
 """Alert latency, end to end: from the frame in which a person reaches the floor to the subscriber's
 ``on_message``, on the GMDCSA24 fall clips played in real time through ``fallwatch run`` and MQTT.
 
-    scripts/bench_alert_latency.py [--data ../shared/data/gmdcsa24] [--clip FILE ...] [--threads N]
-                                   [--max-fps F] [--keep DIR] [--json]
+    scripts/bench_alert_latency.py [--data ../shared/data/gmdcsa24] [--clip FILE ...] [--rounds N]
+                                   [--threads N] [--max-fps F] [--keep DIR] [--json]
 
 For each fall clip of ``labels.csv`` (or each ``--clip``, a path relative to ``--data``), one at a
 time: a real Mosquitto (tests/mosquitto.py: password file, ACL, persistence, TLS with a client
-certificate, free loopback ports; one broker for the whole run), a paho subscriber on
+certificate, free loopback ports; one broker for the whole run; ``--rounds`` plays every clip
+that many times, one round after the other), a paho subscriber on
 ``fallwatch/dev1/+/fall`` (MQTT 5 over TLS) that stamps each message with ``time.time()`` in its
 ``on_message``, and a real ``fallwatch run`` (a new process per clip: the default model on the CPU
 backend, views ``auto``, the default tracker and fall detector; MQTT 5 over TLS to that broker)
@@ -255,6 +256,7 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the GMDCSA24 folder (with labels.csv)")
     parser.add_argument("--clip", action="append", default=[], help="only this fall clip (as in labels.csv); "
                                                                      "repeatable")
+    parser.add_argument("--rounds", type=int, default=1, help="play every clip this many times (default 1)")
     parser.add_argument("--threads", type=int, default=0, help="engine.threads (default 0, the library's)")
     parser.add_argument("--max-fps", type=float, default=0.0, help="the camera's max_fps (default 0, no limit)")
     parser.add_argument("--keep", type=Path, help="keep each clip's config, log, events, stats and skeletons here")
@@ -270,9 +272,11 @@ def main() -> int:
         broker = Broker(work / "broker", make_certs(work / "pki"))
         broker.start()
         try:
-            for row in rows:
-                results.append(run_clip(broker, keep / row["file"].replace("/", "_").replace(".mp4", ""),
-                                        args.data, row, args.threads, args.max_fps))
+            for n in range(args.rounds):
+                for row in rows:
+                    folder = keep / ("%s-%d" % (row["file"].replace("/", "_").replace(".mp4", ""), n + 1))
+                    results.append(dict(run_clip(broker, folder, args.data, row, args.threads, args.max_fps),
+                                        round=n + 1))
         finally:
             broker.stop()
     import numpy as np
@@ -283,6 +287,7 @@ def main() -> int:
               "config": {"engine.threads": args.threads, "max_fps": args.max_fps, "model": "default",
                          "views.policy": "auto (default)", "mqtt": "5, TLS 1.3 + client certificate"},
               "clips": results}
+    report["caught"] = "%d of %d" % (sum(r["fall_detected"] for r in results), len(results))
     for anchor in ("from_landing", "from_fall_start"):
         caught = [r[anchor] for r in results if anchor in r]
         report[anchor] = {k: summary([c[k] for c in caught]) for k in
@@ -300,20 +305,21 @@ def print_report(report: Dict[str, Any]) -> None:
     print("before: %s" % report["uptime_before"])
     print("after:  %s" % report["uptime_after"])
     print()
-    print("| clip | landed (s) | alert | landing -> on_message | confirmation | until down | down_s | computation "
+    print("| clip | round | landed (s) | alert | landing -> on_message | confirmation | until down | down_s | computation "
           "| fall start -> on_message | frames processed / in clip | engine median ms | playback lag s | load |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in report["clips"]:
         d, s = r.get("from_landing"), r.get("from_fall_start")
         cells = (["%.3f" % d[k] for k in ("total_s", "confirmation_s", "until_down_s", "down_s", "computation_s")]
                  if d else ["-"] * 5)
-        print("| %s | %s | %s | %s | %s | %s/%d | %s | %s | %.2f |" % (
-            r["clip"], r.get("landed_s", "-"),
+        print("| %s | %d | %s | %s | %s | %s | %s/%d | %s | %s | %.2f |" % (
+            r["clip"], r["round"], r.get("landed_s", "-"),
             ("%.3f s in" % d["confirming_frame_clip_s"]) if d else ("yes" if r["fall_detected"] else "MISSED"),
             " | ".join(cells), "%.3f" % s["total_s"] if s else "-", r["frames_processed"], r["frames"],
             r["engine_median_ms"], r["playback_lag_s"], r["load_after"][0]))
+    print()
+    print("fall_detected in %s runs" % report["caught"])
     for anchor in ("from_landing", "from_fall_start"):
-        print()
         print("%s: %s" % (anchor, ", ".join("%s median %s worst %s" % (k, v["median"], v["worst"])
                                             for k, v in report[anchor].items())))
 
