@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
-"""Alert latency, end to end: from the frame in which a person reaches the floor to the subscriber's
-``on_message``, on the GMDCSA24 fall clips played in real time through ``fallwatch run`` and MQTT.
+"""Alert latency, end to end: a person reaching the floor -> the subscriber's on_message, in real time.
+
+From the labelled frame in which a person reaches the floor to the subscriber's ``on_message``, on
+the GMDCSA24 fall clips played in real time through ``fallwatch run`` and MQTT.
 
     scripts/bench_alert_latency.py [--data ../shared/data/gmdcsa24] [--clip FILE ...] [--rounds N]
                                    [--threads N] [--max-fps F] [--keep DIR] [--json]
