@@ -40,6 +40,7 @@ from edge.inference.specs import ModelSpec, decode
 from edge.inference.topdown import TopDownConfig, TopDownJob, TopDownPath
 from edge.inference.views import ViewPolicy, make_views, merge_people
 from edge.parse import ParseParams, parse_poses
+from edge.skeleton import KEYPOINTS
 from edge.track import Track, Tracker
 
 log = logging.getLogger("fallwatch.pipeline")
@@ -242,8 +243,8 @@ class CameraPipeline:
 
     def maps(self, image: np.ndarray) -> Tuple[np.ndarray, np.ndarray, Transform]:
         """One image's upright view -> canonical ``(heatmaps (K[+1], h, w), pafs (2L, h', w'),
-        transform)`` (``model check``, ``doctor``). Top-down: the heatmaps ``(K, h, w)`` of one crop of
-        the whole image, no PAFs ``(0, h, w)``."""
+        transform)`` (``model check``, ``doctor``). Top-down: the heatmaps of one crop of the whole image
+        in project order (a part the model lacks, such as a derived neck: zeros) and one all-zero PAF pair."""
         if self.topdown is not None:
             return self._topdown_maps(image)
         job = self.prepare(still_frame(image, self.camera), (0,))
@@ -270,7 +271,9 @@ class CameraPipeline:
         batch, (transform,) = make_crops(image, spec, np.array([[0.0, 0.0, 1.0, 1.0]]), (0,), 1.0, self.model.light)
         heat = np.asarray(self.model.engine.run(batch)[spec.heatmaps.tensor])[0]
         heat = heat if spec.output_layout == "NCHW" else heat.transpose(2, 0, 1)
-        return heat, np.zeros((0,) + heat.shape[1:], np.float32), transform
+        canonical = np.zeros((len(KEYPOINTS),) + heat.shape[1:], np.float32)  # project order; derived parts 0
+        canonical[list(spec.keypoint_map)] = heat[spec.heatmaps.channels[0]:spec.heatmaps.channels[1]]
+        return canonical, np.zeros((2,) + heat.shape[1:], np.float32), transform
 
     # ---------------------------------------------------------------- people -> events
 

@@ -272,3 +272,15 @@ def test_replay_with_the_standin_spec_end_to_end(standin, tmp_path):
     assert len(tracks) == 1 and None not in tracks
     falls = [e for e in map(json.loads, events.read_text().splitlines()) if e["type"] == "fall_detected"]
     assert [e["track_id"] for e in falls] == list(tracks)
+
+
+def test_model_check_shows_the_heatmaps_of_a_top_down_model(standin, tmp_path):
+    """`fallwatch model check` (and doctor's model check, which runs the same maps) on a top-down model: the
+    heatmaps of one crop of the whole image, in project order, the neck (derived, no map) empty."""
+    config = write_config(tmp_path, standin)
+    proc = run_cli("model", "check", "-c", str(config), str(shared_data("images", "astronaut.png")),
+                   "--out", str(tmp_path / "maps.png"))
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["model"] == "poseresnet-standin" and report["heatmaps"] == [18, 64, 48]
+    assert report["neck_peaks"] == [] and (tmp_path / "maps.png").stat().st_size > 0

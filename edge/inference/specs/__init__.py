@@ -232,7 +232,8 @@ _CACHE: Dict[str, ModelSpec] = {}
 
 
 def load_spec(name_or_path: Union[str, "os.PathLike[str]"]) -> ModelSpec:
-    """A built-in spec by name (``openpose-mobilenet-thin``, ``bodyposenet``, ``trt_pose``) or a YAML file."""
+    """A built-in spec by name (``openpose-mobilenet-thin``, ``bodyposenet``, ``trt_pose``,
+    ``pose_resnet_50_256x192``) or a YAML file."""
     key = str(name_or_path)
     if key not in _CACHE:
         path = SPEC_DIR / (key + ".yaml") if key in BUILTIN_SPECS else Path(key)
