@@ -17,10 +17,11 @@ The camera's :class:`~edge.inference.views.ViewPolicy` looks at the tracks after
 says which views the next frames need.
 
 A top-down model (spec ``family: top_down``) takes a separate path through the same methods,
-:class:`~edge.inference.topdown.TopDownPath`: prepare gathers the person boxes (the last frame's
-people and tracks, a bottom-up seed model now and then), infer runs the crops as one batch, and
-find_people decodes them into the same :class:`People` in frame coordinates; track hands it
-each frame's people for the next frame's crops.
+:class:`~edge.inference.topdown.TopDownPath`: infer gathers the person boxes (the previous
+frame's people and tracks, once track has taken that frame, so that ``run`` and ``replay`` crop
+alike; a bottom-up seed model now and then), makes the crops and runs them as one batch (prepare
+only queues the frame), and find_people decodes them into the same :class:`People` in frame
+coordinates; track hands the path each frame's people, last.
 """
 from __future__ import annotations
 
@@ -255,7 +256,7 @@ class CameraPipeline:
         """The people in one image, in the views ``views.policy`` runs on a still image (``always``:
         every view; otherwise upright), untracked (``detect``)."""
         if self.topdown is not None:  # the seed model gives the boxes
-            job = self.topdown.prepare(still_frame(image, self.camera), seed=True)
+            job = self.topdown.prepare(still_frame(image, self.camera), seed=True, follow=False)
             return self._topdown_people(job, self.topdown.infer(job))
         job = self.prepare(still_frame(image, self.camera))
         return self.parse(job, *self.decode(self.infer(job)))
@@ -291,8 +292,6 @@ class CameraPipeline:
         with timer.measure("track"):
             ids = self.tracker.update(keypoints, t, size)
             tracks = self.tracker.tracks
-            if self.topdown is not None:
-                self.topdown.observe(keypoints, tracks, t)
         with timer.measure("detect"):
             raw_events = self.detector.update(tracks, t, size)
         if self.views is not None:
@@ -300,6 +299,8 @@ class CameraPipeline:
                 found_in = {int(i): int(v) for i, v in zip(ids, view)} if view is not None else {}
                 self.views.observe(tracks, t, size, found_in,
                                    people.rotations if isinstance(people, People) else (0,))
+        if self.topdown is not None:  # last: the next frame's crops wait for it (TopDownPath.infer)
+            self.topdown.observe(keypoints, tracks, t)
         by_id = {tr.id: tr for tr in tracks}
         events = [self._complete(e, by_id, t, wall) for e in raw_events]
         record = FrameRecord(self.camera, t, wall, size[0], size[1], keypoints, ids, image, view)

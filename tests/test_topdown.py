@@ -64,11 +64,12 @@ def standin(tmp_path_factory) -> Path:
     return write_poseresnet_like(graph, tmp_path_factory.mktemp("poseresnet") / "poseresnet_standin.onnx")
 
 
-def write_config(folder: Path, standin: Path, spec: Path = STANDIN_SPEC, seed: bool = True, hw=(256, 192)) -> Path:
+def write_config(folder: Path, standin: Path, spec: Path = STANDIN_SPEC, seed: bool = True, hw=(256, 192),
+                 cameras=()) -> Path:
     raw = {"paths": {"models_dir": str(MODELS_DIR), "state_dir": str(folder / "state")},
            "model": {"spec": str(spec), "onnx": str(standin), "input_height": hw[0], "input_width": hw[1]},
            "topdown": {"seed_spec": "openpose-mobilenet-thin" if seed else None},
-           "cameras": [], "mqtt": {"enabled": False}}
+           "cameras": list(cameras), "mqtt": {"enabled": False}}
     path = folder / "config.yaml"
     path.write_text(yaml.safe_dump(raw), encoding="utf-8")
     return path
@@ -170,7 +171,7 @@ def test_rotated_crop_recovers_a_lying_person(pipelines):
     assert reference_oks(lying, results[-90], size) >= 0.8
     # and the pipeline does it by itself: the seed finds nobody lying, the track's crop is turned
     topdown.topdown.observe(lying[None], [], 0.0)
-    job = topdown.topdown.prepare(_frame(lying_image), seed=False)
+    job = topdown.topdown.prepare(_frame(lying_image), seed=False, follow=False)
     people = topdown.find_people(job, topdown.infer(job))
     assert job.rotations == (-90,) and len(people) == 1 and people.view.tolist() == [-90]
     assert reference_oks(lying, people.keypoints[0], size) >= 0.8
@@ -284,3 +285,28 @@ def test_model_check_shows_the_heatmaps_of_a_top_down_model(standin, tmp_path):
     report = json.loads(proc.stdout)
     assert report["model"] == "poseresnet-standin" and report["heatmaps"] == [18, 64, 48]
     assert report["neck_peaks"] == [] and (tmp_path / "maps.png").stat().st_size > 0
+
+
+def test_run_and_replay_of_one_clip_crop_alike(standin, tmp_path):
+    """`fallwatch run` (threads: the next frame is prepared while the post thread still tracks this one) on
+    a video-file camera read at the pipeline's pace, and `fallwatch replay` of the same file, top-down:
+    byte-identical skeletons and the same events, the fall among them."""
+    clip = shared_data("gmdcsa24", "subject1", "Fall", "15.mp4")
+    config = write_config(tmp_path, standin, cameras=[{"name": "cam", "uri": str(clip), "realtime": False,
+                                                       "max_fps": 3}])
+    run = run_cli("--config", str(config), "run", "--events-out", str(tmp_path / "run-events.jsonl"),
+                  "--record-skeletons", str(tmp_path / "run-skeletons.jsonl"), timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    replayed = run_cli("--config", str(config), "replay", str(clip), "--camera", "cam",
+                       "--events-out", str(tmp_path / "replay-events.jsonl"),
+                       "--record-skeletons", str(tmp_path / "replay-skeletons.jsonl"), timeout=600)
+    assert replayed.returncode == 0, replayed.stderr[-3000:]
+    skeletons = (tmp_path / "run-skeletons.jsonl").read_bytes()
+    assert len(skeletons.splitlines()) >= 15 and skeletons == (tmp_path / "replay-skeletons.jsonl").read_bytes()
+
+    def events(name):
+        return [{k: v for k, v in json.loads(line).items() if k not in ("timestamp", "event_id")}
+                for line in (tmp_path / name).read_text().splitlines()]
+
+    assert events("run-events.jsonl") == events("replay-events.jsonl")
+    assert "fall_detected" in [e["type"] for e in events("run-events.jsonl")]

@@ -44,6 +44,7 @@ from edge.skeleton import NUM_KEYPOINTS, skeleton_bbox
 
 log = logging.getLogger("fallwatch.topdown")
 
+FOLLOW_WAIT_S = 2.0  # how long a frame's crops wait for the previous frame to be tracked
 SEED_OVERLAP = 0.5  # a seed person whose box covers this much of a track's (or the reverse) is that person
 
 
@@ -75,12 +76,16 @@ class TopDownConfig(Section):
 
 @dataclass
 class TopDownJob:
-    """One frame's top-down work: ``skeletons`` (M, 18, 3) whose boxes are cropped (the tracks'),
-    the seed model's ``seed_batch`` and ``seed_transforms`` when the frame is seeded; :meth:`TopDownPath.infer`
-    fills ``transforms`` and ``rotations`` (one per crop, the order of the engine batch)."""
+    """One frame's top-down work. ``after``: how many frames of the camera the tracker must have taken
+    before its crops are chosen (None: do not wait; a still image); ``seed``: force (True) or forbid
+    (False) the seed model, None = when due. :meth:`TopDownPath.infer` fills in ``skeletons`` (M, 18, 3)
+    whose boxes are cropped, the seed model's input when the frame is seeded, and ``transforms`` and
+    ``rotations`` (one per crop, the order of the engine batch)."""
 
     frame: Any
-    skeletons: np.ndarray
+    after: Optional[int] = None
+    seed: Optional[bool] = None
+    skeletons: np.ndarray = field(default_factory=lambda: np.zeros((0, NUM_KEYPOINTS, 3)), repr=False)
     seed_batch: Optional[np.ndarray] = None
     seed_transforms: Tuple[Transform, ...] = ()
     transforms: Tuple[Transform, ...] = ()
@@ -105,8 +110,11 @@ class TopDownPath:
         self.seed = getattr(model, "seed", None)
         self.parse_params = parse_params
         self._lock = threading.Lock()
+        self._observed = threading.Condition(self._lock)
         self._skeletons = np.zeros((0, NUM_KEYPOINTS, 3))
         self._last_seed_t: Optional[float] = None
+        self._frames_prepared = 0  # frames handed to prepare (follow=True)
+        self._frames_observed = 0  # frames the tracker has taken since
         if self.seed is None:
             log.warning("camera %s: model %s is top-down and topdown.seed_spec is null: it only looks inside boxes "
                         "and nothing gives it any, so it will find nobody; set topdown.seed_spec (README, Model "
@@ -119,8 +127,10 @@ class TopDownPath:
         the confirmed tracks it was not seen in (their last skeleton) are next frame's crops."""
         rows = [np.asarray(k, np.float64) for k in np.asarray(keypoints, np.float64).reshape(-1, NUM_KEYPOINTS, 3)]
         rows += [np.asarray(tr.keypoints, np.float64) for tr in tracks if tr.last_t < t]
-        with self._lock:
+        with self._observed:
             self._skeletons = np.stack(rows) if rows else np.zeros((0, NUM_KEYPOINTS, 3))
+            self._frames_observed += 1
+            self._observed.notify_all()
 
     def seed_due(self, t: float) -> bool:
         """Whether the frame at ``t`` runs the seed model (and, when it does, note that it did)."""
@@ -135,22 +145,40 @@ class TopDownPath:
 
     # ---------------------------------------------------------------- stages
 
-    def prepare(self, frame: Any, seed: Optional[bool] = None) -> TopDownJob:
-        """The crop sources of this frame; the seed model's input when seeding is due (``seed`` forces it)."""
+    def prepare(self, frame: Any, seed: Optional[bool] = None, follow: bool = True) -> TopDownJob:
+        """The frame's job; nothing is computed yet. The crops depend on the previous frame's people, which
+        the daemon's post thread may still be tracking while this frame is prepared, so :meth:`infer`
+        chooses them once it has (``follow``: this frame continues the camera's stream; False for a
+        still image). ``seed``: force (True) or forbid (False) the seed model; None = when due."""
+        if not follow:
+            return TopDownJob(frame, None, seed)
         with self._lock:
-            skeletons = self._skeletons.copy()
-        job = TopDownJob(frame, skeletons[:self.config.max_crops])
-        run_seed = self.seed_due(frame.t) if seed is None else bool(seed and self.seed is not None)
-        if run_seed:
-            s = self.seed
-            job.seed_batch, job.seed_transforms = make_views(frame.image, s.spec, s.input_hw, s.resize,
-                                                             self.views_for(frame.t), s.light)
+            job = TopDownJob(frame, self._frames_prepared, seed)
+            self._frames_prepared += 1
         return job
 
+    def _crop_sources(self, job: TopDownJob) -> np.ndarray:
+        """The skeletons of the frames before ``job`` (waiting up to FOLLOW_WAIT_S for the tracker to take
+        the previous one: then run and replay of one clip crop the same boxes)."""
+        with self._observed:
+            if job.after is not None and not self._observed.wait_for(lambda: self._frames_observed >= job.after,
+                                                                     timeout=FOLLOW_WAIT_S):
+                log.warning("top-down: frame at t = %.3f s goes ahead without the previous frame's people (not "
+                            "tracked within %.1f s)", job.frame.t, FOLLOW_WAIT_S)
+                self._frames_observed = job.after  # a frame lost on the way must not hold up every later one
+            return self._skeletons.copy()
+
     def infer(self, job: TopDownJob) -> Dict[str, np.ndarray]:
-        """The engines: the seed model when the frame is seeded (its people parsed here, as they decide the
-        crops), then every crop of the frame in one batch of the top-down engine."""
-        skeletons = job.skeletons
+        """The engines: the seed model when the frame is seeded (in the views the view policy asks for; its
+        people are parsed here, as they decide the crops), then every crop of the frame in one batch of the
+        top-down engine. The crops and the seed's input are made here, after the previous frame was tracked."""
+        skeletons = self._crop_sources(job)[:self.config.max_crops]
+        job.skeletons = skeletons
+        run_seed = self.seed_due(job.frame.t) if job.seed is None else bool(job.seed and self.seed is not None)
+        if run_seed:
+            s = self.seed
+            job.seed_batch, job.seed_transforms = make_views(job.frame.image, s.spec, s.input_hw, s.resize,
+                                                             self.views_for(job.frame.t), s.light)
         image = job.frame.image
         size = (image.shape[1], image.shape[0])
         if job.seed_batch is not None:
