@@ -310,3 +310,16 @@ def test_run_and_replay_of_one_clip_crop_alike(standin, tmp_path):
 
     assert events("run-events.jsonl") == events("replay-events.jsonl")
     assert "fall_detected" in [e["type"] for e in events("run-events.jsonl")]
+
+
+def test_calibrate_refuses_a_top_down_model_for_now(standin, tmp_path):
+    """fallwatch-calibrate would calibrate and verify whole frames, not crops: it stops with one line."""
+    import subprocess
+    import sys
+
+    config = write_config(tmp_path, standin)
+    proc = subprocess.run([sys.executable, "-m", "calibration", "-c", str(config), "--images",
+                           str(shared_data("images"))], cwd=str(REPO), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("fallwatch-calibrate: model.spec poseresnet-standin is a top_down model: "
+                                   "fallwatch-calibrate builds and verifies bottom_up models only so far (issue 18)")
