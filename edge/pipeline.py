@@ -197,8 +197,9 @@ class CameraPipeline:
 
     def prepare(self, frame: Frame, rotations: Optional[Sequence[int]] = None) -> Any:
         """Views and preprocess: the frame's views (``rotations``, upright first; default: what the
-        view policy asks for at ``frame.t``) as one engine batch. Top-down: the frame's crop
-        sources (a :class:`~edge.inference.topdown.TopDownJob`; ``rotations`` do not apply)."""
+        view policy asks for at ``frame.t``) as one engine batch. Top-down: the frame, queued (a
+        :class:`~edge.inference.topdown.TopDownJob`; its crops are made by :meth:`infer`, so the
+        daemon's "engine" time includes them; ``rotations`` do not apply)."""
         if self.topdown is not None:
             return self.topdown.prepare(frame)
         model = self.model

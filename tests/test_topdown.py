@@ -127,6 +127,8 @@ def test_argmax_moves_a_quarter_cell_towards_the_higher_neighbour():
 
 @pytest.mark.parametrize("source", ["apollo11_crew.jpg", "subject1/ADL/10.mp4@1.5", "subject1/Fall/15.mp4@0.5"])
 def test_topdown_finds_the_people_bottom_up_finds(source, pipelines):
+    """Measured limit, not tested: on the night clip subject2/Fall/13.mp4 at 1.0 s the seed's skeleton is
+    partial (head and shoulders, hips at 0.15) and its box misses the body: OKS 0.53 there, 0.97 at 2.0 s."""
     if source.endswith(".jpg"):
         image = cv2.imread(str(shared_data("images", source)))
     else:
