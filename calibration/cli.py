@@ -129,6 +129,9 @@ def run(args: argparse.Namespace) -> int:
         if getattr(args, name) < 1:
             return _usage("--%s must be at least 1" % name.replace("_", "-"))
     spec = load_spec(config.model.spec)
+    if spec.family != "bottom_up":  # crops, not whole frames, would have to be calibrated and verified
+        return _usage("model.spec %s is a %s model: fallwatch-calibrate builds and verifies bottom_up models only so "
+                      "far (issue 18)" % (spec.name, spec.family))
     input_hw: Tuple[int, int] = (config.model.input_height, config.model.input_width)
     model = Path(args.model) if args.model else configured_model(config)
     if not model.is_file():

@@ -28,10 +28,15 @@ def _read_image(path: str):
 def cmd_model_fetch(args: argparse.Namespace) -> int:
     from edge.inference.models import fetch_default_model
 
+    from edge.inference.model import DEFAULT_SPEC
+
     config = load_config_for(args)
-    path = fetch_default_model(config.paths.models_dir, (config.model.input_height, config.model.input_width),
-                               log=log.info)
-    print(path)
+    sizes = [(config.model.input_height, config.model.input_width)]
+    td = config.topdown
+    if td.seed_spec == DEFAULT_SPEC and td.seed_onnx is None:  # the top-down model's seed (issue 18)
+        sizes = sizes[:config.model.spec == DEFAULT_SPEC] + [(td.seed_input_height, td.seed_input_width)]
+    for size in sizes:
+        print(fetch_default_model(config.paths.models_dir, size, log=log.info))
     return EXIT_OK
 
 

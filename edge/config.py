@@ -40,6 +40,7 @@ from edge.settings import (ConfigError, Section, expected, fields_of, is_section
                            section, setting, show, type_hints, unwrap)
 from edge.track import TrackerConfig
 from edge.inference.views import ViewsConfig
+from edge.inference.topdown import TopDownConfig
 
 
 SYSTEM_CONFIG = Path("/etc/fallwatch/config.yaml")
@@ -238,6 +239,7 @@ class Config(Section):
     daemon: DaemonConfig = section(DaemonConfig, "the daemon (fallwatch run)")
     tracker: TrackerConfig = section(TrackerConfig, "the person tracker")
     views: ViewsConfig = section(ViewsConfig, "rotated views for people lying on the floor")
+    topdown: TopDownConfig = section(TopDownConfig, "top-down models (model.spec of family top_down): person crops")
     fall: FallConfig = section(FallConfig, "fall detection thresholds")
     # Not a key: the absolute path of the file loaded, None for the built-in defaults.
     source: Optional[Path] = field(default=None, compare=False, metadata=dict(internal=True))
@@ -396,6 +398,27 @@ def _check_model(model: ModelConfig, ctx: _Ctx) -> ModelConfig:
     return dataclasses.replace(model, spec=name)
 
 
+def _check_topdown(td: TopDownConfig, ctx: _Ctx) -> TopDownConfig:
+    """``topdown.seed_spec``: a built-in name, or a spec file (resolved like model.spec) of a bottom-up model."""
+    name = td.seed_spec
+    if name is None:
+        return td
+    if name not in specs.BUILTIN_SPECS:
+        path = _resolve(ctx, name) if name.strip() else ctx.base
+        if not path.is_file():
+            _fail(ctx, "topdown.seed_spec", "got %s; expected null, one of %s or the path of a spec YAML file"
+                  % (show(name), ", ".join(specs.BUILTIN_SPECS)))
+        name = str(path)
+    try:
+        spec = specs.load_spec(name)
+    except (specs.SpecError, OSError, yaml.YAMLError) as exc:
+        _fail(ctx, "topdown.seed_spec", "cannot use %s: %s" % (name, str(exc).replace("\n", " ")))
+    if spec.family != "bottom_up":
+        _fail(ctx, "topdown.seed_spec", "%s is a %s model; the seed must be bottom_up (it finds people on whole "
+              "frames)" % (name, spec.family))
+    return dataclasses.replace(td, seed_spec=name)
+
+
 def _check_mqtt(config: Config, ctx: _Ctx, path: Optional[Path], env: Mapping[str, str]) -> MqttConfig:
     mqtt, tls = config.mqtt, config.mqtt.tls
     if mqtt.password is not None and path is not None:
@@ -443,6 +466,7 @@ def _finish(config: Config, ctx: _Ctx, path: Optional[Path], env: Mapping[str, s
         is_file = "://" not in cam.uri and not cam.uri.startswith("/dev/")
         cameras.append(dataclasses.replace(cam, uri=str(_resolve(ctx, cam.uri))) if is_file else cam)
     return dataclasses.replace(config, cameras=tuple(cameras), model=_check_model(config.model, ctx),
+                               topdown=_check_topdown(config.topdown, ctx),
                                mqtt=_check_mqtt(config, ctx, path, env),
                                source=None if path is None else Path(os.path.abspath(path)))
 

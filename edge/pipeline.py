@@ -15,6 +15,13 @@ Each arrow is one method, so the daemon can run them on different threads: :meth
 a fall detector), and a pipeline without a model tracks recorded skeletons (skeleton replay).
 The camera's :class:`~edge.inference.views.ViewPolicy` looks at the tracks after each frame and
 says which views the next frames need.
+
+A top-down model (spec ``family: top_down``) takes a separate path through the same methods,
+:class:`~edge.inference.topdown.TopDownPath`: infer gathers the person boxes (the previous
+frame's people and tracks, once track has taken that frame, so that ``run`` and ``replay`` crop
+alike; a bottom-up seed model now and then), makes the crops and runs them as one batch (prepare
+only queues the frame), and find_people decodes them into the same :class:`People` in frame
+coordinates; track hands the path each frame's people, last.
 """
 from __future__ import annotations
 
@@ -31,8 +38,10 @@ from edge.fall import FallDetector, zones_of
 from edge.health.timing import StageTimer
 from edge.inference.preprocess import Transform
 from edge.inference.specs import ModelSpec, decode
+from edge.inference.topdown import TopDownConfig, TopDownJob, TopDownPath
 from edge.inference.views import ViewPolicy, make_views, merge_people
 from edge.parse import ParseParams, parse_poses
+from edge.skeleton import KEYPOINTS
 from edge.track import Track, Tracker
 
 log = logging.getLogger("fallwatch.pipeline")
@@ -176,6 +185,9 @@ class CameraPipeline:
         self.views = ViewPolicy(self.view_params) if watch else None
         self.tracker = Tracker(config.tracker, ids)
         self.detector = detector if detector is not None else create_detector(config, camera)
+        self.topdown = TopDownPath(model, getattr(config, "topdown", TopDownConfig()), camera, parse_params,
+                                   self.view_params, self.rotations) \
+            if model is not None and model.spec.family == "top_down" else None
 
     # ---------------------------------------------------------------- frame -> people
 
@@ -183,17 +195,23 @@ class CameraPipeline:
         """The views the frame at time ``t`` needs (upright only without a model)."""
         return self.views.views_for(t) if self.views is not None else (0,)
 
-    def prepare(self, frame: Frame, rotations: Optional[Sequence[int]] = None) -> InferenceJob:
+    def prepare(self, frame: Frame, rotations: Optional[Sequence[int]] = None) -> Any:
         """Views and preprocess: the frame's views (``rotations``, upright first; default: what the
-        view policy asks for at ``frame.t``) as one engine batch."""
+        view policy asks for at ``frame.t``) as one engine batch. Top-down: the frame, queued (a
+        :class:`~edge.inference.topdown.TopDownJob`; its crops are made by :meth:`infer`, so the
+        daemon's "engine" time includes them; ``rotations`` do not apply)."""
+        if self.topdown is not None:
+            return self.topdown.prepare(frame)
         model = self.model
         rotations = tuple(rotations) if rotations is not None else self.rotations(frame.t)
         batch, transforms = make_views(frame.image, model.spec, model.input_hw, model.resize, rotations,
                                        model.light)
         return InferenceJob(frame, batch, tuple(transforms), rotations)
 
-    def infer(self, job: InferenceJob) -> Dict[str, np.ndarray]:
+    def infer(self, job: Any) -> Dict[str, np.ndarray]:
         """The engine: raw outputs by tensor name, batch first (counted in the view statistics)."""
+        if isinstance(job, TopDownJob):
+            return self.topdown.infer(job)
         started = time.perf_counter()
         outputs = self.model.engine.run(job.batch)
         if self.views is not None:
@@ -213,10 +231,13 @@ class CameraPipeline:
         size = (job.frame.image.shape[1], job.frame.image.shape[0])
         return merge_views(parsed, job.transforms, job.rotations, size, self.view_params)
 
-    def find_people(self, job: InferenceJob, outputs: Dict[str, np.ndarray],
+    def find_people(self, job: Any, outputs: Dict[str, np.ndarray],
                     timer: Optional[StageTimer] = None) -> People:
-        """:meth:`decode` then :meth:`parse`, each timed."""
+        """:meth:`decode` then :meth:`parse`, each timed (top-down: the crops' heatmaps, as "decode")."""
         timer = timer or StageTimer(1)
+        if isinstance(job, TopDownJob):
+            with timer.measure("decode"):
+                return self._topdown_people(job, outputs)
         with timer.measure("decode"):
             heatmaps, pafs = self.decode(outputs)
         with timer.measure("parse"):
@@ -224,7 +245,10 @@ class CameraPipeline:
 
     def maps(self, image: np.ndarray) -> Tuple[np.ndarray, np.ndarray, Transform]:
         """One image's upright view -> canonical ``(heatmaps (K[+1], h, w), pafs (2L, h', w'),
-        transform)`` (``model check``, ``doctor``)."""
+        transform)`` (``model check``, ``doctor``). Top-down: the heatmaps of one crop of the whole image
+        in project order (a part the model lacks, such as a derived neck: zeros) and one all-zero PAF pair."""
+        if self.topdown is not None:
+            return self._topdown_maps(image)
         job = self.prepare(still_frame(image, self.camera), (0,))
         heatmaps, pafs = self.decode(self.infer(job))
         return heatmaps[0], pafs[0], job.transforms[0]
@@ -232,8 +256,26 @@ class CameraPipeline:
     def detect(self, image: np.ndarray) -> People:
         """The people in one image, in the views ``views.policy`` runs on a still image (``always``:
         every view; otherwise upright), untracked (``detect``)."""
+        if self.topdown is not None:  # the seed model gives the boxes
+            job = self.topdown.prepare(still_frame(image, self.camera), seed=True, follow=False)
+            return self._topdown_people(job, self.topdown.infer(job))
         job = self.prepare(still_frame(image, self.camera))
         return self.parse(job, *self.decode(self.infer(job)))
+
+    def _topdown_people(self, job: TopDownJob, outputs: Dict[str, np.ndarray]) -> People:
+        keypoints, scores, rotation = self.topdown.find_people(job, outputs)
+        return People(quantise_keypoints(keypoints), rotation, scores.astype(np.float32))
+
+    def _topdown_maps(self, image: np.ndarray) -> Tuple[np.ndarray, np.ndarray, Transform]:
+        from edge.inference.crops import make_crops
+
+        spec = self.model.spec
+        batch, (transform,) = make_crops(image, spec, np.array([[0.0, 0.0, 1.0, 1.0]]), (0,), 1.0, self.model.light)
+        heat = np.asarray(self.model.engine.run(batch)[spec.heatmaps.tensor])[0]
+        heat = heat if spec.output_layout == "NCHW" else heat.transpose(2, 0, 1)
+        canonical = np.zeros((len(KEYPOINTS),) + heat.shape[1:], np.float32)  # project order; derived parts 0
+        canonical[list(spec.keypoint_map)] = heat[spec.heatmaps.channels[0]:spec.heatmaps.channels[1]]
+        return canonical, np.zeros((2,) + heat.shape[1:], np.float32), transform
 
     # ---------------------------------------------------------------- people -> events
 
@@ -258,6 +300,8 @@ class CameraPipeline:
                 found_in = {int(i): int(v) for i, v in zip(ids, view)} if view is not None else {}
                 self.views.observe(tracks, t, size, found_in,
                                    people.rotations if isinstance(people, People) else (0,))
+        if self.topdown is not None:  # last: the next frame's crops wait for it (TopDownPath.infer)
+            self.topdown.observe(keypoints, tracks, t)
         by_id = {tr.id: tr for tr in tracks}
         events = [self._complete(e, by_id, t, wall) for e in raw_events]
         record = FrameRecord(self.camera, t, wall, size[0], size[1], keypoints, ids, image, view)

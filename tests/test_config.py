@@ -129,7 +129,7 @@ BAD = [
     ("cameras: [{name: hall}, {name: kitchen}, {name: hall}]", "cameras[2].name",
      ["cameras[2].name: 'hall' is used by cameras[0] too"]),
     ("model: {spec: openpose}", "model.spec",
-     ["got 'openpose' (str)", "bodyposenet, openpose-mobilenet-thin, trt_pose"]),
+     ["got 'openpose' (str)", "bodyposenet, openpose-mobilenet-thin, pose_resnet_50_256x192, trt_pose"]),
     ("model: {input_width: 430}", "model.input_width", ["got 430", "multiples of 8"]),
     ("model: {spec: bodyposenet}", "model.input_height", ["got 368", "exactly 288x384"]),
     ("model: {input_height: 4096}", "model.input_height", ["got 4096 (int)", "from 32 to 2048"]),

@@ -12,7 +12,7 @@ from typing import Optional, Tuple
 
 from edge.inference.engines import Engine, EngineError, create_engine
 from edge.inference.preprocess import LowLight
-from edge.inference.specs import ModelSpec, load_spec
+from edge.inference.specs import ModelSpec, SpecError, check_model_io, load_spec
 
 DEFAULT_SPEC = "openpose-mobilenet-thin"
 log = logging.getLogger("fallwatch.pose")
@@ -48,14 +48,31 @@ def low_light(config) -> Optional[LowLight]:
 
 @dataclass
 class PoseModel:
+    """``seed``: for a top-down spec, the bottom-up model that finds people for its crops (``topdown.seed_spec``)."""
+
     spec: ModelSpec
     engine: Engine
     input_hw: Tuple[int, int]
     resize: str
     light: Optional[LowLight] = None
+    seed: Optional["PoseModel"] = None
 
     def close(self) -> None:
         self.engine.close()
+        if self.seed is not None:
+            self.seed.close()
+
+
+def check_io(spec: ModelSpec, engine: Engine, model_file: Path, setting: str = "model.spec") -> None:
+    """Refuse, before the first frame, a spec that does not describe the engine's tensors (names, layout,
+    sizes, channels, strides): EngineError naming the spec file and its field; the engine is closed."""
+    try:
+        check_model_io(spec, str(model_file), engine.input_name, engine.input_shape, engine.output_names,
+                       getattr(engine, "output_shapes", {}))
+    except SpecError as exc:
+        engine.close()
+        raise EngineError(str(exc), "make %s describe %s, or use the model the spec describes" % (setting, model_file),
+                          joint="; ") from None
 
 
 def open_pose_model(config) -> PoseModel:
@@ -69,11 +86,49 @@ def open_pose_model(config) -> PoseModel:
                                input_hw=input_hw(config), precision=config.engine.precision)
     else:
         engine = create_engine(config.engine.backend, onnx, threads=config.engine.threads)
-    if engine.input_name != spec.input_tensor:
-        raise EngineError("the model's input is %r but spec %s expects %r: is model.spec right for %s?"
-                          % (engine.input_name, spec.name, spec.input_tensor, model_path(config)))
+    check_io(spec, engine, onnx)
+    if spec.family == "top_down":
+        try:
+            seed = open_seed_model(config)
+        except BaseException:
+            engine.close()
+            raise
+        return PoseModel(spec, engine, input_hw(config), config.model.resize, low_light(config), seed)
     _warn_if_batch_too_small(engine, config)
     return PoseModel(spec, engine, input_hw(config), config.model.resize, low_light(config))
+
+
+def open_seed_model(config) -> Optional[PoseModel]:
+    """The bottom-up model ``topdown.seed_spec`` names (None when it names none), on the configured backend:
+    its ONNX file is ``topdown.seed_onnx`` (for TensorRT, an engine file), else the default model."""
+    td = config.topdown
+    if td.seed_spec is None:
+        return None
+    spec = load_spec(td.seed_spec)
+    if spec.family != "bottom_up":
+        raise EngineError("topdown.seed_spec %s is a %s model; seeding needs a bottom_up one (it finds people on "
+                          "whole frames)" % (spec.source, spec.family))
+    hw = (td.seed_input_height, td.seed_input_width)
+    reason = spec.check_input_size(*hw)
+    if reason:
+        raise EngineError("topdown.seed_input_height/width %dx%d: %s" % (hw + (reason,)))
+    if td.seed_onnx is not None:
+        onnx = Path(td.seed_onnx)
+    elif spec.name == DEFAULT_SPEC:
+        from edge.inference.models import default_onnx_path
+
+        onnx = default_onnx_path(config.paths.models_dir, hw)
+        if not onnx.is_file():
+            raise EngineError("the seed model %s is not there yet" % onnx, "run `fallwatch model fetch`", joint=": ")
+    else:
+        raise EngineError("topdown.seed_onnx must name the ONNX file of topdown.seed_spec %r (only %s is fetched "
+                          "automatically)" % (td.seed_spec, DEFAULT_SPEC))
+    if config.engine.backend == "tensorrt":
+        engine = create_engine("tensorrt", onnx, input_hw=hw, precision=config.engine.precision)
+    else:
+        engine = create_engine(config.engine.backend, onnx, threads=config.engine.threads)
+    check_io(spec, engine, onnx, "topdown.seed_spec")
+    return PoseModel(spec, engine, hw, config.model.resize, low_light(config))
 
 
 def _warn_if_batch_too_small(engine, config) -> None:

@@ -5,7 +5,7 @@ the backends, so nothing imports in a circle.
 """
 from __future__ import annotations
 
-from typing import Dict, Sequence
+from typing import Dict, Mapping, Sequence, Tuple
 
 import numpy as np
 
@@ -22,12 +22,14 @@ class Engine:
     """Interface of every backend.
 
     ``input_name``: the input tensor's name; ``input_shape``: its shape with the batch
-    dimension as given by the model (``-1`` when dynamic); ``output_names``: output tensors.
+    dimension as given by the model (``-1`` when dynamic); ``output_names``: output tensors;
+    ``output_shapes``: their shapes by name where the backend knows them (-1: not fixed).
     """
 
     input_name: str
     input_shape: Sequence[int]
     output_names: Sequence[str]
+    output_shapes: Mapping[str, Tuple[int, ...]] = {}
 
     def run(self, batch: np.ndarray) -> Dict[str, np.ndarray]:
         """Run a float32 batch ``(N, ...)``; return each output ``(N, ...)`` by name."""

@@ -38,6 +38,8 @@ class OnnxRuntimeEngine(Engine):
         self.input_name = inp.name
         self.input_shape = tuple(d if isinstance(d, int) else -1 for d in inp.shape)
         self.output_names = tuple(o.name for o in self._session.get_outputs())
+        self.output_shapes = {o.name: tuple(d if isinstance(d, int) and d > 0 else -1 for d in (o.shape or ()))
+                              for o in self._session.get_outputs()}
         self._fixed_batch = self.input_shape[0] if self.input_shape and self.input_shape[0] > 0 else 0
 
     def run(self, batch: np.ndarray) -> Dict[str, np.ndarray]:

@@ -74,10 +74,13 @@ class TensorRTEngine(Engine):
         if self._dynamic and not self._context.set_input_shape(self.input_name, full):
             raise EngineError("the engine refuses its own maximum input shape %s" % (full,))
         self._stream = cuda.Stream()
+        self.output_shapes = {}
         for name in names:
             dims = full if name == self.input_name else tuple(int(d) for d in self._context.get_tensor_shape(name))
             if any(d < 0 for d in dims):
                 raise EngineError("output %s has an unknown shape %s at batch %d" % (name, dims, self.max_batch))
+            if name != self.input_name:
+                self.output_shapes[name] = (-1 if self._dynamic else dims[0],) + dims[1:]
             host = cuda.pagelocked_empty(dims, trt.nptype(engine.get_tensor_dtype(name)))
             self._host[name] = host
             self._device[name] = cuda.mem_alloc(host.nbytes)

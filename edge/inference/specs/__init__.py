@@ -1,5 +1,10 @@
 """Model specs: how a pose network's tensors are laid out, as data.
 
+A spec's ``family`` says how the network finds people: ``bottom_up`` (the default: heatmaps and
+part affinity fields of the whole frame, parsed into people by edge.parse) or ``top_down`` (one
+person's crop in, one heatmap per keypoint out, argmax; edge.inference.topdown);
+``single_person_3d`` is reserved and refused for now (issue 18).
+
 A spec (one YAML file in this folder, or a file the user names) says what the network takes
 (tensor name, layout, colour order, normalisation, size) and what it gives (which output tensor
 and channels hold the heatmaps and the part affinity fields, their stride, the keypoint order,
@@ -16,12 +21,22 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Mapping, Optional, Tuple, Union
+from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import yaml
 
 from edge.skeleton import KEYPOINT_INDEX, KEYPOINTS
+
+FAMILIES = ("bottom_up", "top_down", "single_person_3d")
+SUPPORTED_FAMILIES = ("bottom_up", "top_down")
+HEATMAP_GRIDS = ("cell_centres", "pixel_indices")
+# Named keypoint sets, in the network's channel order, spelled in the project's keypoint names.
+KEYPOINT_SETS: Dict[str, Tuple[str, ...]] = {
+    "cmu18": KEYPOINTS,
+    "coco17": ("nose", "l_eye", "r_eye", "l_ear", "r_ear", "l_shoulder", "r_shoulder", "l_elbow", "r_elbow",
+               "l_wrist", "r_wrist", "l_hip", "r_hip", "l_knee", "r_knee", "l_ankle", "r_ankle"),
+}
 
 SPEC_DIR = Path(__file__).resolve().parent
 BUILTIN_SPECS = tuple(sorted(p.stem for p in SPEC_DIR.glob("*.yaml")))
@@ -51,6 +66,12 @@ class OutputSpec:
 
 @dataclass(frozen=True)
 class ModelSpec:
+    """One spec file, checked. ``pafs`` is None and ``limbs`` empty for a top_down spec; ``derived``
+    lists project keypoints the model lacks, each the midpoint of two it has (present only when
+    both are); ``heatmap_grid`` says where heatmap cell k sits in the input: ``cell_centres``
+    (at ``(k + 0.5) * stride`` pixels, edge.parse's convention) or ``pixel_indices`` (on input
+    pixel index ``k * stride``, Simple Baselines' targets); ``source`` is the file, for errors."""
+
     name: str
     input_tensor: str
     input_layout: str  # "NHWC" or "NCHW"
@@ -61,10 +82,14 @@ class ModelSpec:
     multiple_of: int
     output_layout: str
     heatmaps: OutputSpec
-    pafs: OutputSpec
+    pafs: Optional[OutputSpec]
     keypoint_map: Tuple[int, ...]  # model heatmap channel i -> project keypoint index
     background: bool
     limbs: Tuple[Limb, ...]
+    family: str = "bottom_up"
+    derived: Tuple[Tuple[int, Tuple[int, int]], ...] = ()  # (project keypoint, (part a, part b)): midpoint
+    heatmap_grid: str = "cell_centres"
+    source: str = "<spec>"
 
     @property
     def topology(self) -> Tuple[Limb, ...]:
@@ -73,6 +98,8 @@ class ModelSpec:
 
     @property
     def output_names(self) -> Tuple[str, ...]:
+        if self.pafs is None:
+            return (self.heatmaps.tensor,)
         return tuple(dict.fromkeys((self.heatmaps.tensor, self.pafs.tensor)))
 
     def check_input_size(self, height: int, width: int) -> Optional[str]:
@@ -98,15 +125,61 @@ def _parse_output(raw: Mapping, where: str) -> OutputSpec:
         raise SpecError("%s: needs tensor, channels [start, stop] and stride (%s)" % (where, exc)) from None
 
 
+def _keypoint_names(kp: object, source: str) -> Tuple[int, ...]:
+    if isinstance(kp, str):
+        if kp not in KEYPOINT_SETS:
+            raise SpecError("%s: keypoints: %r is not a known set; use one of %s or a list of keypoint names"
+                            % (source, kp, ", ".join(KEYPOINT_SETS)))
+        kp = KEYPOINT_SETS[kp]
+    if not isinstance(kp, (list, tuple)):
+        raise SpecError("%s: keypoints: expected a set name or a list of keypoint names, got %r" % (source, kp))
+    return tuple(_keypoint(k, "%s: keypoints" % source) for k in kp)
+
+
+def _derived(raw: object, keypoint_map: Tuple[int, ...], source: str) -> Tuple[Tuple[int, Tuple[int, int]], ...]:
+    """``derived: {neck: [r_shoulder, l_shoulder]}`` -> ((neck, (r_shoulder, l_shoulder)),) by index."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict):
+        raise SpecError("%s: derived: expected a mapping keypoint: [part_a, part_b], got %r" % (source, raw))
+    out = []
+    for name, pair in raw.items():
+        where = "%s: derived.%s" % (source, name)
+        target = _keypoint(name, where)
+        if target in keypoint_map:
+            raise SpecError("%s: the model already has %s (it is in keypoints)" % (where, name))
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise SpecError("%s: expected [part_a, part_b] (the midpoint of two parts), got %r" % (where, pair))
+        a, b = (_keypoint(p, where) for p in pair)
+        for part, index in zip(pair, (a, b)):
+            if index not in keypoint_map:
+                raise SpecError("%s: %s is not one of the model's keypoints" % (where, part))
+        out.append((target, (a, b)))
+    return tuple(out)
+
+
 def spec_from_dict(raw: Mapping, source: str = "<spec>") -> ModelSpec:
     """Build and check a spec from its YAML mapping; errors name ``source`` and the field."""
+    family = raw.get("family", "bottom_up")
+    if family not in FAMILIES:
+        raise SpecError("%s: family is %r; allowed: %s" % (source, family, ", ".join(FAMILIES)))
+    if family not in SUPPORTED_FAMILIES:
+        raise SpecError("%s: family is %r, which this version cannot run yet (it runs %s)"
+                        % (source, family, ", ".join(SUPPORTED_FAMILIES)))
+    top_down = family == "top_down"
     try:
         inp, out = raw["input"], raw["outputs"]
-        kp = raw["keypoints"]
-        keypoint_map = tuple(range(len(KEYPOINTS))) if kp == "cmu18" else tuple(
-            _keypoint(k, "%s: keypoints" % source) for k in kp)
+        keypoint_map = _keypoint_names(raw["keypoints"], source)
+        if top_down:
+            for key, present in (("outputs.pafs", "pafs" in out), ("limbs", "limbs" in raw)):
+                if present:
+                    raise SpecError("%s: family is top_down but the spec has %s, which only a bottom_up model "
+                                    "has: is family right?" % (source, key))
+        elif "pafs" not in out:
+            raise SpecError("%s: family is bottom_up (the default) but outputs.pafs is missing: a top-down "
+                            "model needs family: top_down" % source)
         limbs = []
-        for i, entry in enumerate(raw["limbs"]):
+        for i, entry in enumerate(raw["limbs"] if not top_down else ()):
             where = "%s: limbs[%d]" % (source, i)
             if len(entry) not in (4, 5) or (len(entry) == 5 and entry[4] != "fills_gaps"):
                 raise SpecError("%s: expected [part_a, part_b, paf_x, paf_y(, fills_gaps)], got %r" % (where, entry))
@@ -120,21 +193,34 @@ def spec_from_dict(raw: Mapping, source: str = "<spec>") -> ModelSpec:
             input_size=None if size is None else (int(size[0]), int(size[1])),
             multiple_of=int(inp.get("multiple_of", 1)), output_layout=str(out["layout"]),
             heatmaps=_parse_output(out["heatmaps"], source + ": outputs.heatmaps"),
-            pafs=_parse_output(out["pafs"], source + ": outputs.pafs"),
+            pafs=None if top_down else _parse_output(out["pafs"], source + ": outputs.pafs"),
             keypoint_map=keypoint_map, background=bool(raw.get("background", False)),
-            limbs=tuple(limbs),
+            limbs=tuple(limbs), family=family, derived=_derived(raw.get("derived"), keypoint_map, source),
+            heatmap_grid=str(out["heatmaps"].get("grid", "cell_centres")), source=source,
         )
     except KeyError as exc:
         raise SpecError("%s: missing field %s" % (source, exc)) from None
     for field, value, allowed in (("input.layout", spec.input_layout, ("NHWC", "NCHW")),
                                   ("outputs.layout", spec.output_layout, ("NHWC", "NCHW")),
-                                  ("input.color", spec.color, ("BGR", "RGB"))):
+                                  ("input.color", spec.color, ("BGR", "RGB")),
+                                  ("outputs.heatmaps.grid", spec.heatmap_grid, HEATMAP_GRIDS)):
         if value not in allowed:
             raise SpecError("%s: %s is %r; allowed: %s" % (source, field, value, ", ".join(allowed)))
+    if len(set(spec.keypoint_map)) != len(spec.keypoint_map):
+        raise SpecError("%s: keypoints: a keypoint is listed twice" % source)
     n_heat = spec.heatmaps.channels[1] - spec.heatmaps.channels[0]
     if n_heat != len(spec.keypoint_map) + int(spec.background):
         raise SpecError("%s: outputs.heatmaps has %d channels but keypoints (+background) make %d"
                         % (source, n_heat, len(spec.keypoint_map) + int(spec.background)))
+    if top_down:
+        if spec.input_size is None:
+            raise SpecError("%s: input.size: a top_down model takes crops of one fixed size; give [height, width]"
+                            % source)
+        for axis, length in zip(("height", "width"), spec.input_size):
+            if length % spec.heatmaps.stride:
+                raise SpecError("%s: outputs.heatmaps.stride: %d does not divide the input %s %d"
+                                % (source, spec.heatmaps.stride, axis, length))
+        return spec
     n_paf = spec.pafs.channels[1] - spec.pafs.channels[0]
     used = [c for limb in spec.limbs for c in (limb.paf_x, limb.paf_y)]
     if any(not 0 <= c < n_paf for c in used):
@@ -146,7 +232,8 @@ _CACHE: Dict[str, ModelSpec] = {}
 
 
 def load_spec(name_or_path: Union[str, "os.PathLike[str]"]) -> ModelSpec:
-    """A built-in spec by name (``openpose-mobilenet-thin``, ``bodyposenet``, ``trt_pose``) or a YAML file."""
+    """A built-in spec by name (``openpose-mobilenet-thin``, ``bodyposenet``, ``trt_pose``,
+    ``pose_resnet_50_256x192``) or a YAML file."""
     key = str(name_or_path)
     if key not in _CACHE:
         path = SPEC_DIR / (key + ".yaml") if key in BUILTIN_SPECS else Path(key)
@@ -159,6 +246,55 @@ def load_spec(name_or_path: Union[str, "os.PathLike[str]"]) -> ModelSpec:
             raise SpecError("%s: a spec file holds a mapping" % path)
         _CACHE[key] = spec_from_dict(raw, str(path))
     return _CACHE[key]
+
+
+def _io_error(spec: ModelSpec, field: str, message: str, hint: str = "") -> SpecError:
+    return SpecError("%s: %s: %s%s" % (spec.source, field, message, hint))
+
+
+def check_model_io(spec: ModelSpec, model: str, input_name: str, input_shape: Sequence[int],
+                   output_names: Sequence[str], output_shapes: Optional[Mapping[str, Sequence[int]]] = None) -> None:
+    """Refuse (SpecError naming the spec file and the field) a spec that does not describe the model's
+    tensors: the input's name, channel axis (``input.layout``) and fixed height and width
+    (``input.size``); each output's name, channel count (``channels``) and, when the input size is
+    known, its height and width (``stride``). ``input_shape`` and ``output_shapes`` are batch first,
+    -1 (or absent) where the model leaves a dimension open; ``model`` names the model file."""
+    hint = " (is family: %s right for %s?)" % (spec.family, model)
+    if input_name != spec.input_tensor:
+        raise _io_error(spec, "input.tensor", "%r is not the input of %s, which takes %r"
+                        % (spec.input_tensor, model, input_name), hint)
+    shape = tuple(int(d) for d in input_shape)
+    if len(shape) != 4:
+        raise _io_error(spec, "input.tensor", "%s's input %r has shape %s; a pose network takes a 4-D batch"
+                        % (model, input_name, shape))
+    channels, height, width = (shape[1], shape[2], shape[3]) if spec.input_layout == "NCHW" else shape[3:] + shape[1:3]
+    if channels not in (-1, 3):
+        raise _io_error(spec, "input.layout", "%s but %s's input %r has shape %s (3 colour channels expected on "
+                        "axis %d)" % (spec.input_layout, model, input_name, shape, 1 if spec.input_layout == "NCHW"
+                                      else 3))
+    fixed = (height, width) if height > 0 and width > 0 else None
+    if fixed is not None and spec.input_size is not None and fixed != spec.input_size:
+        raise _io_error(spec, "input.size", "%s but %s takes %dx%d (height x width)"
+                        % (list(spec.input_size), model, fixed[0], fixed[1]), hint)
+    size = spec.input_size or fixed
+    outputs = [("outputs.heatmaps", spec.heatmaps)] + ([("outputs.pafs", spec.pafs)] if spec.pafs else [])
+    for field, out in outputs:
+        if out.tensor not in output_names:
+            raise _io_error(spec, field + ".tensor", "%r is not an output of %s (it has %s)"
+                            % (out.tensor, model, ", ".join(repr(n) for n in output_names)), hint)
+        dims = tuple(int(d) for d in (output_shapes or {}).get(out.tensor, ()))
+        if len(dims) == 3:
+            dims = (1,) + dims
+        if len(dims) != 4:
+            continue
+        c, h, w = (dims[1], dims[2], dims[3]) if spec.output_layout == "NCHW" else (dims[3], dims[1], dims[2])
+        if c > 0 and out.channels[1] > c:
+            raise _io_error(spec, field + ".channels", "%s but %s's output %r has %d channels (shape %s, layout %s)"
+                            % (list(out.channels), model, out.tensor, c, dims, spec.output_layout), hint)
+        if size is not None and h > 0 and w > 0 and (h * out.stride, w * out.stride) != tuple(size):
+            raise _io_error(spec, field + ".stride", "%d but %s's output %r is %dx%d for an input of %dx%d (shape %s, "
+                            "layout %s)" % (out.stride, model, out.tensor, h, w, size[0], size[1], dims,
+                                            spec.output_layout), hint)
 
 
 def _channels_first(array: np.ndarray, layout: str, name: str) -> np.ndarray:
