@@ -196,7 +196,11 @@ class TopDownPath:
         job.transforms, job.rotations, job.batch = transforms, rotations, batch
         if not len(batch):
             return {}
-        return model.engine.run(batch)
+        return self._run(job, batch)
+
+    def _run(self, job: TopDownJob, batch: np.ndarray) -> Dict[str, np.ndarray]:
+        """The engine call on the frame's crops (a single_person_3d path feeds more inputs)."""
+        return self.model.engine.run(batch)
 
     def _seed_people(self, job: TopDownJob) -> np.ndarray:
         """The seed model's people in this frame, every view merged, ``(N, 18, 3)`` frame coordinates."""
