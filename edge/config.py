@@ -107,6 +107,12 @@ def _check_intrinsics(values: Tuple[float, ...]) -> Optional[str]:
     return None
 
 
+def _check_plane(values: Tuple[float, ...]) -> Optional[str]:
+    if values and (len(values) != 4 or not sum(v * v for v in values[:3]) > 0):
+        return "expected [] or [a, b, c, d] (a x + b y + c z + d = 0, metres), with (a, b, c) not all 0"
+    return None
+
+
 @dataclass(frozen=True)
 class CameraConfig(Section):
     name: str = setting("room1", "camera name, unique; part of MQTT topics", pattern=r"[a-z0-9_]{1,32}",
@@ -131,6 +137,10 @@ class CameraConfig(Section):
     intrinsics: Tuple[float, ...] = setting(
         (), "3D models only: [fx, fy, cx, cy], the focal lengths and principal point in pixels of the frame as "
         "the pipeline sees it (after flip); [] = from hfov_deg", check=_check_intrinsics)
+    floor_plane: Tuple[float, ...] = setting(
+        (), "3D models with fall.use_3d only: the floor as [a, b, c, d], a x + b y + c z + d = 0 in this camera's "
+        "coordinates (metres; x right, y down, z forward), (a, b, c) pointing up into the room; [] = unknown",
+        check=_check_plane)
     hfov_deg: float = setting(77.3, "3D models only, when intrinsics is []: the assumed horizontal field of view, "
                               "degrees (fx = fy = width / 2 / tan(hfov / 2), principal point at the centre)",
                               between=(10, 170))

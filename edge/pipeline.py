@@ -178,7 +178,8 @@ def create_detector(config: Any, camera: str) -> FallDetector:
     adds ``event_id``, ``device``, ``camera``, ``timestamp`` and ``t``.
     """
     cam = camera_config(config, camera)
-    return FallDetector(config.fall, zones_of(cam) if cam is not None else ())
+    return FallDetector(config.fall, zones_of(cam) if cam is not None else (),
+                        tuple(getattr(cam, "floor_plane", ()) or ()))
 
 
 class CameraPipeline:
@@ -326,7 +327,7 @@ class CameraPipeline:
         keypoints = quantise_keypoints(people.keypoints if isinstance(people, People) else people)
         size = (int(size[0]), int(size[1]))
         with timer.measure("track"):
-            ids = self.tracker.update(keypoints, t, size)
+            ids = self.tracker.update(keypoints, t, size, points)
             tracks = self.tracker.tracks
         with timer.measure("detect"):
             raw_events = self.detector.update(tracks, t, size)
