@@ -144,16 +144,64 @@ def test_3d_keypoints_follow_the_camera_model(intrinsics, standin, tmp_path):
     checked = 0
     for kp, kp3 in zip(people.keypoints, people.keypoints3d):
         present = kp[:, 2] > 0
-        assert (np.isfinite(kp3).all(axis=1) == present).all()
-        x, y, z = kp3[present].T
-        assert (z > 0).all()
-        u, v = fx * x / z + cx, fy * y / z + cy
-        assert np.abs(u - kp[present, 0] * w).max() < 0.5 and np.abs(v - kp[present, 1] * h).max() < 0.5
+        _projects_onto_2d(kp, kp3, (w, h), fx, fy, cx, cy)
         if present[[R_HIP, L_HIP, NECK]].all():
             pelvis = (kp3[R_HIP] + kp3[L_HIP]) / 2
             assert np.linalg.norm(kp3[NECK] - pelvis) == pytest.approx(NECK_TO_PELVIS_M, rel=2e-3)
             checked += 1
     assert checked >= 1
+
+
+def _projects_onto_2d(keypoints, keypoints3d, size, fx, fy, cx, cy) -> None:
+    w, h = size
+    present = keypoints[:, 2] > 0
+    assert (np.isfinite(keypoints3d).all(axis=1) == present).all()
+    x, y, z = keypoints3d[present].T
+    assert (z > 0).all()
+    assert np.abs(fx * x / z + cx - keypoints[present, 0] * w).max() < 0.5
+    assert np.abs(fy * y / z + cy - keypoints[present, 1] * h).max() < 0.5
+
+
+def test_a_lying_person_is_cropped_upright_and_t_form_inv_turns_back(models, pose_model):
+    """A walking person (GMDCSA24) turned 90 degrees clockwise lies with the head to the right: their crop
+    is shown upright (-90) and the model's 3D, made through t_form_inv, still projects onto the 2D found."""
+    from edge.pipeline import still_frame
+
+    model, config = models
+    image = video_frame("subject1/ADL/10.mp4", 1.5)
+    people = CameraPipeline("bu", load_config(None, env={}), pose_model).detect(image).keypoints
+    standing = people[np.argmax((people[..., 2] > 0).sum(axis=1))]
+    lying_image = cv2.rotate(image, cv2.ROTATE_90_CLOCKWISE)
+    lying = standing.copy()  # clockwise: (x, y) -> (1 - y, x), normalised
+    lying[:, 0], lying[:, 1] = 1 - standing[:, 1], standing[:, 0]
+    lying[standing[:, 2] <= 0] = 0
+    pipeline = CameraPipeline("b3d", config, model)
+    pipeline.topdown.observe(lying[None], [], 0.0)
+    job = pipeline.topdown.prepare(still_frame(lying_image), seed=False, follow=False)
+    found = pipeline.find_people(job, pipeline.infer(job))
+    size = (lying_image.shape[1], lying_image.shape[0])
+    assert job.rotations == (-90,) and len(found) == 1 and found.view.tolist() == [-90]
+    assert reference_oks(lying, found.keypoints[0], size) >= 0.8
+    f = (size[0] / 2) / math.tan(math.radians(77.3 / 2))
+    _projects_onto_2d(found.keypoints[0], found.keypoints3d[0], size, f, f, size[0] / 2, size[1] / 2)
+
+
+def test_run_and_replay_of_one_clip_give_the_same_3d_skeletons(standin, tmp_path):
+    """`fallwatch run` (a video-file camera read at the pipeline's pace) and `fallwatch replay` of the same
+    file with the 3D spec: byte-identical skeleton JSONL, keypoints3d included."""
+    clip = shared_data("gmdcsa24", "subject1", "Fall", "15.mp4")
+    config = write_config(tmp_path, standin, cameras=[{"name": "cam", "uri": str(clip), "realtime": False,
+                                                       "max_fps": 3}])
+    run = run_cli("--config", str(config), "run", "--events-out", str(tmp_path / "run-events.jsonl"),
+                  "--record-skeletons", str(tmp_path / "run.jsonl"), timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    replayed = run_cli("--config", str(config), "replay", str(clip), "--camera", "cam",
+                       "--events-out", str(tmp_path / "replay-events.jsonl"),
+                       "--record-skeletons", str(tmp_path / "replay.jsonl"), timeout=600)
+    assert replayed.returncode == 0, replayed.stderr[-3000:]
+    recorded = (tmp_path / "run.jsonl").read_bytes()
+    assert len(recorded.splitlines()) >= 15 and b'"keypoints3d"' in recorded
+    assert recorded == (tmp_path / "replay.jsonl").read_bytes()
 
 
 def _spec_variant(tmp_path: Path, change) -> Path:
