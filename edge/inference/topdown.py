@@ -50,7 +50,7 @@ SEED_OVERLAP = 0.5  # a seed person whose box covers this much of a track's (or 
 
 @dataclass(frozen=True)
 class TopDownConfig(Section):
-    """The ``topdown`` settings: only read when ``model.spec`` is a top-down model."""
+    """The ``topdown`` settings: only read when ``model.spec`` is a top-down (or single-person 3D) model."""
 
     seed_spec: Optional[str] = setting(
         None, "a bottom-up model spec (built-in name or YAML path) run on whole frames every seed_every_s to find "
