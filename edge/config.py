@@ -101,6 +101,18 @@ class ZoneConfig(Section):
         (), "corners [x, y] as fractions of the frame width and height (0..1), at least 3", check=_check_polygon)
 
 
+def _check_intrinsics(values: Tuple[float, ...]) -> Optional[str]:
+    if values and (len(values) != 4 or values[0] <= 0 or values[1] <= 0):
+        return "expected [] or [fx, fy, cx, cy] in pixels of the frame, fx and fy above 0"
+    return None
+
+
+def _check_plane(values: Tuple[float, ...]) -> Optional[str]:
+    if values and (len(values) != 4 or not sum(v * v for v in values[:3]) > 0):
+        return "expected [] or [a, b, c, d] (a x + b y + c z + d = 0, metres), with (a, b, c) not all 0"
+    return None
+
+
 @dataclass(frozen=True)
 class CameraConfig(Section):
     name: str = setting("room1", "camera name, unique; part of MQTT topics", pattern=r"[a-z0-9_]{1,32}",
@@ -122,6 +134,16 @@ class CameraConfig(Section):
                               "stream's codec; auto = h265 when the URI's path names h265 or hevc, else h264",
                               choices=("auto", "h264", "h265"))
     zones: Tuple[ZoneConfig, ...] = section(tuple, "zones of this camera's picture for the fall detector")
+    intrinsics: Tuple[float, ...] = setting(
+        (), "3D models only: [fx, fy, cx, cy], the focal lengths and principal point in pixels of the frame as "
+        "the pipeline sees it (after flip); [] = from hfov_deg", check=_check_intrinsics)
+    floor_plane: Tuple[float, ...] = setting(
+        (), "3D models with fall.use_3d only: the floor as [a, b, c, d], a x + b y + c z + d = 0 in this camera's "
+        "coordinates (metres; x right, y down, z forward), (a, b, c) pointing up into the room; [] = unknown",
+        check=_check_plane)
+    hfov_deg: float = setting(77.3, "3D models only, when intrinsics is []: the assumed horizontal field of view, "
+                              "degrees (fx = fy = width / 2 / tan(hfov / 2), principal point at the centre)",
+                              between=(10, 170))
 
 
 @dataclass(frozen=True)

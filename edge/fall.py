@@ -41,6 +41,14 @@ neither starts nor stops the ``min_down_s`` clock: half-detected lying people do
 Sitting on a chair or the floor keeps the head high; bending to pick something up keeps the hips
 high; lying down on a bed is slow. Zones (normalised polygons) suppress alerts where lying is normal
 (``ignore``) or, when any ``floor`` zone exists, allow them only there.
+
+**Metric 3D (opt-in)**: with ``use_3d`` on, a camera whose ``floor_plane`` is known and a model that
+gives 3D keypoints (metres, camera coordinates), a track's observations are measured in 3D instead
+(:func:`observe3d`): heights are distances above the floor plane, the body height comes from 3D
+segment lengths (no foreshortening), the torso angle is the neck-to-hips axis against the floor's
+normal, and the floor under the person is the plane itself. The same state machine and thresholds
+(in body heights) then run on those numbers. A track keeps the kind of its first observation (2D or
+3D): frames of the other kind are skipped for it, so pixels and millimetres never mix.
 """
 from __future__ import annotations
 
@@ -115,6 +123,8 @@ class FallConfig(Section):
                                    between=(1, 600))
     min_size_px: float = setting(20.0, "people smaller than this (body height, pixels) are too small to judge",
                                  between=(1, 2000))
+    use_3d: bool = setting(False, "judge a track in metric 3D (heights above the camera's floor_plane, torso angle "
+                           "to its normal) when the model gives 3D keypoints and the camera has a floor_plane")
 
     def rules(self) -> Iterator[Tuple[str, str]]:
         down = max(self.max_head_height_bh, self.max_head_height_lying_bh)
@@ -175,6 +185,7 @@ class Observation:
     centre: Tuple[float, float]  # normalised frame coordinates of the hips (else the skeleton's centre)
     torso_angle_deg: float
     aspect: float  # bounding box width / height
+    picture_size: float = math.nan  # body height in frame pixels (= size in 2D): distances on the picture
 
 
 def observe(keypoints: np.ndarray, t: float, frame_size: Tuple[int, int], min_confidence: float
@@ -221,7 +232,63 @@ def observe(keypoints: np.ndarray, t: float, frame_size: Tuple[int, int], min_co
         t=float(t), size=size, head_y=head_y, hip_y=mean_y((R_HIP, L_HIP)), ankle_y=float(np.nanmax(
             [py[R_ANKLE], py[L_ANKLE]])) if (ok[R_ANKLE] or ok[L_ANKLE]) else math.nan,
         knee_y=mean_y((R_KNEE, L_KNEE)), centre=(centre_px[0] / width, centre_px[1] / height),
-        torso_angle_deg=angle, aspect=box_w / max(box_h, 1.0))
+        torso_angle_deg=angle, aspect=box_w / max(box_h, 1.0), picture_size=size)
+
+
+MM_PER_M = 1000.0  # a 3D observation's lengths are millimetres: well above min_size_px for any person
+
+
+def floor_height(points: np.ndarray, plane: Sequence[float]) -> np.ndarray:
+    """Signed distance, metres, of points ``(..., 3)`` above the plane ``a x + b y + c z + d = 0``
+    (camera coordinates, metres), positive on the side its normal ``(a, b, c)`` points to."""
+    a, b, c, d = (float(v) for v in plane)
+    norm = math.sqrt(a * a + b * b + c * c)
+    return (np.asarray(points, np.float64) @ np.array([a, b, c]) + d) / norm
+
+
+def observe3d(keypoints: np.ndarray, keypoints3d: np.ndarray, t: float, frame_size: Tuple[int, int],
+              plane: Sequence[float], min_confidence: float) -> Optional[Observation]:
+    """Geometry of one skeleton in metric 3D: as :func:`observe`, but the "rows" are millimetres below the
+    floor plane (the floor at 0, a part 1 m above it at -1000), ``size`` the body height in millimetres
+    from 3D segment lengths, ``ankle_y`` 0 (the plane is the floor under the person) and the torso angle
+    measured against the plane's normal (0 upright, 90 lying). ``centre`` and ``aspect`` stay those of the
+    2D skeleton (zones are drawn on the picture). None when fewer than two parts have 3D."""
+    flat = observe(keypoints, t, frame_size, min_confidence)
+    kp = np.asarray(keypoints, np.float64).reshape(18, 3)
+    p3 = np.asarray(keypoints3d, np.float64).reshape(18, 3)
+    ok = np.isfinite(p3).all(axis=1) & (kp[:, 2] >= min_confidence)
+    if flat is None or ok.sum() < 2:
+        return None
+    y = np.where(ok, -floor_height(np.where(ok[:, None], p3, 0.0), plane) * MM_PER_M, np.nan)
+
+    def mean_y(idx: Sequence[int]) -> float:
+        vals = [y[i] for i in idx if ok[i]]
+        return float(np.mean(vals)) if vals else math.nan
+
+    def mean_p(idx: Sequence[int]) -> Optional[np.ndarray]:
+        sel = [i for i in idx if ok[i]]
+        return p3[sel].mean(axis=0) if sel else None
+
+    seg_ok = ok[_SEG_A] & ok[_SEG_B]
+    lengths = np.linalg.norm(p3[_SEG_A] - p3[_SEG_B], axis=1) * MM_PER_M
+    size = float(np.median(lengths[seg_ok] / _SEG_F[seg_ok])) if seg_ok.any() else math.nan
+    head_y = mean_y(HEAD)
+    if math.isnan(head_y) and not math.isnan(size):
+        top_y = mean_y((NECK,)) if ok[NECK] else mean_y((R_SHOULDER, L_SHOULDER))
+        head_y = top_y - 0.08 * size if not math.isnan(top_y) else math.nan
+    if math.isnan(head_y):
+        head_y = float(np.nanmin(y))
+    top = mean_p((NECK,))
+    top = top if top is not None else mean_p((R_SHOULDER, L_SHOULDER))
+    bottom = mean_p((R_HIP, L_HIP))
+    bottom = bottom if bottom is not None else mean_p((R_KNEE, L_KNEE))
+    angle = math.nan
+    if top is not None and bottom is not None and np.linalg.norm(top - bottom) > 0.05:
+        up = floor_height(top, plane) - floor_height(bottom, plane)  # along the normal, metres
+        angle = math.degrees(math.acos(max(-1.0, min(1.0, float(up / np.linalg.norm(top - bottom))))))
+    return Observation(t=float(t), size=size, head_y=head_y, hip_y=mean_y((R_HIP, L_HIP)), ankle_y=0.0,
+                       knee_y=mean_y((R_KNEE, L_KNEE)), centre=flat.centre, torso_angle_deg=angle,
+                       aspect=flat.aspect, picture_size=flat.size)
 
 
 def _clip01(v: float) -> float:
@@ -245,6 +312,7 @@ class _TrackState:
     long_lie_sent: bool = False
     cleared_at: float = -math.inf
     echo_of: Optional["_TrackState"] = None  # the track whose fall this one is a second skeleton of
+    metric: Optional[bool] = None  # observed in 3D (True) or 2D (False), fixed by the first observation
 
     def reset(self) -> None:
         """Forget everything (the track's clock went back)."""
@@ -257,11 +325,15 @@ class FallDetector:
     ``update(tracks, t, frame_size)``: ``tracks`` are the camera's live confirmed tracks
     (anything with ``id``, ``keypoints`` (18, 3) normalised and ``last_t``); a track not observed
     at ``t`` is left alone. Returns events: dicts with ``type``, ``track_id``, ``confidence``,
-    ``keypoints``, ``bbox`` and ``features`` (the measurements that led to it).
+    ``keypoints``, ``bbox`` and ``features`` (the measurements that led to it). ``floor_plane``:
+    the camera's ``[a, b, c, d]`` (metres, camera coordinates; empty: unknown); with ``config.use_3d``,
+    a track whose ``keypoints3d`` are given is judged in 3D (:func:`observe3d`).
     """
 
-    def __init__(self, config: FallConfig = FallConfig(), zones: Sequence[Zone] = ()) -> None:
+    def __init__(self, config: FallConfig = FallConfig(), zones: Sequence[Zone] = (),
+                 floor_plane: Sequence[float] = ()) -> None:
         self.config = config
+        self.floor_plane = tuple(float(v) for v in floor_plane) if config.use_3d else ()
         self.ignore = [z for z in zones if z.kind == "ignore"]
         self.floor_zones = [z for z in zones if z.kind == "floor"]
         self._tracks: Dict[int, _TrackState] = {}
@@ -279,12 +351,16 @@ class FallDetector:
             if st is None:  # a new track: what it saw before it got its id counts too
                 past = track.history() if hasattr(track, "history") else None
                 seen = [(float(pt), pkp) for pt, pkp in zip(past.t, past.keypoints) if pt < t] if past else []
+                seen3d = list(past.keypoints3d[:len(seen)]) if past is not None and getattr(
+                    past, "keypoints3d", None) is not None else [None] * len(seen)
                 first = seen[0] if seen else (t, track.keypoints)
-                st = self._tracks[track.id] = self._handed_over(first[1], first[0], t, frame_size) or _TrackState()
-                for pt, pkp in seen:
+                first3d = seen3d[0] if seen else getattr(track, "keypoints3d", None)
+                st = self._tracks[track.id] = self._handed_over(first[1], first[0], t, frame_size,
+                                                                self._metric(first3d)) or _TrackState()
+                for (pt, pkp), pkp3 in zip(seen, seen3d):
                     if pt > st.last_t:  # a track handed over has seen up to its own last_t already
-                        found.append(self._look(st, pkp, pt, frame_size))
-            found.append(self._look(st, track.keypoints, t, frame_size))
+                        found.append(self._look(st, pkp, pt, frame_size, pkp3))
+            found.append(self._look(st, track.keypoints, t, frame_size, getattr(track, "keypoints3d", None)))
             for event in found:
                 if event is not None:
                     event.update(track_id=int(track.id), keypoints=np.asarray(track.keypoints, dtype=np.float64))
@@ -295,14 +371,19 @@ class FallDetector:
         self._gone = [g for g in self._gone if g.last_t >= horizon]
         return events
 
-    def _handed_over(self, keypoints: np.ndarray, t: float, now: float, frame_size: Tuple[int, int]
-                     ) -> Optional["_TrackState"]:
+    def _metric(self, keypoints3d: Optional[np.ndarray]) -> bool:
+        """Whether an observation with these 3D keypoints is judged in 3D."""
+        return bool(self.floor_plane) and keypoints3d is not None and bool(np.isfinite(keypoints3d).any())
+
+    def _handed_over(self, keypoints: np.ndarray, t: float, now: float, frame_size: Tuple[int, int],
+                     metric: bool = False) -> Optional["_TrackState"]:
         """A new track, first seen at ``t`` and confirmed at ``now``, that starts where another one
         was lost: the network often loses a person in mid-fall (or splits them into two partial
         skeletons) and the tracker then carries on with a new track for them lying. When a track not
         seen at ``now``, but seen within ``confirm_within_s`` before ``t``, had a floor and was last
         seen within one body height of where the new one starts, the new track takes over its state
-        (floor, size, the descent so far); each lost track is handed over once."""
+        (floor, size, the descent so far); each lost track is handed over once, and only to a track
+        judged the same way (2D or 3D, ``metric``)."""
         obs = observe(keypoints, t, frame_size, self.config.min_keypoint_confidence)
         if obs is None:
             return None
@@ -311,8 +392,11 @@ class FallDetector:
         for st in list(self._tracks.values()) + self._gone:
             if not (t - self.config.confirm_within_s <= st.last_t < now) or not st.floors or not st.recent:
                 continue
-            size = float(np.quantile([s for _, s in st.sizes], 0.8)) if st.sizes else math.nan
+            if bool(st.metric) != metric:
+                continue
             last = st.recent[-1]
+            size = last.picture_size if metric else \
+                float(np.quantile([s for _, s in st.sizes], 0.8)) if st.sizes else math.nan
             d = math.hypot((obs.centre[0] - last.centre[0]) * width, (obs.centre[1] - last.centre[1]) * height) / size
             if d <= best_d:
                 best, best_d = st, d
@@ -340,10 +424,19 @@ class FallDetector:
 
     # ------------------------------------------------------------------ per track
 
-    def _look(self, st: "_TrackState", keypoints: np.ndarray, t: float, frame_size: Tuple[int, int]
-              ) -> Optional[Dict[str, Any]]:
+    def _look(self, st: "_TrackState", keypoints: np.ndarray, t: float, frame_size: Tuple[int, int],
+              keypoints3d: Optional[np.ndarray] = None) -> Optional[Dict[str, Any]]:
         """One observation of a track: its event, if it caused one."""
-        obs = observe(keypoints, t, frame_size, self.config.min_keypoint_confidence)
+        metric = self._metric(keypoints3d)
+        if st.metric is not None and metric != st.metric:
+            return None  # one kind of geometry per track
+        if metric:
+            obs = observe3d(keypoints, keypoints3d, t, frame_size, self.floor_plane,
+                            self.config.min_keypoint_confidence)
+        else:
+            obs = observe(keypoints, t, frame_size, self.config.min_keypoint_confidence)
+        if obs is not None and st.metric is None and t > st.last_t:
+            st.metric = metric
         if obs is None or not t > st.last_t:  # no usable parts, or time went backwards / repeated
             if t < st.last_t:
                 st.reset()
@@ -384,7 +477,7 @@ class FallDetector:
                 continue
             last = other.recent[-1]
             d = math.hypot((obs.centre[0] - last.centre[0]) * width, (obs.centre[1] - last.centre[1]) * height)
-            if d <= other.frozen_size:
+            if d <= (last.picture_size if other.metric else other.frozen_size):
                 return other
         return None
 

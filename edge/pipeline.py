@@ -21,7 +21,9 @@ A top-down model (spec ``family: top_down``) takes a separate path through the s
 frame's people and tracks, once track has taken that frame, so that ``run`` and ``replay`` crop
 alike; a bottom-up seed model now and then), makes the crops and runs them as one batch (prepare
 only queues the frame), and find_people decodes them into the same :class:`People` in frame
-coordinates; track hands the path each frame's people, last.
+coordinates; track hands the path each frame's people, last. A single-person 3D model (``family:
+single_person_3d``) takes the same path with its camera geometry fed
+(:class:`~edge.inference.body3d.Body3DPath`); its people also carry ``keypoints3d``.
 """
 from __future__ import annotations
 
@@ -65,13 +67,15 @@ class InferenceJob:
 class People:
     """The people of one frame: ``keypoints`` ``(N, 18, 3)`` float64 normalised to the frame,
     ``view`` ``(N,)``, the rotation (degrees) of the view each person was kept from, the
-    parser's person ``scores`` ``(N,)`` (None for recorded skeletons), and the ``rotations`` of
-    every view the frame ran."""
+    parser's person ``scores`` ``(N,)`` (None for recorded skeletons), the ``rotations`` of
+    every view the frame ran, and ``keypoints3d`` ``(N, 18, 3)`` metres in camera coordinates
+    (NaN: part missing) when the model gives 3D (None otherwise)."""
 
     keypoints: np.ndarray
     view: np.ndarray
     scores: Optional[np.ndarray] = None
     rotations: Tuple[int, ...] = (0,)
+    keypoints3d: Optional[np.ndarray] = None
 
     def __len__(self) -> int:
         return int(self.keypoints.shape[0])
@@ -126,17 +130,22 @@ class FrameRecord:
     track_ids: np.ndarray
     image: Optional[np.ndarray] = field(default=None, repr=False, compare=False)
     view: Optional[np.ndarray] = None  # (N,) rotation of the view each person came from, degrees
+    keypoints3d: Optional[np.ndarray] = None  # (N, 18, 3) metres, camera coordinates, NaN = missing
 
     @property
     def people(self) -> List[Dict[str, Any]]:
         out = []
         views = self.view.tolist() if self.view is not None else [0] * len(self.keypoints)
-        for kp, track, view in zip(self.keypoints.tolist(), self.track_ids.tolist(), views):
+        points = [None] * len(self.keypoints) if self.keypoints3d is None else list(self.keypoints3d)
+        for kp, track, view, kp3 in zip(self.keypoints.tolist(), self.track_ids.tolist(), views, points):
             person: Dict[str, Any] = {"keypoints": kp}
             if track:
                 person["track"] = int(track)
             if view:  # debugging only: the person was found in a rotated view
                 person["view"] = int(view)
+            rows = keypoints3d_rows(kp3)
+            if rows is not None:
+                person["keypoints3d"] = rows
             out.append(person)
         return out
 
@@ -144,6 +153,15 @@ class FrameRecord:
         """The skeleton JSONL line (contract 2) as a dict."""
         return {"t": self.t, "camera": self.camera, "width": self.width, "height": self.height,
                 "people": self.people}
+
+
+def keypoints3d_rows(points: Optional[np.ndarray]) -> Optional[List[Optional[List[float]]]]:
+    """One person's ``(18, 3)`` 3D keypoints as contract 2's optional ``keypoints3d``: 18 entries, each
+    ``[x, y, z]`` (metres, camera coordinates) or None for a missing part; None when no part has 3D."""
+    if points is None:
+        return None
+    rows = [[float(v) for v in p] if np.isfinite(p).all() else None for p in np.asarray(points, np.float64)]
+    return rows if any(r is not None for r in rows) else None
 
 
 def camera_config(config: Any, camera: str) -> Any:
@@ -160,7 +178,8 @@ def create_detector(config: Any, camera: str) -> FallDetector:
     adds ``event_id``, ``device``, ``camera``, ``timestamp`` and ``t``.
     """
     cam = camera_config(config, camera)
-    return FallDetector(config.fall, zones_of(cam) if cam is not None else ())
+    return FallDetector(config.fall, zones_of(cam) if cam is not None else (),
+                        tuple(getattr(cam, "floor_plane", ()) or ()))
 
 
 class CameraPipeline:
@@ -185,9 +204,17 @@ class CameraPipeline:
         self.views = ViewPolicy(self.view_params) if watch else None
         self.tracker = Tracker(config.tracker, ids)
         self.detector = detector if detector is not None else create_detector(config, camera)
-        self.topdown = TopDownPath(model, getattr(config, "topdown", TopDownConfig()), camera, parse_params,
-                                   self.view_params, self.rotations) \
-            if model is not None and model.spec.family == "top_down" else None
+        family = model.spec.family if model is not None else None
+        topdown = getattr(config, "topdown", TopDownConfig())
+        self.topdown: Optional[TopDownPath] = None
+        if family == "top_down":
+            self.topdown = TopDownPath(model, topdown, camera, parse_params, self.view_params, self.rotations)
+        elif family == "single_person_3d":
+            from edge.inference.body3d import DEFAULT_HFOV_DEG, Body3DPath
+
+            cam = camera_config(config, camera)
+            self.topdown = Body3DPath(model, topdown, camera, parse_params, self.view_params, self.rotations,
+                                      getattr(cam, "intrinsics", ()), getattr(cam, "hfov_deg", DEFAULT_HFOV_DEG))
 
     # ---------------------------------------------------------------- frame -> people
 
@@ -248,6 +275,12 @@ class CameraPipeline:
         transform)`` (``model check``, ``doctor``). Top-down: the heatmaps of one crop of the whole image
         in project order (a part the model lacks, such as a derived neck: zeros) and one all-zero PAF pair."""
         if self.topdown is not None:
+            if self.model.spec.heatmaps is None:
+                from edge.inference.engines import EngineError
+
+                raise EngineError("%s is a %s model: it gives keypoints, not heatmaps, so there are no maps to show "
+                                  "(use `fallwatch detect` to see its people)" % (self.model.spec.name,
+                                                                                  self.model.spec.family))
             return self._topdown_maps(image)
         job = self.prepare(still_frame(image, self.camera), (0,))
         heatmaps, pafs = self.decode(self.infer(job))
@@ -263,8 +296,10 @@ class CameraPipeline:
         return self.parse(job, *self.decode(self.infer(job)))
 
     def _topdown_people(self, job: TopDownJob, outputs: Dict[str, np.ndarray]) -> People:
-        keypoints, scores, rotation = self.topdown.find_people(job, outputs)
-        return People(quantise_keypoints(keypoints), rotation, scores.astype(np.float32))
+        found = self.topdown.find_people(job, outputs)
+        keypoints, scores, rotation = found[:3]
+        points = found[3] if len(found) > 3 else None  # a single_person_3d model's 3D keypoints
+        return People(quantise_keypoints(keypoints), rotation, scores.astype(np.float32), keypoints3d=points)
 
     def _topdown_maps(self, image: np.ndarray) -> Tuple[np.ndarray, np.ndarray, Transform]:
         from edge.inference.crops import make_crops
@@ -288,10 +323,11 @@ class CameraPipeline:
         timer = timer or StageTimer(1)
         t = round(float(t), TIME_DECIMALS)
         view = people.view if isinstance(people, People) else None
+        points = people.keypoints3d if isinstance(people, People) else None
         keypoints = quantise_keypoints(people.keypoints if isinstance(people, People) else people)
         size = (int(size[0]), int(size[1]))
         with timer.measure("track"):
-            ids = self.tracker.update(keypoints, t, size)
+            ids = self.tracker.update(keypoints, t, size, points)
             tracks = self.tracker.tracks
         with timer.measure("detect"):
             raw_events = self.detector.update(tracks, t, size)
@@ -304,7 +340,7 @@ class CameraPipeline:
             self.topdown.observe(keypoints, tracks, t)
         by_id = {tr.id: tr for tr in tracks}
         events = [self._complete(e, by_id, t, wall) for e in raw_events]
-        record = FrameRecord(self.camera, t, wall, size[0], size[1], keypoints, ids, image, view)
+        record = FrameRecord(self.camera, t, wall, size[0], size[1], keypoints, ids, image, view, points)
         return record, events
 
     def process(self, frame: Frame, timer: Optional[StageTimer] = None

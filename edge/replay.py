@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,6 +149,7 @@ MAX_T_S = 1e10
 MAX_FRAME_PX = 100000
 KEYPOINT_XY_RANGE = (-1.0, 2.0)
 MAX_VIEW_DEG = 360
+MAX_3D_M = 1e4  # a 3D keypoint further than this from the camera (metres, any axis) is not a measurement
 LOGGED_BAD_LINES = 20  # skipped lines logged one by one; the rest are only counted
 
 
@@ -167,7 +169,9 @@ def check_skeleton_line(line: Union[str, bytes]) -> Dict[str, Any]:
     saying what is wrong (not where) otherwise: not UTF-8 or not JSON, a missing field, ``t`` not
     a number of seconds from 0 to :data:`MAX_T_S` (NaN and infinities included), ``width`` or
     ``height`` not a whole number of pixels from 1 to :data:`MAX_FRAME_PX`, a person without 18
-    ``[x, y, confidence]`` rows or with a ``view`` that is not a rotation in whole degrees. A row
+    ``[x, y, confidence]`` rows, with a ``view`` that is not a rotation in whole degrees, or with an
+    optional ``keypoints3d`` that is not 18 entries each ``[x, y, z]`` (finite metres, at most
+    :data:`MAX_3D_M` from the camera on any axis) or null (a part without 3D). A row
     that is not finite, lies outside :data:`KEYPOINT_XY_RANGE` or has a negative confidence is a
     part not found: it becomes ``[0, 0, 0]`` in the record returned (the person is kept)."""
     if isinstance(line, bytes):
@@ -215,7 +219,35 @@ def check_skeleton_line(line: Union[str, bytes]) -> Dict[str, Any]:
         if "view" in person and not _integer(person["view"], -MAX_VIEW_DEG, MAX_VIEW_DEG):
             raise ValueError("people[%d].view must be a rotation in whole degrees, got %s"
                              % (i, _shown(person["view"])))
+        if "keypoints3d" in person and not _keypoints3d_ok(person["keypoints3d"]):
+            raise ValueError("people[%d].keypoints3d must be 18 entries, each [x, y, z] (metres, finite, at most %g "
+                             "on any axis) or null" % (i, MAX_3D_M))
     return record
+
+
+def _keypoints3d_ok(rows: Any) -> bool:
+    if not isinstance(rows, list) or len(rows) != 18:
+        return False
+    for row in rows:
+        if row is None:
+            continue
+        if not isinstance(row, list) or len(row) != 3 or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and abs(v) <= MAX_3D_M
+                for v in row):
+            return False
+    return True
+
+
+def _keypoints3d(people: List[Dict[str, Any]]) -> Optional[np.ndarray]:
+    """The recorded people's ``keypoints3d`` as ``(N, 18, 3)`` (NaN: missing), None when nobody has any."""
+    if not any("keypoints3d" in p for p in people):
+        return None
+    out = np.full((len(people), 18, 3), np.nan)
+    for i, person in enumerate(people):
+        for j, row in enumerate(person.get("keypoints3d") or ()):
+            if row is not None:
+                out[i, j] = row
+    return out
 
 
 SkipLine = Callable[[ReplayError], None]
@@ -292,7 +324,8 @@ def replay_skeletons(path: Union[str, Path], config: Any, sinks: Any, max_fps: O
             continue
         keypoints = np.asarray([p["keypoints"] for p in record["people"]], dtype=np.float64).reshape(-1, 18, 3)
         view = np.asarray([int(p.get("view", 0)) for p in record["people"]], dtype=np.int64)  # kept as recorded
-        rec, events = pipelines[camera].track(People(keypoints, view), t, start_wall + t,
+        people = People(keypoints, view, keypoints3d=_keypoints3d(record["people"]))  # 3D passes through as recorded
+        rec, events = pipelines[camera].track(people, t, start_wall + t,
                                               (int(record["width"]), int(record["height"])), timer=timer)
         _deliver(sinks, rec, events, summary, timer)
     if first_bad and not summary.frames_read:

@@ -81,30 +81,35 @@ class TrackerConfig(Section):
 @dataclass(frozen=True)
 class TrackHistory:
     """A track's observations, oldest first: ``t`` (M,) seconds, ``keypoints`` (M, 18, 3) and
-    ``bbox`` (M, 4) as ``x0, y0, x1, y1``, all normalised to the frame."""
+    ``bbox`` (M, 4) as ``x0, y0, x1, y1``, all normalised to the frame; ``keypoints3d`` (M, 18, 3)
+    metres (NaN: no 3D for that part or frame), None when no observation had 3D."""
 
     t: np.ndarray
     keypoints: np.ndarray
     bbox: np.ndarray
+    keypoints3d: Optional[np.ndarray] = None
 
     def __len__(self) -> int:
         return int(self.t.shape[0])
 
 
 class Track:
-    """One person. ``id`` is 0 while tentative. ``keypoints``/``bbox`` are the last observation;
-    ``size_px`` the largest side of its skeleton's box (pixels) over the last ``size_memory_s``."""
+    """One person. ``id`` is 0 while tentative. ``keypoints``/``bbox`` are the last observation
+    (``keypoints3d``: its 3D keypoints, metres, when the model gives 3D, else None); ``size_px`` the
+    largest side of its skeleton's box (pixels) over the last ``size_memory_s``."""
 
     def __init__(self, keypoints: np.ndarray, bbox: np.ndarray, t: float, history_s: float,
-                 size_px: float = 0.0, size_memory_s: float = 0.0) -> None:
+                 size_px: float = 0.0, size_memory_s: float = 0.0, keypoints3d: Optional[np.ndarray] = None) -> None:
         self.id = 0
         self.hits = 1
         self.beside = 0  # frames this tentative track was matched while a confirmed track near it took another
         self.first_t = self.last_t = t
         self.keypoints = keypoints
+        self.keypoints3d = keypoints3d
         self.bbox = bbox
         self._history_s = history_s
-        self._history: Deque[Tuple[float, np.ndarray, np.ndarray]] = deque([(t, keypoints, bbox)])
+        self._history: Deque[Tuple[float, np.ndarray, np.ndarray, Optional[np.ndarray]]] = deque(
+            [(t, keypoints, bbox, keypoints3d)])
         self._size_memory_s = size_memory_s
         self._sizes: Deque[Tuple[float, float]] = deque([(t, size_px)])
         self.size_px = size_px
@@ -117,10 +122,11 @@ class Track:
         """Seconds since the track was last matched (0 when matched at ``t``)."""
         return t - self.last_t
 
-    def _observe(self, keypoints: np.ndarray, bbox: np.ndarray, t: float, size_px: float) -> None:
-        self.keypoints, self.bbox, self.last_t = keypoints, bbox, t
+    def _observe(self, keypoints: np.ndarray, bbox: np.ndarray, t: float, size_px: float,
+                 keypoints3d: Optional[np.ndarray] = None) -> None:
+        self.keypoints, self.bbox, self.last_t, self.keypoints3d = keypoints, bbox, t, keypoints3d
         self.hits += 1
-        self._history.append((t, keypoints, bbox))
+        self._history.append((t, keypoints, bbox, keypoints3d))
         while self._history and self._history[0][0] < t - self._history_s:
             self._history.popleft()
         self._sizes.append((t, size_px))
@@ -133,8 +139,11 @@ class Track:
         rows = [h for h in self._history if since_t is None or h[0] >= since_t]
         if not rows:
             return TrackHistory(np.zeros(0), np.zeros((0, NUM_KEYPOINTS, 3)), np.zeros((0, 4)))
+        points = None
+        if any(r[3] is not None for r in rows):
+            points = np.stack([r[3] if r[3] is not None else np.full((NUM_KEYPOINTS, 3), np.nan) for r in rows])
         return TrackHistory(np.array([r[0] for r in rows], dtype=np.float64),
-                            np.stack([r[1] for r in rows]), np.stack([r[2] for r in rows]))
+                            np.stack([r[1] for r in rows]), np.stack([r[2] for r in rows]), points)
 
     def __repr__(self) -> str:
         return "Track(id=%d, hits=%d, last_t=%.3f)" % (self.id, self.hits, self.last_t)
@@ -240,11 +249,16 @@ class Tracker:
         p = self.config
         return track.missed_s(t) <= (p.max_missed_s if track.confirmed else p.tentative_max_missed_s)
 
-    def update(self, keypoints: np.ndarray, t: float, frame_size: Tuple[int, int]) -> np.ndarray:
+    def update(self, keypoints: np.ndarray, t: float, frame_size: Tuple[int, int],
+               keypoints3d: Optional[np.ndarray] = None) -> np.ndarray:
         """Match this frame's people; returns each detection's track id (``(N,)`` int64, 0 while
-        its track is tentative). ``frame_size`` is ``(width, height)`` in pixels."""
+        its track is tentative). ``frame_size`` is ``(width, height)`` in pixels. ``keypoints3d``:
+        the people's 3D keypoints ``(N, 18, 3)`` when the model gives 3D (kept on the tracks, not
+        used for matching)."""
         p = self.config
         kp = np.asarray(keypoints, dtype=np.float64).reshape(-1, NUM_KEYPOINTS, 3)
+        kp3: List[Optional[np.ndarray]] = [None] * len(kp) if keypoints3d is None else \
+            list(np.asarray(keypoints3d, np.float64).reshape(-1, NUM_KEYPOINTS, 3))
         boxes = skeleton_bbox(kp, p.min_keypoint_confidence)
         sizes = box_size(boxes, frame_size)
         ids = np.zeros(len(kp), dtype=np.int64)
@@ -262,7 +276,7 @@ class Tracker:
             track = self._tracks[ti]
             if not track.confirmed and within[took_other, di].any():
                 track.beside += 1
-            track._observe(kp[di], boxes[di], t, float(sizes[di]))
+            track._observe(kp[di], boxes[di], t, float(sizes[di]), kp3[di])
             if not track.confirmed and track.hits >= p.min_hits:
                 track.id = next(self._ids)
             ids[di] = track.id
@@ -275,7 +289,7 @@ class Tracker:
             elif self._alive(track, t):
                 survivors.append(track)
         for di in sorted(free):
-            track = Track(kp[di], boxes[di], t, p.history_s, float(sizes[di]), p.size_memory_s)
+            track = Track(kp[di], boxes[di], t, p.history_s, float(sizes[di]), p.size_memory_s, kp3[di])
             track.beside = int(within[took_other, di].any())
             if p.min_hits <= 1:
                 track.id = next(self._ids)

@@ -16,8 +16,9 @@ def _labelled(n_channels, h, w, layout, offset=0):
 
 
 def test_builtin_specs_load():
-    assert set(BUILTIN_SPECS) == {"openpose-mobilenet-thin", "bodyposenet", "trt_pose", "pose_resnet_50_256x192"}
-    assert {load_spec(n).family for n in BUILTIN_SPECS} == {"bottom_up", "top_down"}
+    assert set(BUILTIN_SPECS) == {"openpose-mobilenet-thin", "bodyposenet", "trt_pose", "pose_resnet_50_256x192",
+                                  "bodypose3dnet"}
+    assert {load_spec(n).family for n in BUILTIN_SPECS} == {"bottom_up", "top_down", "single_person_3d"}
     assert len(load_spec("bodyposenet").limbs) == 19 and len(load_spec("trt_pose").limbs) == 21
 
 

@@ -213,7 +213,7 @@ def test_a_spec_that_does_not_fit_the_model_is_refused_at_open(change, field, st
 @pytest.mark.parametrize("change, field", [
     (lambda r: r.update(family="topdown"), "family is 'topdown'; allowed: bottom_up, top_down, single_person_3d"),
     (lambda r: r.pop("family"), "family is bottom_up (the default) but outputs.pafs is missing"),
-    (lambda r: r.update(family="single_person_3d"), "family is 'single_person_3d', which this version cannot run"),
+    (lambda r: r.update(family="single_person_3d"), "family is single_person_3d but the spec has outputs.heatmaps"),
     (lambda r: r.update(keypoints="coco18"), "keypoints: 'coco18' is not a known set"),
     (lambda r: r.update(derived={"neck": ["r_shoulder", "chest"]}), "derived.neck: 'chest' is not a keypoint"),
     (lambda r: r["outputs"]["heatmaps"].update(grid="corners"), "outputs.heatmaps.grid is 'corners'"),

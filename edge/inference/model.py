@@ -68,7 +68,7 @@ def check_io(spec: ModelSpec, engine: Engine, model_file: Path, setting: str = "
     sizes, channels, strides): EngineError naming the spec file and its field; the engine is closed."""
     try:
         check_model_io(spec, str(model_file), engine.input_name, engine.input_shape, engine.output_names,
-                       getattr(engine, "output_shapes", {}))
+                       getattr(engine, "output_shapes", {}), getattr(engine, "extra_inputs", {}))
     except SpecError as exc:
         engine.close()
         raise EngineError(str(exc), "make %s describe %s, or use the model the spec describes" % (setting, model_file),
@@ -87,7 +87,7 @@ def open_pose_model(config) -> PoseModel:
     else:
         engine = create_engine(config.engine.backend, onnx, threads=config.engine.threads)
     check_io(spec, engine, onnx)
-    if spec.family == "top_down":
+    if spec.family in ("top_down", "single_person_3d"):  # both look at crops; the seed model finds people
         try:
             seed = open_seed_model(config)
         except BaseException:

@@ -50,7 +50,7 @@ SEED_OVERLAP = 0.5  # a seed person whose box covers this much of a track's (or 
 
 @dataclass(frozen=True)
 class TopDownConfig(Section):
-    """The ``topdown`` settings: only read when ``model.spec`` is a top-down model."""
+    """The ``topdown`` settings: only read when ``model.spec`` is a top-down (or single-person 3D) model."""
 
     seed_spec: Optional[str] = setting(
         None, "a bottom-up model spec (built-in name or YAML path) run on whole frames every seed_every_s to find "
@@ -196,7 +196,11 @@ class TopDownPath:
         job.transforms, job.rotations, job.batch = transforms, rotations, batch
         if not len(batch):
             return {}
-        return model.engine.run(batch)
+        return self._run(job, batch)
+
+    def _run(self, job: TopDownJob, batch: np.ndarray) -> Dict[str, np.ndarray]:
+        """The engine call on the frame's crops (a single_person_3d path feeds more inputs)."""
+        return self.model.engine.run(batch)
 
     def _seed_people(self, job: TopDownJob) -> np.ndarray:
         """The seed model's people in this frame, every view merged, ``(N, 18, 3)`` frame coordinates."""

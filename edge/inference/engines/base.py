@@ -30,6 +30,7 @@ class Engine:
     input_shape: Sequence[int]
     output_names: Sequence[str]
     output_shapes: Mapping[str, Tuple[int, ...]] = {}
+    extra_inputs: Mapping[str, Tuple[int, ...]] = {}  # inputs besides the image (single_person_3d models)
 
     def run(self, batch: np.ndarray) -> Dict[str, np.ndarray]:
         """Run a float32 batch ``(N, ...)``; return each output ``(N, ...)`` by name."""

@@ -2,8 +2,9 @@
 
 A spec's ``family`` says how the network finds people: ``bottom_up`` (the default: heatmaps and
 part affinity fields of the whole frame, parsed into people by edge.parse) or ``top_down`` (one
-person's crop in, one heatmap per keypoint out, argmax; edge.inference.topdown);
-``single_person_3d`` is reserved and refused for now (issue 18).
+person's crop in, one heatmap per keypoint out, argmax; edge.inference.topdown) or
+``single_person_3d`` (one person's crop and the camera geometry in, 2D and 3D keypoints out, such as
+NVIDIA's BodyPose3DNet: :class:`Body3DSpec`, edge.inference.body3d).
 
 A spec (one YAML file in this folder, or a file the user names) says what the network takes
 (tensor name, layout, colour order, normalisation, size) and what it gives (which output tensor
@@ -29,13 +30,24 @@ import yaml
 from edge.skeleton import KEYPOINT_INDEX, KEYPOINTS
 
 FAMILIES = ("bottom_up", "top_down", "single_person_3d")
-SUPPORTED_FAMILIES = ("bottom_up", "top_down")
+SUPPORTED_FAMILIES = FAMILIES
 HEATMAP_GRIDS = ("cell_centres", "pixel_indices")
 # Named keypoint sets, in the network's channel order, spelled in the project's keypoint names.
 KEYPOINT_SETS: Dict[str, Tuple[str, ...]] = {
     "cmu18": KEYPOINTS,
     "coco17": ("nose", "l_eye", "r_eye", "l_ear", "r_ear", "l_shoulder", "r_shoulder", "l_elbow", "r_elbow",
                "l_wrist", "r_wrist", "l_hip", "r_hip", "l_knee", "r_knee", "l_ankle", "r_ankle"),
+}
+# The model's own keypoint names of single_person_3d sets (not project names): NVIDIA BodyPose3DNet's 34, in
+# its channel order (deepstream_tao_apps, apps/tao_others/deepstream-pose-classification/postprocesslib_impl/
+# post_processor_bodypose.cpp, parse_25dpose_from_tensor_meta).
+MODEL_KEYPOINT_SETS: Dict[str, Tuple[str, ...]] = {
+    "bodypose3dnet34": (
+        "pelvis", "left_hip", "right_hip", "torso", "left_knee", "right_knee", "neck", "left_ankle", "right_ankle",
+        "left_big_toe", "right_big_toe", "left_small_toe", "right_small_toe", "left_heel", "right_heel", "nose",
+        "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder", "left_elbow",
+        "right_elbow", "left_wrist", "right_wrist", "left_pinky_knuckle", "right_pinky_knuckle", "left_middle_tip",
+        "right_middle_tip", "left_index_knuckle", "right_index_knuckle", "left_thumb_tip", "right_thumb_tip"),
 }
 
 SPEC_DIR = Path(__file__).resolve().parent
@@ -65,8 +77,42 @@ class OutputSpec:
 
 
 @dataclass(frozen=True)
+class Body3DSpec:
+    """What a ``single_person_3d`` model takes besides the crop, and what it gives.
+
+    Inputs (batch first, one row per crop): ``k_inv`` (N, 3, 3), the inverse camera intrinsics in frame
+    pixels; ``t_form_inv`` (N, 3, 3), crop input pixels -> frame pixels (the inverse of the crop's affine
+    transform); ``limb_lengths``: (tensor name, its constant values), each fed as (N, len(values)).
+    Outputs (N, K, ...) with K = ``len(keypoints)``: ``pose2d`` (x, y, confidence in crop input pixels),
+    ``pose2d_org_img`` (the same in frame pixels), ``pose25d`` (x, y, relative depth, confidence) and
+    ``pose3d`` (x, y, z in camera coordinates, ``pose3d_unit_m`` metres per unit). ``keypoints``: the
+    model's names in channel order; ``to_project``: (project keypoint index, model channel) pairs."""
+
+    k_inv: str
+    t_form_inv: str
+    limb_lengths: Tuple[Tuple[str, Tuple[float, ...]], ...]
+    pose2d: str
+    pose2d_org_img: str
+    pose25d: str
+    pose3d: str
+    pose3d_unit_m: float
+    keypoints: Tuple[str, ...]
+    to_project: Tuple[Tuple[int, int], ...]
+
+    @property
+    def input_names(self) -> Tuple[str, ...]:
+        return (self.k_inv, self.t_form_inv) + tuple(name for name, _ in self.limb_lengths)
+
+    @property
+    def output_names(self) -> Tuple[str, ...]:
+        return (self.pose2d, self.pose2d_org_img, self.pose25d, self.pose3d)
+
+
+@dataclass(frozen=True)
 class ModelSpec:
-    """One spec file, checked. ``pafs`` is None and ``limbs`` empty for a top_down spec; ``derived``
+    """One spec file, checked. ``pafs`` is None and ``limbs`` empty for a top_down spec; a single_person_3d
+    spec has no ``heatmaps`` either (None), ``keypoint_map`` lists the project keypoints it gives and
+    ``body3d`` the rest (:class:`Body3DSpec`); ``derived``
     lists project keypoints the model lacks, each the midpoint of two it has (present only when
     both are); ``heatmap_grid`` says where heatmap cell k sits in the input: ``cell_centres``
     (at ``(k + 0.5) * stride`` pixels, edge.parse's convention) or ``pixel_indices`` (on input
@@ -81,7 +127,7 @@ class ModelSpec:
     input_size: Optional[Tuple[int, int]]  # (height, width) when fixed by the network
     multiple_of: int
     output_layout: str
-    heatmaps: OutputSpec
+    heatmaps: Optional[OutputSpec]
     pafs: Optional[OutputSpec]
     keypoint_map: Tuple[int, ...]  # model heatmap channel i -> project keypoint index
     background: bool
@@ -90,6 +136,7 @@ class ModelSpec:
     derived: Tuple[Tuple[int, Tuple[int, int]], ...] = ()  # (project keypoint, (part a, part b)): midpoint
     heatmap_grid: str = "cell_centres"
     source: str = "<spec>"
+    body3d: Optional[Body3DSpec] = None
 
     @property
     def topology(self) -> Tuple[Limb, ...]:
@@ -98,6 +145,8 @@ class ModelSpec:
 
     @property
     def output_names(self) -> Tuple[str, ...]:
+        if self.body3d is not None:
+            return self.body3d.output_names
         if self.pafs is None:
             return (self.heatmaps.tensor,)
         return tuple(dict.fromkeys((self.heatmaps.tensor, self.pafs.tensor)))
@@ -166,6 +215,8 @@ def spec_from_dict(raw: Mapping, source: str = "<spec>") -> ModelSpec:
     if family not in SUPPORTED_FAMILIES:
         raise SpecError("%s: family is %r, which this version cannot run yet (it runs %s)"
                         % (source, family, ", ".join(SUPPORTED_FAMILIES)))
+    if family == "single_person_3d":
+        return _body3d_spec(raw, source)
     top_down = family == "top_down"
     try:
         inp, out = raw["input"], raw["outputs"]
@@ -228,12 +279,94 @@ def spec_from_dict(raw: Mapping, source: str = "<spec>") -> ModelSpec:
     return spec
 
 
+def _tensor_name(value: object, where: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise SpecError("%s: expected a tensor name, got %r" % (where, value))
+    return value
+
+
+def _body3d_spec(raw: Mapping, source: str) -> ModelSpec:
+    """A ``family: single_person_3d`` spec (edge/inference/specs/bodypose3dnet.yaml shows every field)."""
+    for key in ("outputs.heatmaps", "outputs.pafs", "limbs", "derived"):
+        head, _, tail = key.partition(".")
+        if head in raw and (not tail or tail in (raw[head] or {})):
+            raise SpecError("%s: family is single_person_3d but the spec has %s, which a 2D heatmap model has: is "
+                            "family right?" % (source, key))
+    try:
+        inp, out = raw["input"], raw["outputs"]
+        names = raw["keypoints"]
+        if isinstance(names, str):
+            if names not in MODEL_KEYPOINT_SETS:
+                raise SpecError("%s: keypoints: %r is not a known set; use one of %s or a list of the model's "
+                                "keypoint names" % (source, names, ", ".join(MODEL_KEYPOINT_SETS)))
+            names = MODEL_KEYPOINT_SETS[names]
+        if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names) \
+                or len(set(names)) != len(names):
+            raise SpecError("%s: keypoints: expected a set name or a list of distinct keypoint names, got %r"
+                            % (source, names))
+        mapping = raw["to_project"]
+        if not isinstance(mapping, dict):
+            raise SpecError("%s: to_project: expected a mapping project keypoint: model keypoint, got %r"
+                            % (source, mapping))
+        pairs = []
+        for project, model_name in mapping.items():
+            where = "%s: to_project.%s" % (source, project)
+            index = _keypoint(project, where)
+            if model_name not in names:
+                raise SpecError("%s: %r is not one of the model's keypoints" % (where, model_name))
+            pairs.append((index, list(names).index(model_name)))
+        lengths = inp.get("limb_lengths") or {}
+        if not isinstance(lengths, dict):
+            raise SpecError("%s: input.limb_lengths: expected a mapping tensor: [values], got %r" % (source, lengths))
+        limb_lengths = []
+        for tensor, values in lengths.items():
+            if not isinstance(values, (list, tuple)) or not values or \
+                    not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+                raise SpecError("%s: input.limb_lengths.%s: expected a list of numbers, got %r" % (source, tensor, values))
+            limb_lengths.append((str(tensor), tuple(float(v) for v in values)))
+        unit = out.get("pose3d_unit_m", 1.0)
+        if isinstance(unit, bool) or not isinstance(unit, (int, float)) or not unit > 0:
+            raise SpecError("%s: outputs.pose3d_unit_m: expected metres per output unit (> 0), got %r" % (source, unit))
+        body = Body3DSpec(
+            k_inv=_tensor_name(inp["k_inv"], source + ": input.k_inv"),
+            t_form_inv=_tensor_name(inp["t_form_inv"], source + ": input.t_form_inv"),
+            limb_lengths=tuple(limb_lengths),
+            pose2d=_tensor_name(out["pose2d"], source + ": outputs.pose2d"),
+            pose2d_org_img=_tensor_name(out["pose2d_org_img"], source + ": outputs.pose2d_org_img"),
+            pose25d=_tensor_name(out["pose25d"], source + ": outputs.pose25d"),
+            pose3d=_tensor_name(out["pose3d"], source + ": outputs.pose3d"),
+            pose3d_unit_m=float(unit), keypoints=tuple(names), to_project=tuple(pairs))
+        size = inp["size"]
+        spec = ModelSpec(
+            name=str(raw["name"]), input_tensor=_tensor_name(inp["tensor"], source + ": input.tensor"),
+            input_layout=str(inp["layout"]), color=str(inp["color"]), mean=tuple(float(v) for v in inp["mean"]),
+            std=tuple(float(v) for v in inp["std"]), input_size=(int(size[0]), int(size[1])), multiple_of=1,
+            output_layout="NCHW", heatmaps=None, pafs=None, keypoint_map=tuple(p for p, _ in pairs),
+            background=False, limbs=(), family="single_person_3d", source=source, body3d=body)
+    except KeyError as exc:
+        raise SpecError("%s: missing field %s" % (source, exc)) from None
+    except (TypeError, ValueError, IndexError) as exc:
+        if isinstance(exc, SpecError):
+            raise
+        raise SpecError("%s: malformed (%s)" % (source, exc)) from None
+    for field, value, allowed in (("input.layout", spec.input_layout, ("NHWC", "NCHW")),
+                                  ("input.color", spec.color, ("BGR", "RGB"))):
+        if value not in allowed:
+            raise SpecError("%s: %s is %r; allowed: %s" % (source, field, value, ", ".join(allowed)))
+    if len(set(spec.keypoint_map)) != len(spec.keypoint_map):
+        raise SpecError("%s: to_project: a project keypoint is listed twice" % source)
+    tensors = (spec.input_tensor,) + body.input_names
+    if len(set(tensors)) != len(tensors):
+        raise SpecError("%s: input: a tensor name is used twice (%s)" % (source, ", ".join(tensors)))
+    return spec
+
+
 _CACHE: Dict[str, ModelSpec] = {}
 
 
 def load_spec(name_or_path: Union[str, "os.PathLike[str]"]) -> ModelSpec:
     """A built-in spec by name (``openpose-mobilenet-thin``, ``bodyposenet``, ``trt_pose``,
-    ``pose_resnet_50_256x192``) or a YAML file."""
+    ``pose_resnet_50_256x192``, ``bodypose3dnet``) or a YAML file."""
     key = str(name_or_path)
     if key not in _CACHE:
         path = SPEC_DIR / (key + ".yaml") if key in BUILTIN_SPECS else Path(key)
@@ -253,12 +386,15 @@ def _io_error(spec: ModelSpec, field: str, message: str, hint: str = "") -> Spec
 
 
 def check_model_io(spec: ModelSpec, model: str, input_name: str, input_shape: Sequence[int],
-                   output_names: Sequence[str], output_shapes: Optional[Mapping[str, Sequence[int]]] = None) -> None:
+                   output_names: Sequence[str], output_shapes: Optional[Mapping[str, Sequence[int]]] = None,
+                   extra_inputs: Optional[Mapping[str, Sequence[int]]] = None) -> None:
     """Refuse (SpecError naming the spec file and the field) a spec that does not describe the model's
     tensors: the input's name, channel axis (``input.layout``) and fixed height and width
     (``input.size``); each output's name, channel count (``channels``) and, when the input size is
     known, its height and width (``stride``). ``input_shape`` and ``output_shapes`` are batch first,
-    -1 (or absent) where the model leaves a dimension open; ``model`` names the model file."""
+    -1 (or absent) where the model leaves a dimension open; ``model`` names the model file.
+    ``extra_inputs``: the model's other inputs (name: shape); only a single_person_3d spec feeds any,
+    and then each of its inputs and outputs is checked by name and shape (:func:`_check_body3d_io`)."""
     hint = " (is family: %s right for %s?)" % (spec.family, model)
     if input_name != spec.input_tensor:
         raise _io_error(spec, "input.tensor", "%r is not the input of %s, which takes %r"
@@ -277,6 +413,12 @@ def check_model_io(spec: ModelSpec, model: str, input_name: str, input_shape: Se
         raise _io_error(spec, "input.size", "%s but %s takes %dx%d (height x width)"
                         % (list(spec.input_size), model, fixed[0], fixed[1]), hint)
     size = spec.input_size or fixed
+    if spec.body3d is not None:
+        _check_body3d_io(spec, model, dict(extra_inputs or {}), output_names, dict(output_shapes or {}))
+        return
+    if extra_inputs:
+        raise _io_error(spec, "input.tensor", "%s has more inputs than %r (%s), which only a single_person_3d model "
+                        "feeds" % (model, input_name, ", ".join(repr(n) for n in extra_inputs)), hint)
     outputs = [("outputs.heatmaps", spec.heatmaps)] + ([("outputs.pafs", spec.pafs)] if spec.pafs else [])
     for field, out in outputs:
         if out.tensor not in output_names:
@@ -295,6 +437,35 @@ def check_model_io(spec: ModelSpec, model: str, input_name: str, input_shape: Se
             raise _io_error(spec, field + ".stride", "%d but %s's output %r is %dx%d for an input of %dx%d (shape %s, "
                             "layout %s)" % (out.stride, model, out.tensor, h, w, size[0], size[1], dims,
                                             spec.output_layout), hint)
+
+
+def _check_body3d_io(spec: ModelSpec, model: str, inputs: Mapping[str, Sequence[int]], output_names: Sequence[str],
+                     output_shapes: Mapping[str, Sequence[int]]) -> None:
+    body = spec.body3d
+    k = len(body.keypoints)
+    wanted_in = [("input.k_inv", body.k_inv, (3, 3)), ("input.t_form_inv", body.t_form_inv, (3, 3))]
+    wanted_in += [("input.limb_lengths.%s" % name, name, (len(values),)) for name, values in body.limb_lengths]
+    for field, name, dims in wanted_in:
+        if name not in inputs:
+            raise _io_error(spec, field, "%r is not an input of %s (its other inputs: %s)"
+                            % (name, model, ", ".join(repr(n) for n in inputs) or "none"))
+        got = tuple(int(d) for d in inputs[name])
+        if len(got) != len(dims) + 1 or any(g > 0 and g != d for g, d in zip(got[1:], dims)):
+            raise _io_error(spec, field, "%s's input %r has shape %s; the spec feeds it (N, %s)"
+                            % (model, name, got, ", ".join(str(d) for d in dims)))
+    unfed = [n for n in inputs if n not in body.input_names]
+    if unfed:
+        raise _io_error(spec, "input", "%s also takes %s, which the spec does not feed"
+                        % (model, ", ".join(repr(n) for n in unfed)))
+    for field, name, width in (("outputs.pose2d", body.pose2d, 3), ("outputs.pose2d_org_img", body.pose2d_org_img, 3),
+                               ("outputs.pose25d", body.pose25d, 4), ("outputs.pose3d", body.pose3d, 3)):
+        if name not in output_names:
+            raise _io_error(spec, field, "%r is not an output of %s (it has %s)"
+                            % (name, model, ", ".join(repr(n) for n in output_names)))
+        got = tuple(int(d) for d in output_shapes.get(name, ()))
+        if got and (len(got) != 3 or any(g > 0 and g != d for g, d in zip(got[1:], (k, width)))):
+            raise _io_error(spec, field, "%s's output %r has shape %s; the spec reads (N, %d, %d) (%d keypoints)"
+                            % (model, name, got, k, width, k))
 
 
 def _channels_first(array: np.ndarray, layout: str, name: str) -> np.ndarray:
