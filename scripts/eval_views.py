@@ -146,7 +146,7 @@ def _cache_file(cache: Path, clip: Clip, mode: str, fps: float) -> Path:
                                       hashlib.sha1(key.encode()).hexdigest()[:10]))
 
 
-def cached_views(runner: ViewRunner, clip: Clip, fps: float, cache: Path) -> List[FrameViews]:
+def cached_views(runner: ViewRunner, clip: Clip, fps: float, cache: Path, data: Path = DATA) -> List[FrameViews]:
     """:func:`load_views` for all rotations, read from / written to an npz in ``cache``."""
     path = _cache_file(cache, clip, runner.mode, fps)
     if path.is_file():
@@ -161,7 +161,7 @@ def cached_views(runner: ViewRunner, clip: Clip, fps: float, cache: Path) -> Lis
         for f in frames:
             f.transforms = dict(zip(ALL_ROTATIONS, transforms))
         return frames
-    frames = load_views(runner, clip, fps)
+    frames = load_views(runner, clip, fps, data=data)
     arrays = {"frames": np.array([(f.index, f.t, f.size[0], f.size[1]) for f in frames], np.float64)}
     for k, f in enumerate(frames):
         for r in ALL_ROTATIONS:
@@ -257,7 +257,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for mode in args.modes:
         runner = ViewRunner(engine, mode)
         started = time.perf_counter()
-        views = {c.file: cached_views(runner, c, args.fps, args.cache) for c in clips}
+        views = {c.file: cached_views(runner, c, args.fps, args.cache, args.data) for c in clips}
         if runner.inferences:
             print("[%s] %d inferences in %.0f s" % (mode, runner.inferences, time.perf_counter() - started))
         rows: Dict[str, Dict[str, Any]] = {}
