@@ -47,7 +47,7 @@ class InferenceJob:
     network input to normalised frame coordinates."""
 
     frame: Frame
-    batch: np.ndarray
+    batch: Optional[np.ndarray]  # None once the daemon has given it back to its pool (after the engine)
     transforms: Tuple[Transform, ...]
     rotations: Tuple[int, ...] = (0,)
 
@@ -180,13 +180,15 @@ class CameraPipeline:
         """The views the frame at time ``t`` needs (upright only without a model)."""
         return self.views.views_for(t) if self.views is not None else (0,)
 
-    def prepare(self, frame: Frame, rotations: Optional[Sequence[int]] = None) -> InferenceJob:
+    def prepare(self, frame: Frame, rotations: Optional[Sequence[int]] = None, pool: Any = None) -> InferenceJob:
         """Views and preprocess: the frame's views (``rotations``, upright first; default: what the
-        view policy asks for at ``frame.t``) as one engine batch."""
+        view policy asks for at ``frame.t``) as one engine batch, written into an array lent by
+        ``pool`` (an :class:`edge.inference.batches.InputPool`, whose owner gives it back after the
+        engine) or a new one."""
         model = self.model
         rotations = tuple(rotations) if rotations is not None else self.rotations(frame.t)
         batch, transforms = make_views(frame.image, model.spec, model.input_hw, model.resize, rotations,
-                                       model.light)
+                                       model.light, out=pool.take if pool is not None else None)
         return InferenceJob(frame, batch, tuple(transforms), rotations)
 
     def infer(self, job: InferenceJob) -> Dict[str, np.ndarray]:
