@@ -37,9 +37,8 @@ class InputPool:
             if self._closed:
                 raise RuntimeError("the input pool is closed")
             self._rows = capacity = max(self._rows, rows)
-            buffer = next((b for b in self._free if b.shape[1:] == row and b.shape[0] >= rows), None)
-            if buffer is not None:
-                self._free.remove(buffer)
+            found = next((k for k, b in enumerate(self._free) if b.shape[1:] == row and b.shape[0] >= rows), None)
+            buffer = self._free.pop(found) if found is not None else None
         if buffer is None:
             buffer = self._engine.host_buffer((capacity,) + row)
         array = buffer[:rows]
