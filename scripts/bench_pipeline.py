@@ -11,7 +11,12 @@
    preprocessed beforehand (nothing else). Reports frames per second of each, their ratio (goal:
    pipeline >= 0.95 x engine) as the ratio of medians, the median of the rounds' ratios and the
    ratio of total throughput, and what the engine did inside the pipeline: its share of the wall
-   time spent in ``engine.run`` (busy; the rest it idled), its mean call, the views per frame.
+   time spent in ``engine.run`` (busy; the rest it idled), its mean call, the views per frame, and
+   the engine calls' share of the CPU time the whole process used (with ``--threads 1`` ONNX
+   Runtime computes in the calling thread, so its thread CPU time is the engine's): when other
+   jobs keep every core busy, the pipeline's own work (preprocess, parse, ...) is paid from the
+   same CPU, so this share is what the ratio tends to on a saturated machine, while busy is what
+   it tends to with a core to spare.
 2. Median and 90th percentile of every stage, from the daemon's own timers.
 3. Resident memory: the pipeline keeps running for ``--soak-s`` seconds; RSS is sampled every
    10 s and reported at 1 minute and at the end.
@@ -152,39 +157,41 @@ def main() -> int:
     batches: List[np.ndarray] = [preprocess(img, model.spec, model.input_hw, model.resize)[0] for img in images]
     engine_fps: List[float] = []
     pipeline_fps: List[float] = []
-    calls: List[Tuple[float, float, int]] = []  # (start, end, views) of every engine call in a round
+    calls: List[Tuple[float, float, int, float]] = []  # (start, end, views, CPU s) of every engine call in a round
     seen: List[Tuple[np.ndarray, Tuple[int, ...]]] = []  # (image, rotations) of each frame of a pipeline round
     run = model.engine.run
     recording = [True]  # off during the soak (nothing may grow there)
 
     def timed_run(batch: np.ndarray) -> Dict[str, np.ndarray]:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.thread_time()  # ONNX Runtime with 1 thread runs in this one
         outputs = run(batch)
         if recording:
-            calls.append((start, time.perf_counter(), batch.shape[0]))
+            calls.append((start, time.perf_counter(), batch.shape[0], time.thread_time() - cpu))
         return outputs
 
     model.engine.run = timed_run  # type: ignore[method-assign]
     rounds: List[Dict[str, Any]] = []
 
-    def note(mode: str, n: int, wall: float) -> float:
+    def note(mode: str, n: int, wall: float, cpu: float) -> float:
         """Frames/s of the round, and what the engine did in it: its share of the wall time spent
-        inside engine.run (busy), the mean call and the views per frame."""
-        busy = sum(e - s for s, e, _ in calls)
+        inside engine.run (busy), the mean call, the views per frame, and the engine calls' share of
+        the CPU time the whole process used in the round (``cpu``; with ``--threads 1`` only)."""
+        busy = sum(c[1] - c[0] for c in calls)
         rounds.append({"mode": mode, "fps": round(n / wall, 3), "busy": round(busy / wall, 4),
                        "call_ms": round(1000 * busy / max(len(calls), 1), 2),
-                       "views_per_frame": round(sum(v for _, _, v in calls) / max(len(calls), 1), 3)})
+                       "views_per_frame": round(sum(c[2] for c in calls) / max(len(calls), 1), 3),
+                       "engine_cpu_share": round(sum(c[3] for c in calls) / max(cpu, 1e-9), 4)})
         return n / wall
 
     def engine_round(n: int) -> float:
         del calls[:]
         jobs = list(batches)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         for k in range(n):
-            run_start = time.perf_counter()
+            run_start, run_cpu = time.perf_counter(), time.thread_time()
             run(jobs[k % len(jobs)])
-            calls.append((run_start, time.perf_counter(), jobs[k % len(jobs)].shape[0]))
-        return note("engine", n, time.perf_counter() - start)
+            calls.append((run_start, time.perf_counter(), jobs[k % len(jobs)].shape[0], time.thread_time() - run_cpu))
+        return note("engine", n, time.perf_counter() - start, time.process_time() - cpu)
 
     t0 = time.monotonic()
 
@@ -226,7 +233,7 @@ def main() -> int:
     def pipeline_round(n: int) -> float:
         done = sinks.frames
         del calls[:], seen[:]
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         for _ in range(n):
             gate.release()
         if args.source == "memory":
@@ -234,10 +241,10 @@ def main() -> int:
         while not sinks.wait_for(done + n, 1.0):
             if daemon.fatal:
                 raise SystemExit("the pipeline failed: %s" % daemon.fatal)
-        wall = time.perf_counter() - start
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu
         batches[:] = [make_views(image, model.spec, model.input_hw, model.resize, rotations, model.light)[0]
                       for image, rotations in seen[-n:]]
-        return note("pipeline", n, wall)
+        return note("pipeline", n, wall, cpu)
 
     daemon.start()
     try:
@@ -252,9 +259,9 @@ def main() -> int:
             engine_fps.append(engine_round(args.per_round))
             p_, e_ = rounds[-2:]
             print("round %d: engine %.2f fps (call %.1f ms), pipeline %.2f fps (call %.1f ms, engine busy %.1f%%, "
-                  "%.2f views/frame); ratio %.3f" % (r + 1, e_["fps"], e_["call_ms"], p_["fps"], p_["call_ms"],
-                                                     100 * p_["busy"], p_["views_per_frame"], p_["fps"] / e_["fps"]),
-                  flush=True)
+                  "%.1f%% of the CPU, %.2f views/frame); ratio %.3f"
+                  % (r + 1, e_["fps"], e_["call_ms"], p_["fps"], p_["call_ms"], 100 * p_["busy"],
+                     100 * p_["engine_cpu_share"], p_["views_per_frame"], p_["fps"] / e_["fps"]), flush=True)
         stages = daemon.timer.summary()
         soak_stages: Dict[str, Any] = {}
         rss: List[Dict[str, float]] = []
@@ -283,6 +290,7 @@ def main() -> int:
     # every round has the same number of frames: total throughput is frames over summed times
     total = sum(1.0 / v for v in engine_fps) / sum(1.0 / v for v in pipeline_fps)
     busy = [r["busy"] for r in rounds if r["mode"] == "pipeline"]
+    cpu_share = [r["engine_cpu_share"] for r in rounds if r["mode"] == "pipeline"]
     at_1min = next((s for s in rss if s["t_s"] >= 60), None)
     result = {
         "cpu": platform.processor() or platform.machine(), "onnxruntime": onnxruntime.__version__,
@@ -291,15 +299,17 @@ def main() -> int:
         "engine_fps_median": round(e, 2), "pipeline_fps_median": round(p, 2), "ratio": round(p / e, 3),
         "ratio_median_of_rounds": round(float(np.median(per_round)), 3), "ratio_total": round(total, 3),
         "pipeline_engine_busy_median": round(float(np.median(busy)), 4), "round_details": rounds,
+        "pipeline_engine_cpu_share_median": round(float(np.median(cpu_share)), 4),
         "views_per_frame": round(float(np.mean([r["views_per_frame"] for r in rounds if r["mode"] == "pipeline"])), 3),
         "engine_fps_rounds": [round(v, 2) for v in engine_fps], "pipeline_fps_rounds": [round(v, 2) for v in pipeline_fps],
         "stages": stages, "soak_stages": soak_stages, "rss": rss,
         "rss_at_1min_mb": at_1min["rss_mb"] if at_1min else None, "rss_at_end_mb": rss[-1]["rss_mb"] if rss else None,
     }
     print("engine %.2f fps, pipeline %.2f fps (medians): ratio %.3f; median of the rounds' ratios %.3f; total "
-          "throughput ratio %.3f; engine busy in the pipeline (median) %.1f%%; %.2f views/frame"
+          "throughput ratio %.3f; in the pipeline (medians) the engine is busy %.1f%% of the time and uses %.1f%% "
+          "of the process's CPU; %.2f views/frame"
           % (e, p, p / e, result["ratio_median_of_rounds"], total, 100 * result["pipeline_engine_busy_median"],
-             result["views_per_frame"]))
+             100 * result["pipeline_engine_cpu_share_median"], result["views_per_frame"]))
     print("%-12s %10s %8s" % ("stage", "median ms", "p90"))
     for name, s in stages.items():
         print("%-12s %10.2f %8.2f" % (name, s["median_ms"], s["p90_ms"]))
