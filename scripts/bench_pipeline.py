@@ -124,6 +124,9 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: config)")
     parser.add_argument("--soak-s", type=float, default=600, help="keep the pipeline running this long for memory")
     parser.add_argument("--json", type=Path, help="write the figures here too")
+    parser.add_argument("--switch-interval", type=float, default=None,
+                        help="an A/B test inside the run: every other round runs with this GIL switch interval (s) "
+                             "instead of Python's default; the ratio is reported for each half")
     args = parser.parse_args()
 
     import onnxruntime
@@ -253,11 +256,16 @@ def main() -> int:
         pipeline_round(5)
         engine_round(5)
         del rounds[:]
+        default_interval = sys.getswitchinterval()
         for r in range(args.rounds):
+            interval = args.switch_interval if args.switch_interval and r % 2 else default_interval
+            sys.setswitchinterval(interval)
             # the pipeline first, then the engine alone on the batches it just ran
             pipeline_fps.append(pipeline_round(args.per_round))
             engine_fps.append(engine_round(args.per_round))
+            sys.setswitchinterval(default_interval)
             p_, e_ = rounds[-2:]
+            p_["switch_interval"] = interval
             print("round %d: engine %.2f fps (call %.1f ms), pipeline %.2f fps (call %.1f ms, engine busy %.1f%%, "
                   "%.1f%% of the CPU, %.2f views/frame); ratio %.3f"
                   % (r + 1, e_["fps"], e_["call_ms"], p_["fps"], p_["call_ms"], 100 * p_["busy"],
@@ -316,6 +324,15 @@ def main() -> int:
     if rss:
         print("rss at %.0f s: %s MB; at %.0f s: %s MB" % (at_1min["t_s"] if at_1min else 0,
                                                        result["rss_at_1min_mb"], rss[-1]["t_s"], rss[-1]["rss_mb"]))
+    if args.switch_interval:
+        for half, name in ((0, "default %g s" % sys.getswitchinterval()), (1, "%g s" % args.switch_interval)):
+            ratios = per_round[half::2]
+            share = [r["engine_cpu_share"] for r in rounds if r["mode"] == "pipeline"][half::2]
+            result["switch_interval_" + ("default" if half == 0 else "test")] = {
+                "median_of_rounds": round(float(np.median(ratios)), 3), "busy": round(float(np.median(busy[half::2])), 4)}
+            print("GIL switch interval %s: median of the rounds' ratios %.3f, engine busy %.1f%%, CPU share %.1f%%"
+                  % (name, float(np.median(ratios)), 100 * float(np.median(busy[half::2])),
+                     100 * float(np.median(share))))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     return 0
