@@ -329,7 +329,8 @@ def main() -> int:
             ratios = per_round[half::2]
             share = [r["engine_cpu_share"] for r in rounds if r["mode"] == "pipeline"][half::2]
             result["switch_interval_" + ("default" if half == 0 else "test")] = {
-                "median_of_rounds": round(float(np.median(ratios)), 3), "busy": round(float(np.median(busy[half::2])), 4)}
+                "median_of_rounds": round(float(np.median(ratios)), 3),
+                "busy": round(float(np.median(busy[half::2])), 4)}
             print("GIL switch interval %s: median of the rounds' ratios %.3f, engine busy %.1f%%, CPU share %.1f%%"
                   % (name, float(np.median(ratios)), 100 * float(np.median(busy[half::2])),
                      100 * float(np.median(share))))
