@@ -52,6 +52,7 @@ same algorithm plainly; the two agree to well under 1e-4 cell.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import cv2
@@ -111,7 +112,20 @@ Topology = Union[str, Sequence[Limb]]
 
 
 def resolve_topology(topology: Topology) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(a, b, fills_gaps)`` int/int/bool arrays of the limbs, from limbs or a spec name."""
+    """``(a, b, fills_gaps)`` int/int/bool arrays of the limbs, from limbs or a spec name
+    (read-only arrays, shared between calls with the same name or tuple of limbs)."""
+    try:
+        return _resolved(topology)
+    except TypeError:  # unhashable (a list of limbs)
+        return _resolve(topology)
+
+
+@lru_cache(maxsize=32)
+def _resolved(topology: Topology) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return _resolve(topology)
+
+
+def _resolve(topology: Topology) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     if isinstance(topology, str):
         topology = load_spec(topology).topology
     try:
@@ -124,14 +138,18 @@ def resolve_topology(topology: Topology) -> Tuple[np.ndarray, np.ndarray, np.nda
             raise ValueError("topology limb %d joins keypoints %d and %d; expected two different indices "
                              "in 0..%d" % (k, a, b, NUM_KEYPOINTS - 1))
     arr = np.array([(a, b) for a, b, _ in limbs], dtype=np.int64).reshape(-1, 2)
-    return arr[:, 0], arr[:, 1], np.array([f for _, _, f in limbs], dtype=bool)
+    out = (arr[:, 0].copy(), arr[:, 1].copy(), np.array([f for _, _, f in limbs], dtype=bool))
+    for a in out:
+        a.setflags(write=False)
+    return out
 
 
 def check_maps(heatmaps: Any, pafs: Any, num_limbs: int) -> Tuple[np.ndarray, np.ndarray]:
     """The maps as float32 arrays ``(18, H, W)`` (background dropped) and ``(2L, H', W')``.
 
     Raises ValueError naming the expected shape. Non-finite heatmap values become 0 and values
-    are clipped to +-1e6; the PAF is not copied (it is sanitised where sampled).
+    are clipped to +-1e6 (the heatmaps are copied only then or to convert them; never written
+    to); the PAF is not copied (it is sanitised where sampled).
     """
     heat = np.asarray(heatmaps)
     paf = np.asarray(pafs)
@@ -144,15 +162,18 @@ def check_maps(heatmaps: Any, pafs: Any, num_limbs: int) -> Tuple[np.ndarray, np
     if heat.dtype.kind not in "fiub" or paf.dtype.kind not in "fiub":
         raise ValueError("heatmaps and pafs must hold numbers, got %s and %s" % (heat.dtype, paf.dtype))
     heat = np.asarray(heat[:NUM_KEYPOINTS], dtype=np.float32)
-    if not np.isfinite(heat).all():
-        heat = np.where(np.isfinite(heat), heat, np.float32(0))
-    heat = np.clip(heat, -_VALUE_LIMIT, _VALUE_LIMIT)
+    if not (heat.min() >= -_VALUE_LIMIT and heat.max() <= _VALUE_LIMIT):  # NaN fails both
+        if not np.isfinite(heat).all():
+            heat = np.where(np.isfinite(heat), heat, np.float32(0))
+        heat = np.clip(heat, -_VALUE_LIMIT, _VALUE_LIMIT)
     return heat, paf
 
 
-def smooth(heat: np.ndarray, params: ParseParams) -> np.ndarray:
-    """Gaussian-smoothed heatmaps, channel last ``(H, W, K)`` float32 (OpenCV, reflect-101 border)."""
-    hwc = np.ascontiguousarray(heat.transpose(1, 2, 0))
+def smooth(heat: np.ndarray, params: ParseParams, hwc: Optional[np.ndarray] = None) -> np.ndarray:
+    """Gaussian-smoothed heatmaps, channel last ``(H, W, K)`` float32 (OpenCV, reflect-101 border).
+    ``hwc``: the heatmaps already channel last and contiguous, if the caller has them."""
+    if hwc is None:
+        hwc = np.ascontiguousarray(heat.transpose(1, 2, 0))
     if params.blur_kernel <= 1:
         return hwc
     k = int(params.blur_kernel)
@@ -161,8 +182,8 @@ def smooth(heat: np.ndarray, params: ParseParams) -> np.ndarray:
 
 
 # Neighbour offsets (dy, dx) that come before a cell in raster order: the cell must beat them strictly.
-_BEFORE = ((-1, -1), (-1, 0), (-1, 1), (0, -1))
-_AFTER = ((0, 1), (1, -1), (1, 0), (1, 1))
+_BEFORE = np.array(((-1, -1), (-1, 0), (-1, 1), (0, -1)), dtype=np.intp)
+_BOX3 = np.ones((3, 3), dtype=np.uint8)
 
 
 def find_peaks(heat: np.ndarray, params: ParseParams = DEFAULT_PARAMS
@@ -172,22 +193,23 @@ def find_peaks(heat: np.ndarray, params: ParseParams = DEFAULT_PARAMS
     ``x``, ``y`` are float64 heatmap-cell coordinates (cell centres at integers), refined below a
     cell when ``params.refine_peaks``; ``score`` is the raw heatmap value at the peak cell.
     """
-    blurred = smooth(heat, params)
+    hwc = np.ascontiguousarray(heat.transpose(1, 2, 0))
+    blurred = smooth(heat, params, hwc)
     h, w, k = blurred.shape
-    pad = np.full((h + 2, w + 2, k), -np.inf, dtype=np.float32)
-    pad[1:-1, 1:-1] = blurred
-    flat = pad.reshape(-1)
-    above = np.ascontiguousarray((blurred > np.float32(params.peak_threshold)).transpose(2, 0, 1))
-    part, cell = np.divmod(np.flatnonzero(above), h * w)  # part-major, raster order
+    # Cells at least as high as their 3x3 neighbourhood (dilation ignores the border): a superset
+    # of the peaks, so the tie rule needs checking only there.
+    top = cv2.dilate(blurred, _BOX3).reshape(blurred.shape)
+    found = np.flatnonzero((blurred > np.float32(params.peak_threshold)) & (blurred >= top))
+    cell, part = np.divmod(found, k)
+    order = np.argsort(part * (h * w) + cell, kind="stable")  # part-major, raster order
+    part, cell = part[order], cell[order]
     row, col = np.divmod(cell, w)
-    centre = ((row + 1) * (w + 2) + col + 1) * k + part
-    value = flat[centre]
-    keep = np.ones(part.size, dtype=bool)
-    for dy, dx in _BEFORE:
-        keep &= value > flat[centre + (dy * (w + 2) + dx) * k]
-    for dy, dx in _AFTER:
-        keep &= value >= flat[centre + (dy * (w + 2) + dx) * k]
-    part, row, col, centre, value = part[keep], row[keep], col[keep], centre[keep], value[keep]
+    value = blurred.reshape(-1)[found[order]]
+    # strictly higher than its neighbours before it in raster order (dy <= 0, so r < h)
+    r, c = row + _BEFORE[:, :1], col + _BEFORE[:, 1:]
+    outside = (r < 0) | (c < 0) | (c >= w)
+    keep = (outside | (value > blurred[np.maximum(r, 0), np.minimum(np.maximum(c, 0), w - 1), part])).all(axis=0)
+    part, row, col, value = part[keep], row[keep], col[keep], value[keep]
     cap = int(params.max_peaks_per_part)
     if part.size > cap and np.bincount(part, minlength=k).max() > cap:
         order = np.lexsort((-value.astype(np.float64), part))  # raster order breaks ties (stable)
@@ -195,16 +217,16 @@ def find_peaks(heat: np.ndarray, params: ParseParams = DEFAULT_PARAMS
         rank = np.arange(order.size) - starts[part[order]]
         keep = np.zeros(part.size, dtype=bool)
         keep[order[rank < cap]] = True
-        part, row, col, centre, value = part[keep], row[keep], col[keep], centre[keep], value[keep]
+        part, row, col, value = part[keep], row[keep], col[keep], value[keep]
     if params.refine_peaks and part.size:
-        return _refine(heat, part, row, col, max(int(params.blur_kernel) // 2, 1))
+        return _refine(hwc, part, row, col, max(int(params.blur_kernel) // 2, 1))
     score = np.maximum(heat[part, row, col].astype(np.float64), MIN_PART_CONFIDENCE)
     return part.astype(np.int64), col.astype(np.float64), row.astype(np.float64), score
 
 
-def _refine(heat: np.ndarray, part: np.ndarray, row: np.ndarray, col: np.ndarray, steps: int
+def _refine(hwc: np.ndarray, part: np.ndarray, row: np.ndarray, col: np.ndarray, steps: int
             ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Peaks found on the smoothed map, localised on the raw map.
+    """Peaks found on the smoothed map, localised on the raw map ``hwc`` (channel last).
 
     Each peak climbs (at most ``steps`` cells) to the maximum of its raw 3x3 neighbourhood
     (ties: stay, then raster order); peaks of one part that meet are merged (the first kept).
@@ -212,32 +234,36 @@ def _refine(heat: np.ndarray, part: np.ndarray, row: np.ndarray, col: np.ndarray
     gives the sub-cell offset (a plain parabola where a value is <= 0; none on the map border;
     within +-0.5 cell). Returns ``(part, x, y, score)`` like :func:`find_peaks`.
     """
-    k, h, w = heat.shape
+    h, w, k = hwc.shape
     pad = np.full((h + 2, w + 2, k), -np.inf, dtype=np.float32)
-    pad[1:-1, 1:-1] = heat.transpose(1, 2, 0)
+    pad[1:-1, 1:-1] = hwc
     flat = pad.reshape(-1)
     centre = ((row + 1) * (w + 2) + col + 1) * k + part
-    offsets = np.array([(dy * (w + 2) + dx) * k for dy, dx in _CLIMB], dtype=np.intp)
+    offsets = (_CLIMB[:, 0] * (w + 2) + _CLIMB[:, 1]) * k
+    moved = False
     for _ in range(steps):
         move = flat[centre[:, None] + offsets].argmax(axis=1)
         if not move.any():
             break
+        moved = True
         centre = centre + offsets[move]
     row, col = np.divmod(centre // k, w + 2)
     row, col = row - 1, col - 1
-    _, first = np.unique((part * h + row) * w + col, return_index=True)
-    if first.size < part.size:
-        first.sort()
-        part, row, col, centre = part[first], row[first], col[first], centre[first]
+    if moved:  # distinct cells stay distinct unless a peak moved
+        _, first = np.unique((part * h + row) * w + col, return_index=True)
+        if first.size < part.size:
+            first.sort()
+            part, row, col, centre = part[first], row[first], col[first], centre[first]
     c = flat[centre].astype(np.float64)
-    x = col + _gauss_vertex(flat[centre - k].astype(np.float64), c, flat[centre + k].astype(np.float64))
-    y = row + _gauss_vertex(flat[centre - (w + 2) * k].astype(np.float64), c,
-                            flat[centre + (w + 2) * k].astype(np.float64))
-    return part.astype(np.int64), x, y, np.maximum(c, MIN_PART_CONFIDENCE)
+    # the neighbours at x - 1, y - 1, x + 1, y + 1: offset[0] is along x, offset[1] along y
+    step = np.array([[-k], [-(w + 2) * k], [k], [(w + 2) * k]], dtype=np.intp)
+    side = flat[centre + step].astype(np.float64)
+    offset = _gauss_vertex(side[:2], c, side[2:])
+    return part.astype(np.int64), col + offset[0], row + offset[1], np.maximum(c, MIN_PART_CONFIDENCE)
 
 
 # The 3x3 neighbourhood, the cell itself first, then raster order.
-_CLIMB = ((0, 0), (-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
+_CLIMB = np.array(((0, 0), (-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)), dtype=np.intp)
 
 
 def _gauss_vertex(left: np.ndarray, centre: np.ndarray, right: np.ndarray) -> np.ndarray:
@@ -266,44 +292,95 @@ def score_pairs(xa: np.ndarray, ya: np.ndarray, xb: np.ndarray, yb: np.ndarray, 
 
     ``paf`` is the C-contiguous ``(2L, H', W')`` map. Returns ``(score, valid)``: mean dot
     product plus distance prior, and the validity test. Pairs of coincident points are invalid.
-    A few samples are read first: pairs that already fail too many are invalid whatever the
-    other samples say, and only the others are sampled in full (same result, less memory traffic).
+    From 128 pairs on, samples are read in stages (see :func:`_schedule`): a pair that already
+    has more failing samples than a valid limb may have is invalid whatever its other samples say,
+    and only the others are read further (same validity, less work). The score of a pair dropped
+    that way is 0: only the scores of valid pairs mean anything.
     """
     h = heat_shape[0]
     n = int(params.paf_samples)
+    t, max_fail, stages = _schedule(n, float(params.paf_min_fraction))
+    threshold = params.paf_sample_threshold
     dx, dy = xb - xa, yb - ya
     length = np.hypot(dx, dy)
     nonzero = length > 0
     safe = np.where(nonzero, length, 1.0)
-    t = np.arange(n, dtype=np.float64) / (n - 1)
-    max_fail = 0
-    while n - (max_fail + 1) > params.paf_min_fraction * n:
-        max_fail += 1  # most samples that may fail in a valid limb
     score = np.zeros(xa.size, dtype=np.float64)
     valid = np.zeros(xa.size, dtype=bool)
     todo = np.flatnonzero(nonzero)
-    if 2 * (max_fail + 1) <= n and todo.size:
-        probe = np.linspace(0, n - 1, max_fail + 3)[1:-1].round().astype(np.intp)
-        dots = _dots(xa[todo], ya[todo], dx[todo], dy[todo], safe[todo], channel[todo], t[probe], paf, heat_shape)
-        todo = todo[np.count_nonzero(~(dots > params.paf_sample_threshold), axis=1) <= max_fail]
-    if todo.size:
-        dots = _dots(xa[todo], ya[todo], dx[todo], dy[todo], safe[todo], channel[todo], t, paf, heat_shape)
-        prior = np.minimum(params.long_limb_fraction * h / safe[todo] - 1.0, 0.0)
-        score[todo] = dots.mean(axis=1) + prior
-        counted = np.count_nonzero(dots > params.paf_sample_threshold, axis=1)
-        valid[todo] = (counted > params.paf_min_fraction * n) & (score[todo] > 0)
+    # Read the samples stage by stage (the later stages only while many pairs are left), dropping
+    # the pairs with more than max_fail failed samples after each: they cannot be valid.
+    read: List[Tuple[np.ndarray, np.ndarray]] = []  # (sample indices, their dots for the pairs in todo)
+    fails = np.zeros(todo.size, dtype=np.intp)
+    for i, cols in enumerate(stages):
+        if not todo.size:
+            return score, valid
+        final = i == len(stages) - 1
+        if not final and todo.size < (_STAGED_PAIRS if i else _PROBED_PAIRS):
+            cols, final = np.concatenate(stages[i:]), True
+        dots = _dots(xa[todo], ya[todo], dx[todo], dy[todo], safe[todo], channel[todo], t[cols], paf, heat_shape)
+        read.append((cols, dots))
+        if final:
+            break
+        fails += np.count_nonzero(~(dots > threshold), axis=1)
+        keep = fails <= max_fail
+        if not keep.all():
+            todo, fails = todo[keep], fails[keep]
+            read = [(c, d[keep]) for c, d in read]
+    if not todo.size:
+        return score, valid
+    if len(read) == 1:
+        dots = read[0][1]
+    else:
+        dots = np.empty((todo.size, n), dtype=np.float64)
+        for cols, d in read:
+            dots[:, cols] = d
+    prior = np.minimum(params.long_limb_fraction * h / safe[todo] - 1.0, 0.0)
+    score[todo] = dots.mean(axis=1) + prior
+    counted = np.count_nonzero(dots > threshold, axis=1)
+    valid[todo] = (counted > params.paf_min_fraction * n) & (score[todo] > 0)
     return score, valid
+
+
+_PROBED_PAIRS = 128  # pairs from which reading a probe first pays off
+_STAGED_PAIRS = 512  # pairs left after the probe from which a second probe pays off
+
+
+@lru_cache(maxsize=16)
+def _schedule(n: int, min_fraction: float) -> Tuple[np.ndarray, int, Tuple[np.ndarray, ...]]:
+    """``(t, max_fail, stages)`` for ``n`` samples: the sample positions in [0, 1] along a limb,
+    the most samples that may fail in a valid limb, and the sample indices read in turn: up to two
+    probes of ``max_fail + 1`` samples spread evenly inside the limb, then the rest (all samples at
+    once when ``max_fail + 1`` is more than half of them)."""
+    t = np.arange(n, dtype=np.float64) / (n - 1)
+    t.setflags(write=False)
+    max_fail = 0
+    while n - (max_fail + 1) > min_fraction * n:
+        max_fail += 1
+    everything = np.arange(n)
+    if 2 * (max_fail + 1) > n:
+        return t, max_fail, (everything,)
+    stages = []
+    left = everything
+    while left.size >= 2 * (max_fail + 1) and len(stages) < 2:
+        pick = left[np.linspace(0, left.size - 1, max_fail + 3)[1:-1].round().astype(np.intp)]
+        stages.append(pick)
+        left = np.setdiff1d(left, pick)
+    return t, max_fail, tuple(stages) + (left,)
 
 
 def _dots(xa: np.ndarray, ya: np.ndarray, dx: np.ndarray, dy: np.ndarray, length: np.ndarray, channel: np.ndarray,
           t: np.ndarray, paf: np.ndarray, heat_shape: Tuple[int, int]) -> np.ndarray:
-    """(pairs, len(t)) dot products of the PAF, read bilinearly at A + t (B - A), with the unit vector A->B."""
+    """(pairs, len(t)) dot products of the PAF, read bilinearly at A + t (B - A), with the unit vector A->B.
+
+    PAF values are used as they are when all the values read are finite and within +-1e6 (float32
+    values enter the float64 arithmetic exactly), else as float64, non-finite values 0, clipped."""
     h, w = heat_shape
     hp, wp = paf.shape[1:]
     sx = (xa[:, None] + t * dx[:, None] + 0.5) * (wp / w) - 0.5
     sy = (ya[:, None] + t * dy[:, None] + 0.5) * (hp / h) - 0.5
-    np.clip(sx, 0.0, wp - 1, out=sx)
-    np.clip(sy, 0.0, hp - 1, out=sy)
+    np.minimum(np.maximum(sx, 0.0, out=sx), wp - 1, out=sx)  # finite: the same as np.clip
+    np.minimum(np.maximum(sy, 0.0, out=sy), hp - 1, out=sy)
     x0 = sx.astype(np.intp)
     y0 = sy.astype(np.intp)
     fx = sx - x0
@@ -311,13 +388,21 @@ def _dots(xa: np.ndarray, ya: np.ndarray, dx: np.ndarray, dy: np.ndarray, length
     base = (channel[:, None] * hp + y0) * wp + x0
     step_x = (x0 < wp - 1).astype(np.intp)
     step_y = (y0 < hp - 1) * wp
-    plane = hp * wp
     # corners (00, 01, 10, 11) of the x channel, then of the y channel
-    index = np.stack([base, base + step_x, base + step_y, base + step_y + step_x])
-    values = paf.reshape(-1).take(np.concatenate([index, index + plane])).astype(np.float64)
-    if not np.isfinite(values).all():
-        values = np.where(np.isfinite(values), values, 0.0)
-    np.clip(values, -_VALUE_LIMIT, _VALUE_LIMIT, out=values)
+    index = np.empty((8,) + base.shape, dtype=np.intp)
+    index[0] = base
+    np.add(base, step_x, out=index[1])
+    np.add(base, step_y, out=index[2])
+    np.add(index[2], step_x, out=index[3])
+    np.add(index[:4], hp * wp, out=index[4:])
+    values = paf.reshape(-1).take(index)
+    if values.dtype != np.float32 and values.dtype != np.float64:
+        values = values.astype(np.float64)
+    if not (values.min() >= -_VALUE_LIMIT and values.max() <= _VALUE_LIMIT):  # NaN fails both
+        values = values.astype(np.float64)
+        if not np.isfinite(values).all():
+            values = np.where(np.isfinite(values), values, 0.0)
+        np.clip(values, -_VALUE_LIMIT, _VALUE_LIMIT, out=values)
     gx, gy = 1.0 - fx, 1.0 - fy
     w00, w01, w10, w11 = gy * gx, gy * fx, fy * gx, fy * fx
     vx = w00 * values[0] + w01 * values[1] + w10 * values[2] + w11 * values[3]
@@ -344,12 +429,15 @@ def connect(part: np.ndarray, x: np.ndarray, y: np.ndarray, paf: np.ndarray, hea
     ga = first[limb_a[limb]] + q // nb
     gb = first[limb_b[limb]] + q % nb
     paf = np.ascontiguousarray(paf)
-    score = np.empty(total, dtype=np.float64)
-    valid = np.empty(total, dtype=bool)
-    for s in range(0, total, _PAIR_CHUNK):
-        e = min(s + _PAIR_CHUNK, total)
-        score[s:e], valid[s:e] = score_pairs(x[ga[s:e]], y[ga[s:e]], x[gb[s:e]], y[gb[s:e]], 2 * limb[s:e],
-                                             paf, heat_shape, params)
+    if total <= _PAIR_CHUNK:
+        score, valid = score_pairs(x[ga], y[ga], x[gb], y[gb], 2 * limb, paf, heat_shape, params)
+    else:
+        score = np.empty(total, dtype=np.float64)
+        valid = np.empty(total, dtype=bool)
+        for s in range(0, total, _PAIR_CHUNK):
+            e = min(s + _PAIR_CHUNK, total)
+            score[s:e], valid[s:e] = score_pairs(x[ga[s:e]], y[ga[s:e]], x[gb[s:e]], y[gb[s:e]], 2 * limb[s:e],
+                                                 paf, heat_shape, params)
     limb, ga, gb, score = limb[valid], ga[valid], gb[valid], score[valid]
     if limb.size == 0:
         return empty

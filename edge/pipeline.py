@@ -55,12 +55,14 @@ class InferenceJob:
 @dataclass(frozen=True)
 class People:
     """The people of one frame: ``keypoints`` ``(N, 18, 3)`` float64 normalised to the frame,
-    ``view`` ``(N,)``, the rotation (degrees) of the view each person was kept from, and the
-    parser's person ``scores`` ``(N,)`` (None for recorded skeletons)."""
+    ``view`` ``(N,)``, the rotation (degrees) of the view each person was kept from, the
+    parser's person ``scores`` ``(N,)`` (None for recorded skeletons), and the ``rotations`` of
+    every view the frame ran."""
 
     keypoints: np.ndarray
     view: np.ndarray
     scores: Optional[np.ndarray] = None
+    rotations: Tuple[int, ...] = (0,)
 
     def __len__(self) -> int:
         return int(self.keypoints.shape[0])
@@ -83,7 +85,8 @@ def merge_views(parsed: Sequence[Tuple[np.ndarray, np.ndarray]], transforms: Seq
     :data:`COORD_DECIMALS` so that a recorded skeleton JSONL replays bit-identically."""
     keypoints, scores, view = merge_people([k for k, _ in parsed], [s for _, s in parsed], transforms, size,
                                            views.merge_distance, views.merge_box_overlap)
-    return People(quantise_keypoints(keypoints), np.asarray(rotations, np.int64)[view], scores)
+    return People(quantise_keypoints(keypoints), np.asarray(rotations, np.int64)[view], scores,
+                  tuple(int(r) for r in rotations))
 
 
 def quantise_keypoints(keypoints: np.ndarray) -> np.ndarray:
@@ -254,7 +257,9 @@ class CameraPipeline:
             raw_events = self.detector.update(tracks, t, size)
         if self.views is not None:
             with timer.measure("views"):
-                self.views.observe(tracks, t, size)
+                found_in = {int(i): int(v) for i, v in zip(ids, view)} if view is not None else {}
+                self.views.observe(tracks, t, size, found_in,
+                                   people.rotations if isinstance(people, People) else (0,))
         by_id = {tr.id: tr for tr in tracks}
         events = [self._complete(e, by_id, t, wall) for e in raw_events]
         record = FrameRecord(self.camera, t, wall, size[0], size[1], keypoints, ids, image, view)

@@ -13,12 +13,14 @@ the policies ``never``, ``auto`` and ``always``, and prints:
 
 * per fall clip: the fraction of frames at or after the fall start (labels.csv ``fall_start_s``)
   with a skeleton of at least 6 parts (each clip shows one person: the one who falls), and the
-  engine views per frame;
+  engine views per frame, also for ``auto`` as it was before issue 17 (every rotated view, and
+  ``hold_s`` even after the person stood up: ``release_upright_deg=0 recheck_s=0``);
 * per ADL clip: views per frame, the largest number of people in one frame after merging (one
   person is visible), and the fraction of frames with a skeleton of at least 6 parts;
 * letterbox against stretch: people with at least 6 parts per frame, upright view and merged.
 
-    python scripts/eval_views.py [--fps 10] [--modes letterbox stretch] [--json out/views.json]
+    python scripts/eval_views.py [--data ../shared/data/gmdcsa24] [--labels fall adl] [--fps 10]
+                                 [--modes letterbox stretch] [--json out/views.json]
 """
 from __future__ import annotations
 
@@ -51,6 +53,10 @@ MODEL = REPO / "models" / "openpose-mobilenet-thin" / "mobilenet_thin_368x432.on
 INPUT_HW = (368, 432)
 ALL_ROTATIONS = (0, 90, -90)
 MIN_PARTS = 6  # "a skeleton" in the figures: a person with at least this many parts
+# the policies measured: name -> ViewsConfig fields (auto_all_views: auto as it was before issue 17)
+POLICIES: Dict[str, Dict[str, Any]] = {
+    "never": {"policy": "never"}, "auto_all_views": {"policy": "auto", "release_upright_deg": 0, "recheck_s": 0},
+    "auto": {"policy": "auto"}, "always": {"policy": "always"}}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,7 +140,8 @@ def load_views(runner: ViewRunner, clip: Clip, fps: float, rotations: Sequence[i
 
 def _cache_file(cache: Path, clip: Clip, mode: str, fps: float) -> Path:
     stat = MODEL.stat()
-    key = "%s|%s|%s|%d|%d" % (clip.file, mode, fps, stat.st_size, int(stat.st_mtime))
+    parser = hashlib.sha1((REPO / "edge" / "parse.py").read_bytes()).hexdigest()  # the parser's code and defaults
+    key = "%s|%s|%s|%d|%d|%s" % (clip.file, mode, fps, stat.st_size, int(stat.st_mtime), parser)
     return cache / ("%s_%s_%s.npz" % (clip.file.replace("/", "_").replace(".mp4", ""), mode,
                                       hashlib.sha1(key.encode()).hexdigest()[:10]))
 
@@ -220,7 +227,10 @@ def replay(frames: Sequence[FrameViews], params: ViewsConfig, fall_start_s: Opti
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", type=Path, default=DATA, help="the gmdcsa24 folder (labels.csv and the clips)")
+    ap.add_argument("--data", type=Path, default=DATA, help="a dataset folder: labels.csv (file, label, fall_start_s, "
+                    "description) and the clips; default: gmdcsa24")
+    ap.add_argument("--labels", nargs="+", default=["fall", "adl"], choices=["fall", "adl"],
+                    help="which clips of labels.csv to measure")
     ap.add_argument("--fps", type=float, default=10.0, help="frames per second sampled from each clip (0 = all)")
     ap.add_argument("--modes", nargs="+", default=["letterbox", "stretch"], help="resize modes to measure")
     ap.add_argument("--cache", type=Path, default=REPO / "out" / "views_cache", help="cache of parsed people")
@@ -240,7 +250,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         key, _, value = item.partition("=")
         kind = type(getattr(ViewsConfig(), key))
         overrides[key] = kind(value)
-    clips = read_labels(args.data)
+    clips = [c for c in read_labels(args.data) if c.label in args.labels]
     engine = OnnxRuntimeEngine(MODEL, threads=args.threads)
     report: Dict[str, Any] = {"fps": args.fps, "min_parts": MIN_PARTS, "auto": dataclasses.asdict(
         ViewsConfig(**overrides)), "modes": {}}
@@ -251,8 +261,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if runner.inferences:
             print("[%s] %d inferences in %.0f s" % (mode, runner.inferences, time.perf_counter() - started))
         rows: Dict[str, Dict[str, Any]] = {}
-        for policy in ("never", "auto", "always"):
-            params = ViewsConfig(**dict(overrides, policy=policy))
+        for policy in POLICIES:
+            params = ViewsConfig(**dict(overrides, **POLICIES[policy]))
             for c in clips:
                 r = replay(views[c.file], params, c.fall_start_s)
                 rows.setdefault(c.file, {"label": c.label, "frames": r.frames})[policy] = dataclasses.asdict(r)
@@ -292,11 +302,11 @@ def _pct(a: int, b: int) -> str:
 
 
 def print_mode(mode: str, clips: Sequence[Clip], rows: Dict[str, Dict[str, Any]]) -> None:
-    policies = ("never", "auto", "always")
+    policies = ("never", "auto_all_views", "auto", "always")
     print("\n== resize %s" % mode)
-    print("| fall clip | post-fall frames | never | auto | always | auto views/frame | frames with 2+ skeletons "
-          "(auto, always) |")
-    print("|---|---|---|---|---|---|---|")
+    print("| fall clip | post-fall frames | never | auto before issue 17 | auto | always | views/frame: auto before "
+          "issue 17, auto | frames with 2+ skeletons (auto, always) |")
+    print("|---|---|---|---|---|---|---|---|")
     tot = {p: [0, 0, 0, 0, 0] for p in policies}
     for c in clips:
         if c.label != "fall":
@@ -306,17 +316,22 @@ def print_mode(mode: str, clips: Sequence[Clip], rows: Dict[str, Dict[str, Any]]
             r = row[p]
             for k, key in enumerate(("post_found", "post_frames", "views", "frames", "multi_frames")):
                 tot[p][k] += r[key]
-        print("| %s | %d | %s | %s | %s | %.2f | %d, %d |" % (
+        print("| %s | %d | %s | %s | %s | %s | %.2f, %.2f | %d, %d |" % (
             c.file, row["never"]["post_frames"], *[_pct(row[p]["post_found"], row[p]["post_frames"]) for p in policies],
+            row["auto_all_views"]["views"] / max(1, row["auto_all_views"]["frames"]),
             row["auto"]["views"] / max(1, row["auto"]["frames"]), row["auto"]["multi_frames"],
             row["always"]["multi_frames"]))
-    print("| **all fall clips** | %d | %s | %s | %s | %.2f | %d, %d |" % (
-        tot["never"][1], *[_pct(tot[p][0], tot[p][1]) for p in policies], tot["auto"][2] / max(1, tot["auto"][3]),
+    print("| **all fall clips** | %d | %s | %s | %s | %s | %.2f, %.2f | %d, %d |" % (
+        tot["never"][1], *[_pct(tot[p][0], tot[p][1]) for p in policies],
+        tot["auto_all_views"][2] / max(1, tot["auto_all_views"][3]), tot["auto"][2] / max(1, tot["auto"][3]),
         tot["auto"][4], tot["always"][4]))
-    print("\n| ADL clip | frames | auto views/frame | max skeletons in a frame (never, auto, always) | "
-          "frames with a skeleton (never, auto, always) |")
+    if not any(c.label == "adl" for c in clips):
+        return
+    policies = ("never", "auto", "always")
+    print("\n| ADL clip | frames | views/frame: auto before issue 17, auto | max skeletons in a frame (never, auto, "
+          "always) | frames with a skeleton (never, auto, always) |")
     print("|---|---|---|---|---|")
-    adl = [0, 0, 0]
+    adl = [0, 0, 0, 0]
     for c in clips:
         if c.label == "fall":
             continue
@@ -324,10 +339,13 @@ def print_mode(mode: str, clips: Sequence[Clip], rows: Dict[str, Dict[str, Any]]
         adl[0] += row["auto"]["views"]
         adl[1] += row["auto"]["frames"]
         adl[2] = max(adl[2], row["always"]["max_people"])
-        print("| %s | %d | %.2f | %d, %d, %d | %s, %s, %s |" % (
-            c.file, row["frames"], row["auto"]["views"] / max(1, row["auto"]["frames"]),
+        adl[3] += row["auto_all_views"]["views"]
+        print("| %s | %d | %.2f, %.2f | %d, %d, %d | %s, %s, %s |" % (
+            c.file, row["frames"], row["auto_all_views"]["views"] / max(1, row["auto_all_views"]["frames"]),
+            row["auto"]["views"] / max(1, row["auto"]["frames"]),
             *[row[p]["max_people"] for p in policies], *[_pct(row[p]["found"], row[p]["frames"]) for p in policies]))
-    print("| **all ADL clips** | %d | %.2f | always: %d | |" % (adl[1], adl[0] / max(1, adl[1]), adl[2]))
+    print("| **all ADL clips** | %d | %.2f, %.2f | always: %d | |" % (adl[1], adl[3] / max(1, adl[1]),
+                                                                   adl[0] / max(1, adl[1]), adl[2]))
     for label in ("adl", "fall"):
         sel = [rows[c.file] for c in clips if c.label == label]
         n = sum(r["frames"] for r in sel)

@@ -11,7 +11,10 @@ mostly missed in the upright view and found when the frame is turned by 90 degre
 * :class:`ViewPolicy` -- when to pay for the extra views: ``always``, ``never``, or ``auto``
   (only while some track looks suspicious -- torso far from vertical for a while, hips descending
   fast, or a track lost inside the picture rather than through its edges -- and ``hold_s``
-  seconds after), driven by frame timestamps.
+  seconds after, unless that track is seen standing again first), driven by frame timestamps.
+  While every track that needs them was last found in one rotated view, ``auto`` runs only that
+  one beside the upright view (all of them again every ``recheck_s``): two engine passes a frame
+  instead of three for a person lying still.
 
 Rotations are degrees clockwise (90 = ``cw``, -90 = ``ccw``). Keypoints are ``(N, 18, 3)``
 ``(x, y, confidence)``; "frame coordinates" are x, y normalised to [0, 1] of the frame width
@@ -20,8 +23,10 @@ and height, confidence 0 meaning the part is missing.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from collections import deque
+from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -302,6 +307,13 @@ class ViewsConfig(Section):
                                       "border, fraction of the frame", between=(0, 0.5))
     lost_drop_bh: float = setting(0.15, "auto: 'going down' means last seen at least this far below its highest "
                                   "point of the last seconds, body heights", between=(0, 10))
+    release_upright_deg: float = setting(
+        30, "auto: a track seen with its torso this close to vertical and its hips back up (less than lost_drop_bh "
+        "below their highest point of the last seconds) has got up: its hold ends at once, degrees; 0 = never early",
+        between=(0, 90))
+    recheck_s: float = setting(1, "auto: while every track that needs the extra views was last found in one rotated "
+                               "view, only that one runs beside the upright view, and all of them again this often, "
+                               "seconds; 0 = always all of them", between=(0, 3600))
     probe_every_s: float = setting(0, "auto: run the extra views once this often even when nothing is suspicious, "
                                    "seconds; 0 = never", between=(0, 86400))
     merge_distance: float = setting(0.45, "one person seen in two views: skeletons whose parts are at most this far "
@@ -322,6 +334,7 @@ class ViewStats:
     frames: int = 0
     views: int = 0
     extra_frames: int = 0
+    followed_frames: int = 0  # frames with extra views that ran only the rotation the tracks were found in
     reasons: Dict[str, int] = field(default_factory=dict)  # frames with extra views, by first reason
     _time_s: Dict[int, float] = field(default_factory=dict)
     _timed: Dict[int, int] = field(default_factory=dict)
@@ -336,6 +349,7 @@ class ViewStats:
         return {
             "frames": self.frames, "views_per_frame": round(self.views / self.frames, 3) if self.frames else 0.0,
             "extra_view_fraction": round(self.extra_frames / self.frames, 3) if self.frames else 0.0,
+            "followed_fraction": round(self.followed_frames / self.frames, 3) if self.frames else 0.0,
             "reasons": dict(self.reasons),
             "ms_per_frame_by_views": {str(v): round(1000 * self._time_s[v] / self._timed[v], 1)
                                       for v in sorted(self._timed)},
@@ -348,15 +362,35 @@ class ViewPolicy:
     Two calls, which may come from different threads (the daemon's post and preprocess stages):
     :meth:`observe` after the tracker has taken a frame, with the camera's tracks (anything with
     ``history()`` returning ``t`` and ``keypoints``, like :class:`edge.track.Track`, or ready-made
-    :class:`TrackFeatures`); :meth:`views_for` before a frame is preprocessed, with its time.
+    :class:`TrackFeatures`), and which view each was found in; :meth:`views_for` before a frame is
+    preprocessed, with its time.
+
+    ``auto`` keeps, per track (its ``id``, else its place in the list): when it was last
+    suspicious (its hold), and which rotated view it was last found in. A track that is seen
+    standing again (:attr:`ViewsConfig.release_upright_deg`) loses its hold at once; a rotated
+    view that was run and did not give a track's skeleton is forgotten for it, so a later frame
+    runs every view again.
+
+    The views of a frame follow from the observations up to the frame *two* before it: the daemon
+    prepares frame k+1 while frame k is still in the engine, and a sequential replay must decide
+    the same, so :meth:`views_for` uses that observation (waiting up to ``wait_s`` for it when it
+    is still being made) whether or not a newer one exists. ``run`` and ``replay`` of one file
+    therefore run the same views and give the same skeletons.
     """
 
     def __init__(self, config: ViewsConfig = ViewsConfig()) -> None:
         self.config = config
         self.stats = ViewStats()
-        self._suspicious_t = -math.inf  # frame time of the last observation with a suspicious track
-        self._reason: Optional[str] = None  # why the latest observation was suspicious, None when it was not
+        self._lock = threading.Lock()
+        self._held: Dict[Any, float] = {}  # track -> frame time it was last suspicious
+        self._found_in: Dict[Any, int] = {}  # track -> the rotated view it was last found in
         self._last_probe_t = -math.inf
+        self._last_all_t = -math.inf  # frame time of the last frame given every rotation
+        self._asked: Deque[float] = deque(maxlen=3)  # times of the last frames given views, this one last
+        # (frame time, reason, held, found_in) after each observation, newest last
+        self._states: Deque[Tuple[float, Optional[str], Dict[Any, float], Dict[Any, int]]] = deque(maxlen=4)
+        self._observed = threading.Condition(self._lock)
+        self.wait_s = 1.0  # longest wait for the observation a frame's views follow from
 
     def suspicious(self, features: TrackFeatures) -> Optional[str]:
         """Why a track is suspicious (``torso``, ``descent``, ``lost``), or None."""
@@ -391,37 +425,93 @@ class ViewPolicy:
                                       tilt_deg=self.config.suspicious_torso_angle_deg))
         return out
 
-    def observe(self, tracks: Iterable[Any], t: float, frame_size: Tuple[float, float]) -> Optional[str]:
+    def stood_up(self, features: TrackFeatures) -> bool:
+        """Whether a track is seen standing again: now, torso within ``release_upright_deg`` of
+        vertical, hips less than ``lost_drop_bh`` below their highest point of its recent past."""
+        p = self.config
+        return (p.release_upright_deg > 0 and features.missed_s <= 1e-6 and features.torso_angle_deg is not None
+                and features.torso_angle_deg <= p.release_upright_deg and features.drop_bh is not None
+                and features.drop_bh < p.lost_drop_bh)
+
+    def observe(self, tracks: Iterable[Any], t: float, frame_size: Tuple[float, float],
+                found_in: Optional[Dict[Any, int]] = None, ran: Sequence[int] = (0,)) -> Optional[str]:
         """Note the tracks after the tracker took the frame at time ``t`` (seconds); returns why one
-        of them is suspicious, or None. Only the ``auto`` policy looks at them."""
-        reason = None
-        if self.config.policy == "auto":
-            for features in self.features(tracks, t, frame_size):
+        of them is suspicious, or None. Only the ``auto`` policy looks at them. ``found_in``: the
+        rotation of the view each track seen in this frame was kept from, by track id; ``ran``:
+        the rotations that frame ran."""
+        if self.config.policy != "auto":
+            return None
+        tracks = list(tracks)
+        keys = [getattr(track, "id", i) for i, track in enumerate(tracks)]
+        found_in = found_in or {}
+        first = None
+        with self._lock:
+            for key, features in zip(keys, self.features(tracks, t, frame_size)):
                 reason = self.suspicious(features)
                 if reason:
-                    self._suspicious_t = max(self._suspicious_t, t)
-                    break
-        self._reason = reason
-        return reason
+                    first = first or reason
+                    self._held[key] = t
+                elif key in self._held and self.stood_up(features):
+                    del self._held[key]
+                rotation = found_in.get(key, 0)
+                if rotation:
+                    self._found_in[key] = rotation
+                elif self._found_in.get(key) in ran:
+                    del self._found_in[key]  # looked for in that view and not kept from it
+            hold_s = self.config.hold_s
+            for key in [k for k, held_t in self._held.items() if t - held_t > hold_s]:
+                del self._held[key]
+            for key in [k for k in self._found_in if k not in self._held]:
+                del self._found_in[key]
+            self._states.append((t, first, dict(self._held), dict(self._found_in)))
+            self._observed.notify_all()
+        return first
+
+    def _state_for(self, t: float) -> Tuple[Optional[str], Dict[Any, float], Dict[Any, int]]:
+        """The observation the frame at ``t`` follows from (see the class): that of the frame two
+        before it, waited for when needed. Holds the lock."""
+        self._asked.append(t)
+        if len(self._asked) < 3:
+            return None, {}, {}
+        before = self._asked[0]  # the frame two before this one
+        self._observed.wait_for(lambda: bool(self._states) and self._states[-1][0] >= before - 1e-9, self.wait_s)
+        for obs_t, reason, held, found_in in reversed(self._states):
+            if obs_t <= before + 1e-9:
+                return reason, held, found_in
+        return None, {}, {}
 
     def views_for(self, t: float) -> Tuple[int, ...]:
         """The rotations to run for the frame at time ``t`` (seconds), upright (0) first: the extra
-        ones while the latest observation is suspicious and ``hold_s`` after the last suspicious one."""
+        ones while the observation it follows from (of the frame two before) is suspicious, and
+        ``hold_s`` after a track's last suspicious one (unless it stood up since); only the rotated
+        view every such track was last found in, when they all were and the last frame given every
+        view is less than ``recheck_s`` ago. Frames are asked for in time order."""
         p = self.config
         reason = None
-        if p.policy == "always":
-            reason = "always"
-        elif p.policy == "auto":
-            reason = self._reason
-            if reason is None and t - self._suspicious_t <= p.hold_s:
-                reason = "hold"
-            if reason is None and p.probe_every_s > 0 and t - self._last_probe_t >= p.probe_every_s:
-                reason = "probe"
-        rotations = p.rotations if reason else (0,)
-        if reason:
-            self._last_probe_t = t
-            self.stats.extra_frames += 1
-            self.stats.reasons[reason] = self.stats.reasons.get(reason, 0) + 1
-        self.stats.frames += 1
-        self.stats.views += len(rotations)
+        rotations: Tuple[int, ...] = (0,)
+        with self._lock:
+            if p.policy == "always":
+                reason = "always"
+            elif p.policy == "auto":
+                reason, held_since, found_in = self._state_for(t)
+                held = [k for k, held_t in held_since.items() if t - held_t <= p.hold_s]
+                if reason is None and held:
+                    reason = "hold"
+                if reason is not None:
+                    followed = {found_in.get(k) for k in held}
+                    if held and None not in followed and t - self._last_all_t < p.recheck_s:
+                        rotations = (0,) + tuple(r for r in p.rotations[1:] if r in followed)
+                        self.stats.followed_frames += len(rotations) < len(p.rotations)
+                if reason is None and p.probe_every_s > 0 and t - self._last_probe_t >= p.probe_every_s:
+                    reason = "probe"
+            if reason and len(rotations) == 1:
+                rotations = p.rotations
+            if len(rotations) == len(p.rotations):
+                self._last_all_t = t
+            if reason:
+                self._last_probe_t = t
+                self.stats.extra_frames += 1
+                self.stats.reasons[reason] = self.stats.reasons.get(reason, 0) + 1
+            self.stats.frames += 1
+            self.stats.views += len(rotations)
         return rotations
