@@ -180,8 +180,11 @@ class CameraPipeline:
     # ---------------------------------------------------------------- frame -> people
 
     def rotations(self, t: float) -> Tuple[int, ...]:
-        """The views the frame at time ``t`` needs (upright only without a model)."""
-        return self.views.views_for(t) if self.views is not None else (0,)
+        """The views the frame at time ``t`` needs (upright only without a model). The policy gets
+        ``t`` rounded as :meth:`track` rounds it for its observations: with the raw time, a frame
+        rounded down looked not yet observed, and the daemon's preprocess waited for the next
+        observation, i.e. for the engine to finish the frame in it."""
+        return self.views.views_for(round(float(t), TIME_DECIMALS)) if self.views is not None else (0,)
 
     def prepare(self, frame: Frame, rotations: Optional[Sequence[int]] = None, pool: Any = None) -> InferenceJob:
         """Views and preprocess: the frame's views (``rotations``, upright first; default: what the
