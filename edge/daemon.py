@@ -9,7 +9,15 @@ Threads (Python threads: OpenCV and the engines release the GIL while they work)
 
 so the next frame is preprocessed and the previous one parsed while the engine works. Queues are
 bounded (``daemon.queue_size``): a slow stage holds the ones before it back, and cameras simply
-drop the frames nobody took (counted in the stats). Stage times are measured all the time.
+drop the frames nobody took (counted in the stats). Stage times are measured all the time, and
+so is ``engine_idle``: how long the engine thread spends between two engine calls (waiting for
+the next frame, and its own hand-offs), the time the engine could have worked but did not.
+
+The engine thread does nothing but take a batch, run it and pass the outputs on: preprocessing
+writes each frame's views straight into a reused input array of the engine's own kind
+(edge.inference.batches: page-locked memory with TensorRT, copied to the GPU without staging),
+given back to the pool as soon as the engine has run it; decoding the outputs, parsing and
+everything after happen on the post thread.
 
 :func:`serve` is the process around it: signals (SIGTERM/SIGINT stop within 2 s, SIGHUP reloads
 the configuration), periodic stats, camera watchdogs, and a non-zero exit with the reason when
@@ -27,6 +35,7 @@ import threading
 import time
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
+from edge.inference.batches import InputPool
 from edge.pipeline import CameraPipeline, RateLimiter
 from edge.capture.sources import CameraSource, SourceError, SourceSettings, redact_uri, uri_kind
 from edge.health import jetson
@@ -83,6 +92,7 @@ class Daemon:
         self.pipelines = {cam.name: CameraPipeline(cam.name, config, model,
                                                    make_detector(cam.name) if make_detector else None, ids)
                           for cam in config.cameras}
+        self._inputs = InputPool(model.engine)  # at most queue_size + 1 batches lent at once
         size = config.daemon.queue_size
         self._engine_q: "queue.Queue[Any]" = queue.Queue()
         self._engine_slots = threading.Semaphore(size)  # a frame is taken only when a slot is free
@@ -145,6 +155,8 @@ class Daemon:
                 log.warning("thread %s did not stop within %.1f s; leaving it (it is a daemon thread)",
                             thread.name, timeout)
         clean = not any(t.is_alive() for t in self._threads)
+        if clean:  # else the engine may still be reading a batch: the engine's close() frees them
+            self._inputs.close()
         for source in self.sources:
             if not source.join(max(0.0, deadline - time.monotonic())):
                 log.warning("camera %s: its capture thread is blocked in a read; leaving it", source.name)
@@ -219,17 +231,25 @@ class Daemon:
             i, frame = found
             start = i + 1
             with self.timer.measure("preprocess"):
-                job = self.pipelines[frame.camera].prepare(frame)
+                job = self.pipelines[frame.camera].prepare(frame, pool=self._inputs)
             self._engine_q.put(job)
 
     def _engine_loop(self) -> None:
+        ended: Optional[float] = None  # when the previous engine call returned
         while not self._stop.is_set():
             job = self._get(self._engine_q)
             if job is None:
                 return
             self._engine_slots.release()
-            with self.timer.measure("engine"):
-                outputs = self.pipelines[job.frame.camera].infer(job)
+            started = time.perf_counter()
+            if ended is not None:
+                self.timer.record("engine_idle", started - ended)
+            outputs = self.pipelines[job.frame.camera].infer(job)
+            ended = time.perf_counter()
+            self.timer.record("engine", ended - started)
+            if getattr(job, "batch", None) is not None:  # top-down jobs make their crops in infer
+                self._inputs.give(job.batch)  # the engine is done with it: the next frame's views go there
+                job.batch = None  # reused from now on: nobody may read it through the job
             if not self._put(self._post_q, (job, outputs)):
                 return
 

@@ -58,7 +58,7 @@ class InferenceJob:
     network input to normalised frame coordinates."""
 
     frame: Frame
-    batch: np.ndarray
+    batch: Optional[np.ndarray]  # None once the daemon has given it back to its pool (after the engine)
     transforms: Tuple[Transform, ...]
     rotations: Tuple[int, ...] = (0,)
 
@@ -219,20 +219,25 @@ class CameraPipeline:
     # ---------------------------------------------------------------- frame -> people
 
     def rotations(self, t: float) -> Tuple[int, ...]:
-        """The views the frame at time ``t`` needs (upright only without a model)."""
-        return self.views.views_for(t) if self.views is not None else (0,)
+        """The views the frame at time ``t`` needs (upright only without a model). The policy gets
+        ``t`` rounded as :meth:`track` rounds it for its observations: with the raw time, a frame
+        rounded down looked not yet observed, and the daemon's preprocess waited for the next
+        observation, i.e. for the engine to finish the frame in it."""
+        return self.views.views_for(round(float(t), TIME_DECIMALS)) if self.views is not None else (0,)
 
-    def prepare(self, frame: Frame, rotations: Optional[Sequence[int]] = None) -> Any:
+    def prepare(self, frame: Frame, rotations: Optional[Sequence[int]] = None, pool: Any = None) -> Any:
         """Views and preprocess: the frame's views (``rotations``, upright first; default: what the
-        view policy asks for at ``frame.t``) as one engine batch. Top-down: the frame, queued (a
+        view policy asks for at ``frame.t``) as one engine batch, written into an array lent by
+        ``pool`` (an :class:`edge.inference.batches.InputPool`, whose owner gives it back after the
+        engine) or a new one. Top-down: the frame, queued (a
         :class:`~edge.inference.topdown.TopDownJob`; its crops are made by :meth:`infer`, so the
-        daemon's "engine" time includes them; ``rotations`` do not apply)."""
+        daemon's "engine" time includes them; ``rotations`` and ``pool`` do not apply)."""
         if self.topdown is not None:
             return self.topdown.prepare(frame)
         model = self.model
         rotations = tuple(rotations) if rotations is not None else self.rotations(frame.t)
         batch, transforms = make_views(frame.image, model.spec, model.input_hw, model.resize, rotations,
-                                       model.light)
+                                       model.light, out=pool.take if pool is not None else None)
         return InferenceJob(frame, batch, tuple(transforms), rotations)
 
     def infer(self, job: Any) -> Dict[str, np.ndarray]:

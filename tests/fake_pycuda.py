@@ -47,6 +47,7 @@ class _State:
         self.streams: Dict[int, "Stream"] = {}
         self.addresses = itertools.count(0x7F0000000000, 0x100000)
         self.calls: List[str] = []
+        self.htod_sources: List[int] = []  # host address of every async copy to the device, in order
         self.objects: List[Tuple[weakref.ref, str, object]] = []  # TensorRT objects: (ref, kind, context)
         self.outlived: List[str] = []  # "Builder outlived its CUDA context", one per object
 
@@ -271,6 +272,7 @@ def memcpy_htod_async(dest: object, src: np.ndarray, stream: "Stream" = None) ->
     _check_stream(stream)
     if not _is_pinned(src):
         raise LogicError("cuMemcpyHtoDAsync: host memory is not page-locked (use pagelocked_empty)")
+    STATE.htod_sources.append(src.__array_interface__["data"][0])
     write_device(dest, np.ascontiguousarray(src).tobytes())
 
 

@@ -111,6 +111,47 @@ def test_engine_runs_any_batch_and_matches_the_onnx_model(trt, model_onnx, frame
         engine.run(batch)
 
 
+def test_a_batch_preprocessed_into_the_engines_host_buffer_goes_to_the_gpu_without_staging(trt, model_onnx, frames,
+                                                                                          tmp_path):
+    """The daemon preprocesses into arrays lent by an InputPool over the engine: page-locked ones, which
+    the engine copies to the GPU straight from (not through its own input buffer), giving the same
+    outputs as a plain batch; the pool reuses them, and the engine frees whatever is still lent when it
+    closes (the fixture checks that nothing pinned is left)."""
+    from edge.inference.batches import InputPool
+
+    engine_file = tmp_path / "e.engine"
+    build_engine(model_onnx, engine_file, HW, "NHWC", BuildOptions(precision="fp16", max_batch=3), None,
+                 cache_path(engine_file), progress=False)
+    engine = TensorRTEngine(engine_file)
+    try:
+        pool = InputPool(engine)
+        lent = pool.take((2,) + HW + (3,))
+        lent[...] = frames.tensors[:2]
+        got = engine.run(lent)["Openpose/concat_stage7"]
+        assert fake_pycuda.STATE.htod_sources[-1] == lent.__array_interface__["data"][0]
+        plain = np.array(frames.tensors[:2])
+        want = engine.run(plain)["Openpose/concat_stage7"]
+        staged = engine._host[engine.input_name].__array_interface__["data"][0]
+        assert fake_pycuda.STATE.htod_sources[-1] == staged  # a plain array goes through the engine's buffer
+        assert got.shape == (2, 46, 54, 57) and np.array_equal(got, want)
+        pool.give(lent)
+        again = pool.take((1,) + HW + (3,))  # the same memory, one view this time
+        assert again.__array_interface__["data"][0] == lent.__array_interface__["data"][0] and pool.buffers == 1
+        again[...] = frames.tensors[2:3]
+        one = engine.run(again)["Openpose/concat_stage7"]
+        assert fake_pycuda.STATE.htod_sources[-1] == again.__array_interface__["data"][0]
+        assert np.array_equal(one, engine.run(np.array(frames.tensors[2:3]))["Openpose/concat_stage7"])
+        bigger = pool.take((3,) + HW + (3,))  # while `again` is lent: a second buffer
+        assert pool.buffers == 2 and fake_pycuda.leaks()["pinned"] == 2 + 1 + len(engine.output_names)
+        pool.give(again)  # room for 2 views only, now that frames need 3: freed, not kept
+        assert pool.buffers == 1 and fake_pycuda.leaks()["pinned"] == 1 + 1 + len(engine.output_names)
+        with pytest.raises(ValueError, match="not lent by this pool"):
+            pool.give(again)
+        del bigger  # still lent when the engine closes: the engine frees it
+    finally:
+        engine.close()
+
+
 def test_rebuild_reuses_the_cache_without_frames(trt, model_onnx, frames, tmp_path, caplog):
     engine = tmp_path / "e.engine"
     build_engine(model_onnx, engine, HW, "NHWC", BuildOptions(calibration_batch=8), frames, cache_path(engine),

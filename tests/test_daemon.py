@@ -80,8 +80,9 @@ def test_daemon_keeps_running_while_cameras_fail_and_recover(tmp_path, model_onn
         assert door["state"] in ("reconnecting", "connecting") and door["frames"] == 0
         assert "/dev/video_fallwatch_absent does not exist" in door["last_error"]
         assert stats["cameras"]["hall"]["state"] == "streaming"
-        for stage in ("preprocess", "engine", "decode", "parse", "track", "detect", "latency"):
+        for stage in ("preprocess", "engine", "engine_idle", "decode", "parse", "track", "detect", "latency"):
             assert stats["stages"][stage]["median_ms"] > 0, stage
+        assert daemon._inputs.buffers <= config.daemon.queue_size + 1  # the input batches are reused
         assert stats["rss_mb"] > 50
 
         os.replace(clip, tmp_path / "away.avi")

@@ -140,14 +140,21 @@ def preprocess(frame: np.ndarray, spec: ModelSpec, input_hw: Tuple[int, int], mo
     canvas[y0:y0 + h, x0:x0 + w] = resized
     if spec.color == "RGB":
         canvas = canvas[:, :, ::-1]
-    pixels = canvas.astype(np.float32)
+    nhwc = spec.input_layout == "NHWC"
+    if out is None:
+        out = np.empty((1, ih, iw, 3) if nhwc else (1, 3, ih, iw), np.float32)
+    elif out.dtype != np.float32 or out.shape != ((1, ih, iw, 3) if nhwc else (1, 3, ih, iw)):
+        raise ValueError("preprocess: out is %s %s, the tensor is float32 %s" % (
+            out.dtype, out.shape, (1, ih, iw, 3) if nhwc else (1, 3, ih, iw)))
+    # Written in place, with no temporary float image: the same float32 operations as
+    # ``(canvas.astype(float32) - mean) / std``, so the same bits.
+    pixels = out[0] if nhwc else out[0].transpose(1, 2, 0)  # the slot, seen as (h, w, 3)
+    np.copyto(pixels, canvas, casting="unsafe")
     mean, std = np.asarray(spec.mean, np.float32), np.asarray(spec.std, np.float32)
     if mean.any() or (std != 1).any():
-        pixels = (pixels - mean) / std
-    tensor = pixels[None] if spec.input_layout == "NHWC" else pixels.transpose(2, 0, 1)[None]
-    if out is not None:
-        out[...] = tensor
-        tensor = out
+        pixels -= mean
+        pixels /= std
+    tensor = out
     # input u in [0,1] -> input pixels u*iw -> frame fraction (u*iw - x0) / w
     sx, tx, sy, ty = iw / w, -x0 / w, ih / h, -y0 / h
     if code is None:
@@ -155,4 +162,4 @@ def preprocess(frame: np.ndarray, spec: ModelSpec, input_hw: Tuple[int, int], mo
     else:  # then the rotated frame's fraction -> the original frame's fraction
         a, b, c, d, e, f = back
         matrix = ((a * sx, b * sy, a * tx + b * ty + c), (d * sx, e * sy, d * tx + e * ty + f))
-    return np.ascontiguousarray(tensor), Transform(matrix)
+    return tensor, Transform(matrix)

@@ -26,7 +26,7 @@ import math
 import threading
 from dataclasses import dataclass, field
 from collections import deque
-from typing import Any, Deque, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -61,16 +61,18 @@ def rotations_of(rotated_views: str) -> Tuple[int, ...]:
 
 
 def make_views(frame: np.ndarray, spec: ModelSpec, input_hw: Tuple[int, int], mode: str,
-               rotations: Sequence[int] = (0,), light: Optional[LowLight] = None
+               rotations: Sequence[int] = (0,), light: Optional[LowLight] = None,
+               out: Optional[Callable[[Tuple[int, ...]], np.ndarray]] = None
                ) -> Tuple[np.ndarray, Tuple[Transform, ...]]:
     """The frame seen at each rotation, as one batch ``(V, ...)`` float32 in the spec's layout,
     and each view's transform from normalised input to normalised frame coordinates; ``light``
-    as in :func:`preprocess`."""
+    as in :func:`preprocess`. ``out(shape)``, when given, lends the float32 array to fill (the
+    daemon's reused engine inputs, edge.inference.batches); otherwise the batch is a new array."""
     if not len(rotations):
         raise ValueError("make_views needs at least one rotation (0 = upright)")
     ih, iw = input_hw
     shape = (len(rotations), ih, iw, 3) if spec.input_layout == "NHWC" else (len(rotations), 3, ih, iw)
-    batch = np.empty(shape, np.float32)
+    batch = out(shape) if out is not None else np.empty(shape, np.float32)
     transforms = []
     for i, rotation in enumerate(rotations):
         _, transform = preprocess(frame, spec, input_hw, mode, out=batch[i:i + 1], rotation=rotation, light=light)
@@ -472,9 +474,10 @@ class ViewPolicy:
         if len(self._asked) < 3:
             return None, {}, {}
         before = self._asked[0]  # the frame two before this one
-        self._observed.wait_for(lambda: bool(self._states) and self._states[-1][0] >= before - 1e-9, self.wait_s)
+        # observations carry the frame time rounded to 1 us (CameraPipeline.track): compare within 1 us
+        self._observed.wait_for(lambda: bool(self._states) and self._states[-1][0] >= before - 1e-6, self.wait_s)
         for obs_t, reason, held, found_in in reversed(self._states):
-            if obs_t <= before + 1e-9:
+            if obs_t <= before + 1e-6:
                 return reason, held, found_in
         return None, {}, {}
 

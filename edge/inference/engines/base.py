@@ -36,6 +36,18 @@ class Engine:
         """Run a float32 batch ``(N, ...)``; return each output ``(N, ...)`` by name."""
         raise NotImplementedError
 
+    def host_buffer(self, shape: Sequence[int]) -> np.ndarray:
+        """A float32 array of ``shape`` (batch first) to write inputs into and hand to :meth:`run`,
+        whole or as a leading slice, again and again: the memory this backend reads its inputs from
+        fastest. Here plain memory (ONNX Runtime reads a float32 C-contiguous input in place);
+        TensorRT gives page-locked memory, copied to the device straight from. :meth:`run` is done
+        with its input when it returns. The engine owns the array: it is valid until
+        :meth:`free_host_buffer` or :meth:`close`."""
+        return np.empty(tuple(int(d) for d in shape), np.float32)
+
+    def free_host_buffer(self, array: np.ndarray) -> None:
+        """Give back an array from :meth:`host_buffer` (nothing to do after :meth:`close`)."""
+
     def close(self) -> None:
         """Release the backend's resources; the engine is unusable afterwards."""
 

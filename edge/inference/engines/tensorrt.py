@@ -3,6 +3,9 @@
 One CUDA stream, page-locked host buffers and device buffers sized for the engine's largest batch,
 asynchronous copies in and out around ``execute_async_v3``. Any batch up to the engine's maximum
 runs at once (larger ones in chunks); an engine with a fixed batch N gets zero-padded chunks of N.
+A batch written into an array from :meth:`TensorRTEngine.host_buffer` (page-locked; the daemon
+preprocesses into these) is copied to the GPU straight from there; any other batch is first copied
+into the engine's own page-locked input buffer (async copies need page-locked memory).
 :meth:`TensorRTEngine.close` frees every buffer and destroys the execution context, engine and runtime
 (in that order) inside the CUDA context, then closes the context; so does a failed constructor. Only the tensor-name API
 (TensorRT 8.5+, the one TensorRT 10 kept) is used; see :mod:`edge.inference.engines.trt_api`.
@@ -35,6 +38,7 @@ class TensorRTEngine(Engine):
         self._cuda_context = CudaContext(device_index)
         self._host: Dict[str, np.ndarray] = {}
         self._device: Dict[str, Any] = {}
+        self._lent: List[np.ndarray] = []  # page-locked input arrays handed out by host_buffer
         try:
             with self._cuda_context.active() as cuda:
                 self._runtime = trt.Runtime(make_logger(verbose))
@@ -87,6 +91,30 @@ class TensorRTEngine(Engine):
             if not self._context.set_tensor_address(name, int(self._device[name])):
                 raise EngineError("TensorRT refused the buffer of tensor %s" % name)
 
+    def host_buffer(self, shape: Any) -> np.ndarray:
+        """A page-locked float32 array of ``shape``: a batch written into it (or a leading slice of it)
+        goes to the GPU with no staging copy. Freed by :meth:`free_host_buffer` or :meth:`close`."""
+        if self._cuda_context is None:
+            raise EngineError("the TensorRT engine was closed and cannot run any more")
+        with self._cuda_context.active() as cuda:
+            array = cuda.pagelocked_empty(tuple(int(d) for d in shape), np.float32)
+        self._lent.append(array)
+        return array
+
+    def free_host_buffer(self, array: np.ndarray) -> None:
+        from edge.inference.engines.cuda import free_host
+
+        if self._cuda_context is None or not any(a is array for a in self._lent):
+            return  # freed by close(), or not ours
+        self._lent = [a for a in self._lent if a is not array]
+        with self._cuda_context.active():
+            free_host(array)
+
+    def _pinned(self, chunk: np.ndarray) -> bool:
+        """Whether ``chunk`` lies in an array from :meth:`host_buffer` (and can be copied from directly)."""
+        return chunk.flags.c_contiguous and chunk.dtype == np.float32 and any(
+            np.may_share_memory(chunk, a) for a in self._lent)
+
     def run(self, batch: np.ndarray) -> Dict[str, np.ndarray]:
         """Run ``(N, ...)`` float32 inputs; N may exceed the engine's maximum (run in chunks)."""
         if self._cuda_context is None:
@@ -106,14 +134,18 @@ class TensorRTEngine(Engine):
     def _run_chunk(self, cuda: Any, chunk: np.ndarray) -> Dict[str, np.ndarray]:
         n = chunk.shape[0]
         size = max(n, self._min_batch)
-        host_in = self._host[self.input_name]
-        host_in[:n] = chunk
-        if size > n:
-            host_in[n:size] = 0
+        if size == n and self._pinned(chunk):
+            source = chunk  # preprocessed into page-locked memory: no staging copy
+        else:
+            host_in = self._host[self.input_name]
+            host_in[:n] = chunk
+            if size > n:
+                host_in[n:size] = 0
+            source = host_in[:size]
         if self._dynamic and not self._context.set_input_shape(self.input_name, (size,) + tuple(self.input_shape[1:])):
             raise EngineError("the engine refused a batch of %d (its profile allows %d to %d)"
                               % (size, self._min_batch, self.max_batch))
-        cuda.memcpy_htod_async(self._device[self.input_name], host_in[:size], self._stream)
+        cuda.memcpy_htod_async(self._device[self.input_name], source, self._stream)
         if not self._context.execute_async_v3(self._stream.handle):
             raise EngineError("TensorRT failed to run the engine (execute_async_v3 returned false)")
         for name in self.output_names:
@@ -132,9 +164,9 @@ class TensorRTEngine(Engine):
             with context.active():
                 for buffer in self._device.values():
                     buffer.free()
-                for array in self._host.values():
+                for array in list(self._host.values()) + self._lent:
                     free_host(array)
-                self._device, self._host = {}, {}
+                self._device, self._host, self._lent = {}, {}, []
                 for attr in ("_context", "_engine", "_runtime", "_stream"):  # the order TensorRT needs
                     if hasattr(self, attr):
                         delattr(self, attr)
