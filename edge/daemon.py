@@ -36,7 +36,7 @@ import time
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from edge.inference.batches import InputPool
-from edge.pipeline import CameraPipeline, RateLimiter
+from edge.pipeline import CameraPipeline, InferenceJob, RateLimiter
 from edge.capture.sources import CameraSource, SourceError, SourceSettings, redact_uri, uri_kind
 from edge.health import jetson
 from edge.health.timing import StageTimer
@@ -247,7 +247,7 @@ class Daemon:
             outputs = self.pipelines[job.frame.camera].infer(job)
             ended = time.perf_counter()
             self.timer.record("engine", ended - started)
-            if getattr(job, "batch", None) is not None:  # top-down jobs make their crops in infer
+            if isinstance(job, InferenceJob):  # top-down jobs make their own crops in infer
                 self._inputs.give(job.batch)  # the engine is done with it: the next frame's views go there
                 job.batch = None  # reused from now on: nobody may read it through the job
             if not self._put(self._post_q, (job, outputs)):

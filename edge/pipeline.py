@@ -208,22 +208,27 @@ class CameraPipeline:
         topdown = getattr(config, "topdown", TopDownConfig())
         self.topdown: Optional[TopDownPath] = None
         if family == "top_down":
-            self.topdown = TopDownPath(model, topdown, camera, parse_params, self.view_params, self.rotations)
+            self.topdown = TopDownPath(model, topdown, camera, parse_params, self.view_params, self.seed_rotations)
         elif family == "single_person_3d":
             from edge.inference.body3d import DEFAULT_HFOV_DEG, Body3DPath
 
             cam = camera_config(config, camera)
-            self.topdown = Body3DPath(model, topdown, camera, parse_params, self.view_params, self.rotations,
+            self.topdown = Body3DPath(model, topdown, camera, parse_params, self.view_params, self.seed_rotations,
                                       getattr(cam, "intrinsics", ()), getattr(cam, "hfov_deg", DEFAULT_HFOV_DEG))
 
     # ---------------------------------------------------------------- frame -> people
 
-    def rotations(self, t: float) -> Tuple[int, ...]:
+    def rotations(self, t: float, latest: bool = False) -> Tuple[int, ...]:
         """The views the frame at time ``t`` needs (upright only without a model). The policy gets
         ``t`` rounded as :meth:`track` rounds it for its observations: with the raw time, a frame
         rounded down looked not yet observed, and the daemon's preprocess waited for the next
         observation, i.e. for the engine to finish the frame in it."""
-        return self.views.views_for(round(float(t), TIME_DECIMALS)) if self.views is not None else (0,)
+        return self.views.views_for(round(float(t), TIME_DECIMALS), latest) if self.views is not None else (0,)
+
+    def seed_rotations(self, t: float) -> Tuple[int, ...]:
+        """The views of a top-down path's seed frame at ``t``: asked now and then, once the frame
+        before it was tracked, so from the newest observation."""
+        return self.rotations(t, latest=True)
 
     def prepare(self, frame: Frame, rotations: Optional[Sequence[int]] = None, pool: Any = None) -> Any:
         """Views and preprocess: the frame's views (``rotations``, upright first; default: what the

@@ -518,3 +518,25 @@ def test_auto_finds_the_fallen_person_in_most_post_fall_frames(clip_runner):
     assert post_found >= GOAL_POST_FALL * post, "auto: %d of %d post-fall frames (%.0f%%) have a >= 6-part " \
         "skeleton; the goal is %.0f%%:\n%s" % (post_found, post, 100.0 * post_found / post, 100 * GOAL_POST_FALL,
                                                 "\n".join(lines))
+
+
+def test_latest_follows_the_newest_observation_and_the_default_the_one_two_frames_back():
+    """The daemon's frame path asks for every frame and gets the views of the observation two frames
+    back (so run and replay agree); a caller that asks now and then (the top-down seed) passes
+    ``latest`` and gets those of the newest observation before the frame."""
+    lying = TrackFeatures(torso_angle_deg=90.0, descent_bh_per_s=0.0, missed_s=0.0, drop_bh=0.8, tilted_s=2.0)
+    standing = TrackFeatures(torso_angle_deg=0.0, descent_bh_per_s=0.0, missed_s=0.0, drop_bh=0.0)
+    every, sparse = ViewPolicy(ViewsConfig(policy="auto", hold_s=0)), ViewPolicy(ViewsConfig(policy="auto", hold_s=0))
+    seen = []
+    for k in range(6):
+        t = k / 10
+        person = lying if k == 2 else standing
+        seen.append(every.views_for(t))
+        every.observe([person], t, (W, H))
+        sparse.observe([person], t, (W, H))
+        if k in (2, 3):
+            seen.append(sparse.views_for(t + 0.05, latest=True))
+    # every frame: the lying observation of frame 2 decides frame 4 only
+    assert [len(v) for v in seen[:3] + seen[4:5] + seen[6:]] == [1, 1, 1, 1, 3, 1]
+    # now and then: right after frame 2 (lying) all views, right after frame 3 (standing) one
+    assert (len(seen[3]), len(seen[5])) == (3, 1)

@@ -467,9 +467,15 @@ class ViewPolicy:
             self._observed.notify_all()
         return first
 
-    def _state_for(self, t: float) -> Tuple[Optional[str], Dict[Any, float], Dict[Any, int]]:
+    def _state_for(self, t: float, latest: bool = False) -> Tuple[Optional[str], Dict[Any, float], Dict[Any, int]]:
         """The observation the frame at ``t`` follows from (see the class): that of the frame two
-        before it, waited for when needed. Holds the lock."""
+        before it, waited for when needed; with ``latest``, the newest one before ``t``, not waited
+        for. Holds the lock."""
+        if latest:
+            for obs_t, reason, held, found_in in reversed(self._states):
+                if obs_t < t - 1e-6:
+                    return reason, held, found_in
+            return None, {}, {}
         self._asked.append(t)
         if len(self._asked) < 3:
             return None, {}, {}
@@ -481,12 +487,14 @@ class ViewPolicy:
                 return reason, held, found_in
         return None, {}, {}
 
-    def views_for(self, t: float) -> Tuple[int, ...]:
+    def views_for(self, t: float, latest: bool = False) -> Tuple[int, ...]:
         """The rotations to run for the frame at time ``t`` (seconds), upright (0) first: the extra
         ones while the observation it follows from (of the frame two before) is suspicious, and
         ``hold_s`` after a track's last suspicious one (unless it stood up since); only the rotated
         view every such track was last found in, when they all were and the last frame given every
-        view is less than ``recheck_s`` ago. Frames are asked for in time order."""
+        view is less than ``recheck_s`` ago. Frames are asked for in time order. ``latest``: from the
+        newest observation before ``t`` instead (for callers that ask now and then, once the
+        previous frame was observed: the top-down seed)."""
         p = self.config
         reason = None
         rotations: Tuple[int, ...] = (0,)
@@ -494,7 +502,7 @@ class ViewPolicy:
             if p.policy == "always":
                 reason = "always"
             elif p.policy == "auto":
-                reason, held_since, found_in = self._state_for(t)
+                reason, held_since, found_in = self._state_for(t, latest)
                 held = [k for k, held_t in held_since.items() if t - held_t <= p.hold_s]
                 if reason is None and held:
                     reason = "hold"
