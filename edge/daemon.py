@@ -17,7 +17,11 @@ The engine thread does nothing but take a batch, run it and pass the outputs on:
 writes each frame's views straight into a reused input array of the engine's own kind
 (edge.inference.batches: page-locked memory with TensorRT, copied to the GPU without staging),
 given back to the pool as soon as the engine has run it; decoding the outputs, parsing and
-everything after happen on the post thread.
+everything after happen on the post thread. Top-down and 3D models (edge.inference.topdown) are
+the exception: their crops depend on the previous frame's tracks, so the engine thread waits for
+those, runs the seed model when due and makes the crops; their ``engine`` time includes all that
+and their ``engine_idle`` says little. A frame whose post-processing fails is skipped for the
+frames after it (they do not wait for it), and stopping ends every such wait.
 
 :func:`serve` is the process around it: signals (SIGTERM/SIGINT stop within 2 s, SIGHUP reloads
 the configuration), periodic stats, camera watchdogs, and a non-zero exit with the reason when
@@ -137,6 +141,8 @@ class Daemon:
     def request_stop(self) -> None:
         self._stop.set()
         self._wake.set()
+        for pipeline in self.pipelines.values():
+            pipeline.cancel()
 
     @property
     def stopping(self) -> bool:
@@ -261,11 +267,13 @@ class Daemon:
                 return
             job, outputs = item
             frame = job.frame
+            tracked = False
             try:
                 pipeline = self.pipelines[frame.camera]
                 people = pipeline.find_people(job, outputs, self.timer)
                 size = (frame.image.shape[1], frame.image.shape[0])
                 record, events = pipeline.track(people, frame.t, frame.wall, size, image=frame.image, timer=self.timer)
+                tracked = True
                 track_ids = [track.id for track in pipeline.tracker.tracks]
                 with self.timer.measure("sinks"):
                     self.sinks.frame(record)
@@ -274,6 +282,8 @@ class Daemon:
                 failures = 0
             except Exception as exc:
                 failures += 1
+                if not tracked:  # the next frames' views and crops must not wait for this one
+                    self.pipelines[frame.camera].skip(frame)
                 with self._lock:
                     self.errors += 1
                     self.completed += 1

@@ -178,7 +178,7 @@ def skeleton_key(video: Path, config: Any, max_fps: Optional[float]) -> str:
     with open(video, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
-    settings = {"model": config.model.to_dict(), "views": config.views.to_dict(),
+    settings = {"model": config.model.to_dict(), "views": config.views.to_dict(), "topdown": config.topdown.to_dict(),
                 "tracker": config.tracker.to_dict(), "max_fps": max_fps}
     digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
     return digest.hexdigest()[:16]

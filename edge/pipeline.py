@@ -225,6 +225,21 @@ class CameraPipeline:
         observation, i.e. for the engine to finish the frame in it."""
         return self.views.views_for(round(float(t), TIME_DECIMALS), latest) if self.views is not None else (0,)
 
+    def skip(self, frame: Frame) -> None:
+        """``frame`` was prepared but will never be tracked (its post-processing failed): the frames
+        after it must not wait for it."""
+        if self.views is not None:
+            self.views.skip(round(float(frame.t), TIME_DECIMALS))
+        if self.topdown is not None:
+            self.topdown.skip()
+
+    def cancel(self) -> None:
+        """Nobody waits for a frame any more (the daemon is stopping)."""
+        if self.views is not None:
+            self.views.cancel()
+        if self.topdown is not None:
+            self.topdown.cancel()
+
     def seed_rotations(self, t: float) -> Tuple[int, ...]:
         """The views of a top-down path's seed frame at ``t``: asked now and then, once the frame
         before it was tracked, so from the newest observation."""

@@ -171,7 +171,8 @@ def check_skeleton_line(line: Union[str, bytes]) -> Dict[str, Any]:
     ``height`` not a whole number of pixels from 1 to :data:`MAX_FRAME_PX`, a person without 18
     ``[x, y, confidence]`` rows, with a ``view`` that is not a rotation in whole degrees, or with an
     optional ``keypoints3d`` that is not 18 entries each ``[x, y, z]`` (finite metres, at most
-    :data:`MAX_3D_M` from the camera on any axis) or null (a part without 3D). A row
+    :data:`MAX_3D_M` from the camera on any axis) or null (a part without 3D; the whole field may be
+    null: no 3D for that person). A row
     that is not finite, lies outside :data:`KEYPOINT_XY_RANGE` or has a negative confidence is a
     part not found: it becomes ``[0, 0, 0]`` in the record returned (the person is kept)."""
     if isinstance(line, bytes):
@@ -219,7 +220,7 @@ def check_skeleton_line(line: Union[str, bytes]) -> Dict[str, Any]:
         if "view" in person and not _integer(person["view"], -MAX_VIEW_DEG, MAX_VIEW_DEG):
             raise ValueError("people[%d].view must be a rotation in whole degrees, got %s"
                              % (i, _shown(person["view"])))
-        if "keypoints3d" in person and not _keypoints3d_ok(person["keypoints3d"]):
+        if person.get("keypoints3d") is not None and not _keypoints3d_ok(person["keypoints3d"]):
             raise ValueError("people[%d].keypoints3d must be 18 entries, each [x, y, z] (metres, finite, at most %g "
                              "on any axis) or null" % (i, MAX_3D_M))
     return record

@@ -320,3 +320,9 @@ def test_replay_of_a_clip_with_the_3d_spec_end_to_end(standin, tmp_path):
     assert lying and all(len(p) == 1 and p[0].get("view") == 90 for p in lying), lying
     falls = [e for e in map(json.loads, events.read_text().splitlines()) if e["type"] == "fall_detected"]
     assert len(falls) == 1
+
+
+def test_a_person_whose_keypoints3d_is_null_has_no_3d_and_the_line_is_kept():
+    person = _person(0.0, False)
+    person["keypoints3d"] = None
+    assert check_skeleton_line(_line(0.0, [person]))["people"][0]["keypoints3d"] is None

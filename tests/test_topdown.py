@@ -325,3 +325,15 @@ def test_calibrate_refuses_a_top_down_model_for_now(standin, tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("fallwatch-calibrate: model.spec poseresnet-standin is a top_down model: "
                                    "fallwatch-calibrate builds and verifies bottom_up models only so far (issue 18)")
+
+
+def test_tensorrt_with_a_top_down_model_is_refused_at_load(standin, tmp_path):
+    """TensorRT engines are built for bottom-up models only: a config asking for one with a top-down
+    spec fails at load, naming engine.backend, rather than when the daemon opens a missing engine."""
+    config = write_config(tmp_path, standin)
+    raw = yaml.safe_load(config.read_text())
+    raw["engine"] = {"backend": "tensorrt"}
+    config.write_text(yaml.safe_dump(raw))
+    with pytest.raises(Exception) as err:
+        load_config(config, env={})
+    assert "engine.backend" in str(err.value) and "top_down" in str(err.value), str(err.value)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -540,3 +541,33 @@ def test_latest_follows_the_newest_observation_and_the_default_the_one_two_frame
     assert [len(v) for v in seen[:3] + seen[4:5] + seen[6:]] == [1, 1, 1, 1, 3, 1]
     # now and then: right after frame 2 (lying) all views, right after frame 3 (standing) one
     assert (len(seen[3]), len(seen[5])) == (3, 1)
+
+
+def test_a_frame_never_tracked_holds_up_no_later_frame_and_stopping_ends_every_wait():
+    """The daemon calls skip(t) for a frame whose post-processing failed, and cancel() when it stops:
+    the views of later frames are then chosen without waiting (no late observation counted); without
+    skip, the frame two after it waits out wait_s and is counted late."""
+    lying = TrackFeatures(torso_angle_deg=90.0, descent_bh_per_s=0.0, missed_s=0.0, drop_bh=0.8, tilted_s=2.0)
+
+    def run(skip: bool) -> ViewPolicy:
+        policy = ViewPolicy(ViewsConfig(policy="auto"))
+        policy.wait_s = 0.2
+        for k in range(6):  # as in the daemon: frame k is prepared before frame k-1 is tracked
+            policy.views_for(k / 10)
+            done = (k - 1) / 10
+            if k - 1 == 2:  # frame 2 fails after the engine: never observed
+                if skip:
+                    policy.skip(done)
+            elif k >= 1:
+                policy.observe([lying], done, (W, H))
+        return policy
+
+    assert run(skip=True).stats.late_observations == 0
+    assert run(skip=False).stats.late_observations == 1
+    stopping = ViewPolicy(ViewsConfig(policy="auto"))
+    stopping.wait_s = 10.0
+    stopping.views_for(0.0)
+    stopping.views_for(0.1)
+    threading.Timer(0.1, stopping.cancel).start()  # the daemon stops while frame 0 is still being tracked
+    stopping.views_for(0.2)  # waits for frame 0's observation until the cancel
+    assert stopping.stats.late_observations == 0

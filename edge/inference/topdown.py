@@ -115,6 +115,7 @@ class TopDownPath:
         self._last_seed_t: Optional[float] = None
         self._frames_prepared = 0  # frames handed to prepare (follow=True)
         self._frames_observed = 0  # frames the tracker has taken since
+        self._cancelled = False  # the daemon stops: nobody waits any more
         if self.seed is None:
             log.warning("camera %s: model %s is top-down and topdown.seed_spec is null: it only looks inside boxes "
                         "and nothing gives it any, so it will find nobody; set topdown.seed_spec (README, Model "
@@ -130,6 +131,19 @@ class TopDownPath:
         with self._observed:
             self._skeletons = np.stack(rows) if rows else np.zeros((0, NUM_KEYPOINTS, 3))
             self._frames_observed += 1
+            self._observed.notify_all()
+
+    def skip(self) -> None:
+        """The frame after the last observed one will never be tracked (its post-processing failed):
+        the next frame's crops do not wait for it (they keep the last people)."""
+        with self._observed:
+            self._frames_observed += 1
+            self._observed.notify_all()
+
+    def cancel(self) -> None:
+        """Stop waiting (the daemon is stopping): frames still in flight go ahead without waiting."""
+        with self._observed:
+            self._cancelled = True
             self._observed.notify_all()
 
     def seed_due(self, t: float) -> bool:
@@ -161,8 +175,8 @@ class TopDownPath:
         """The skeletons of the frames before ``job`` (waiting up to FOLLOW_WAIT_S for the tracker to take
         the previous one: then run and replay of one clip crop the same boxes)."""
         with self._observed:
-            if job.after is not None and not self._observed.wait_for(lambda: self._frames_observed >= job.after,
-                                                                     timeout=FOLLOW_WAIT_S):
+            if job.after is not None and not self._observed.wait_for(
+                    lambda: self._frames_observed >= job.after or self._cancelled, timeout=FOLLOW_WAIT_S):
                 log.warning("top-down: frame at t = %.3f s goes ahead without the previous frame's people (not "
                             "tracked within %.1f s)", job.frame.t, FOLLOW_WAIT_S)
                 self._frames_observed = job.after  # a frame lost on the way must not hold up every later one

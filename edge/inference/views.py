@@ -22,6 +22,7 @@ and height, confidence 0 meaning the part is missing.
 """
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from dataclasses import dataclass, field
@@ -34,6 +35,8 @@ from edge.inference.preprocess import LowLight, Transform, preprocess
 from edge.settings import Section, setting
 from edge.inference.specs import ModelSpec
 from edge.skeleton import HIPS, MIRROR, NECK, NUM_KEYPOINTS, SHOULDERS
+
+log = logging.getLogger("fallwatch.views")
 
 POLICIES = ("auto", "always", "never")
 ROTATED_VIEWS = {"both": (90, -90), "cw": (90,), "ccw": (-90,)}  # config value -> rotations, degrees cw
@@ -335,6 +338,7 @@ class ViewStats:
     views: int = 0
     extra_frames: int = 0
     followed_frames: int = 0  # frames with extra views that ran only the rotation the tracks were found in
+    late_observations: int = 0  # frames whose views were chosen without waiting any longer for their observation
     reasons: Dict[str, int] = field(default_factory=dict)  # frames with extra views, by first reason
     _time_s: Dict[int, float] = field(default_factory=dict)
     _timed: Dict[int, int] = field(default_factory=dict)
@@ -350,6 +354,7 @@ class ViewStats:
             "frames": self.frames, "views_per_frame": round(self.views / self.frames, 3) if self.frames else 0.0,
             "extra_view_fraction": round(self.extra_frames / self.frames, 3) if self.frames else 0.0,
             "followed_fraction": round(self.followed_frames / self.frames, 3) if self.frames else 0.0,
+            "late_observations": self.late_observations,
             "reasons": dict(self.reasons),
             "ms_per_frame_by_views": {str(v): round(1000 * self._time_s[v] / self._timed[v], 1)
                                       for v in sorted(self._timed)},
@@ -391,6 +396,7 @@ class ViewPolicy:
         self._states: Deque[Tuple[float, Optional[str], Dict[Any, float], Dict[Any, int]]] = deque(maxlen=4)
         self._observed = threading.Condition(self._lock)
         self.wait_s = 1.0  # longest wait for the observation a frame's views follow from
+        self._cancelled = False  # the daemon stops: nobody waits any more
 
     def suspicious(self, features: TrackFeatures) -> Optional[str]:
         """Why a track is suspicious (``torso``, ``descent``, ``lost``), or None."""
@@ -424,6 +430,23 @@ class ViewPolicy:
                                       window_s=self.config.descent_window_s,
                                       tilt_deg=self.config.suspicious_torso_angle_deg))
         return out
+
+    def skip(self, t: float) -> None:
+        """The frame at ``t`` will never be observed (its post-processing failed): later frames do not
+        wait for it, and follow from the observation before it."""
+        with self._lock:
+            if self._states:
+                _, reason, held, found_in = self._states[-1]
+                self._states.append((t, reason, held, found_in))
+            else:
+                self._states.append((t, None, {}, {}))
+            self._observed.notify_all()
+
+    def cancel(self) -> None:
+        """Stop waiting (the daemon is stopping)."""
+        with self._lock:
+            self._cancelled = True
+            self._observed.notify_all()
 
     def stood_up(self, features: TrackFeatures) -> bool:
         """Whether a track is seen standing again: now, torso within ``release_upright_deg`` of
@@ -481,7 +504,13 @@ class ViewPolicy:
             return None, {}, {}
         before = self._asked[0]  # the frame two before this one
         # observations carry the frame time rounded to 1 us (CameraPipeline.track): compare within 1 us
-        self._observed.wait_for(lambda: bool(self._states) and self._states[-1][0] >= before - 1e-6, self.wait_s)
+        if not self._observed.wait_for(lambda: self._cancelled or (
+                bool(self._states) and self._states[-1][0] >= before - 1e-6), self.wait_s):
+            self.stats.late_observations += 1
+            if self.stats.late_observations == 1:
+                log.warning("views: the frame at t = %.3f s was not tracked within %.1f s; the views of the "
+                            "frame at t = %.3f s follow from an older one (run and replay may now differ)",
+                            before, self.wait_s, t)
         for obs_t, reason, held, found_in in reversed(self._states):
             if obs_t <= before + 1e-6:
                 return reason, held, found_in

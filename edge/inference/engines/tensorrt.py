@@ -13,6 +13,7 @@ into the engine's own page-locked input buffer (async copies need page-locked me
 from __future__ import annotations
 
 import logging
+import threading
 import traceback
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
@@ -39,6 +40,7 @@ class TensorRTEngine(Engine):
         self._host: Dict[str, np.ndarray] = {}
         self._device: Dict[str, Any] = {}
         self._lent: List[np.ndarray] = []  # page-locked input arrays handed out by host_buffer
+        self._lent_lock = threading.Lock()  # host_buffer and free_host_buffer come from different threads
         try:
             with self._cuda_context.active() as cuda:
                 self._runtime = trt.Runtime(make_logger(verbose))
@@ -98,22 +100,24 @@ class TensorRTEngine(Engine):
             raise EngineError("the TensorRT engine was closed and cannot run any more")
         with self._cuda_context.active() as cuda:
             array = cuda.pagelocked_empty(tuple(int(d) for d in shape), np.float32)
-        self._lent.append(array)
+        with self._lent_lock:
+            self._lent.append(array)
         return array
 
     def free_host_buffer(self, array: np.ndarray) -> None:
         from edge.inference.engines.cuda import free_host
 
-        if self._cuda_context is None or not any(a is array for a in self._lent):
-            return  # freed by close(), or not ours
-        self._lent = [a for a in self._lent if a is not array]
+        with self._lent_lock:
+            if self._cuda_context is None or not any(a is array for a in self._lent):
+                return  # freed by close(), or not ours
+            self._lent = [a for a in self._lent if a is not array]
         with self._cuda_context.active():
             free_host(array)
 
     def _pinned(self, chunk: np.ndarray) -> bool:
         """Whether ``chunk`` lies in an array from :meth:`host_buffer` (and can be copied from directly)."""
         return chunk.flags.c_contiguous and chunk.dtype == np.float32 and any(
-            np.may_share_memory(chunk, a) for a in self._lent)
+            np.may_share_memory(chunk, a) for a in list(self._lent))
 
     def run(self, batch: np.ndarray) -> Dict[str, np.ndarray]:
         """Run ``(N, ...)`` float32 inputs; N may exceed the engine's maximum (run in chunks)."""
