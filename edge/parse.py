@@ -59,7 +59,7 @@ import cv2
 import numpy as np
 
 from edge.skeleton import NUM_KEYPOINTS
-from edge.inference.specs import Limb, load_spec
+from edge.inference.specs import BUILTIN_SPECS, Limb, load_spec
 
 MIN_PART_CONFIDENCE = 1e-3  # a found part's confidence is at least this; 0 means missing
 _VALUE_LIMIT = 1e6  # map values are clipped to +-this so sums stay finite on hostile input
@@ -113,11 +113,15 @@ Topology = Union[str, Sequence[Limb]]
 
 def resolve_topology(topology: Topology) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(a, b, fills_gaps)`` int/int/bool arrays of the limbs, from limbs or a spec name
-    (read-only arrays, shared between calls with the same name or tuple of limbs)."""
-    try:
-        return _resolved(topology)
-    except TypeError:  # unhashable (a list of limbs)
+    (read-only arrays, shared between calls with the same built-in name or tuple of limbs; a spec
+    file is read on every call, so an edited file is never served from a cache)."""
+    if isinstance(topology, str) and topology not in BUILTIN_SPECS:
         return _resolve(topology)
+    try:
+        hash(topology)
+    except TypeError:  # a list of limbs
+        return _resolve(topology)
+    return _resolved(topology)
 
 
 @lru_cache(maxsize=32)
