@@ -396,18 +396,23 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _check_model(model: ModelConfig, ctx: _Ctx) -> ModelConfig:
-    name = model.spec
+def _spec_setting(ctx: _Ctx, key: str, name: str, expected: str) -> Tuple[str, "specs.ModelSpec"]:
+    """A setting naming a model spec (a built-in name, or a spec file resolved like every path of the
+    config) -> (the name or absolute path, the spec); one line naming ``key`` when it cannot be used."""
     if name not in specs.BUILTIN_SPECS:
         path = _resolve(ctx, name) if name.strip() else ctx.base
         if not path.is_file():
-            _fail(ctx, "model.spec", "got %s; expected one of %s or the path of a spec YAML file"
-                  % (show(name), ", ".join(specs.BUILTIN_SPECS)))
+            _fail(ctx, key, "got %s; expected %sone of %s or the path of a spec YAML file"
+                  % (show(name), expected, ", ".join(specs.BUILTIN_SPECS)))
         name = str(path)
     try:
-        spec = specs.load_spec(name)
+        return name, specs.load_spec(name)
     except (specs.SpecError, OSError, yaml.YAMLError) as exc:
-        _fail(ctx, "model.spec", "cannot use %s: %s" % (name, str(exc).replace("\n", " ")))
+        _fail(ctx, key, "cannot use %s: %s" % (name, str(exc).replace("\n", " ")))
+
+
+def _check_model(model: ModelConfig, ctx: _Ctx) -> ModelConfig:
+    name, spec = _spec_setting(ctx, "model.spec", model.spec, "")
     h, w = model.input_height, model.input_width
     reason = spec.check_input_size(h, w)
     if reason:
@@ -422,19 +427,9 @@ def _check_model(model: ModelConfig, ctx: _Ctx) -> ModelConfig:
 
 def _check_topdown(td: TopDownConfig, ctx: _Ctx) -> TopDownConfig:
     """``topdown.seed_spec``: a built-in name, or a spec file (resolved like model.spec) of a bottom-up model."""
-    name = td.seed_spec
-    if name is None:
+    if td.seed_spec is None:
         return td
-    if name not in specs.BUILTIN_SPECS:
-        path = _resolve(ctx, name) if name.strip() else ctx.base
-        if not path.is_file():
-            _fail(ctx, "topdown.seed_spec", "got %s; expected null, one of %s or the path of a spec YAML file"
-                  % (show(name), ", ".join(specs.BUILTIN_SPECS)))
-        name = str(path)
-    try:
-        spec = specs.load_spec(name)
-    except (specs.SpecError, OSError, yaml.YAMLError) as exc:
-        _fail(ctx, "topdown.seed_spec", "cannot use %s: %s" % (name, str(exc).replace("\n", " ")))
+    name, spec = _spec_setting(ctx, "topdown.seed_spec", td.seed_spec, "null, ")
     if spec.family != "bottom_up":
         _fail(ctx, "topdown.seed_spec", "%s is a %s model; the seed must be bottom_up (it finds people on whole "
               "frames)" % (name, spec.family))
