@@ -179,6 +179,44 @@ def test_rotated_crop_recovers_a_lying_person(pipelines):
     assert reference_oks(lying, people.keypoints[0], size) >= 0.8
 
 
+@pytest.mark.parametrize("when_lost", [True, False])
+def test_a_crop_that_finds_nobody_seeds_the_next_frame(when_lost, pipelines):
+    """A person who left their box (a fall is fast): the crop of their last skeleton finds nobody, and
+    with seed_when_lost the next frame runs the seed model at once instead of waiting seed_every_s."""
+    import dataclasses
+
+    from edge.capture.sources import Frame
+    from edge.inference.topdown import TopDownPath
+
+    topdown, bottomup = pipelines
+    image = video_frame("subject1/ADL/10.mp4", 1.5)
+    person = bottomup.detect(image).keypoints[:1]
+    assert len(person) == 1
+    empty = np.zeros_like(image)  # nobody in the box any more
+    config = dataclasses.replace(topdown.topdown.config, seed_every_s=10.0, seed_when_lost=when_lost)
+    path = TopDownPath(topdown.model, config, "room1")
+
+    def frame(i, picture):
+        return Frame("room1", i, 0.1 * i, 0.1 * i, picture)
+
+    def step(i, picture):
+        job = path.prepare(frame(i, picture), follow=False)
+        found = path.find_people(job, path.infer(job))[0]
+        path.observe(found, [], 0.1 * i)
+        return job, found
+
+    job, found = step(0, image)  # the first frame is seeded: the person is found
+    assert job.seed_batch is not None and len(found) == 1
+    job, found = step(1, image)  # their crop finds them again: no seed for 10 s
+    assert job.seed_batch is None and len(found) == 1
+    path.observe(person, [], 0.15)
+    job, found = step(2, empty)  # the crop finds nobody
+    assert job.seed_batch is None and len(job.transforms) == 1 and len(found) == 0
+    job, found = step(3, image)
+    assert (job.seed_batch is not None) == when_lost
+    assert len(found) == (1 if when_lost else 0)
+
+
 def _frame(image):
     from edge.pipeline import still_frame
 

@@ -120,6 +120,7 @@ class Body3DPath(TopDownPath):
             scores.append(float(kp[present, 2].mean()))
             rotation.append(int(rot))
             points.append(np.round(kp3, COORD3D_DECIMALS))
+        self.note_answers(job, len(people))
         if not people:
             return empty
         keypoints, score_arr = np.stack(people), np.asarray(scores)

@@ -12,6 +12,9 @@ from two sources:
   too while a track looks like a fall, so that a person already lying is found): its people are
   cropped in the same frame, in place of the track skeletons their boxes overlap (half of the
   smaller box, edge.inference.views.box_overlap): the seed is this frame's, the track last frame's.
+  The frame after one in which a crop found nobody is seeded too (``topdown.seed_when_lost``): a
+  falling person leaves the box of their last skeleton within a frame or two, and without it the
+  path kept cropping that empty box until the next periodic seed.
 
 Without a seed model a top-down camera never finds anybody (no track ever starts): the pipeline
 logs so when it is created. A crop whose skeleton's torso is far from vertical is turned upright
@@ -61,6 +64,9 @@ class TopDownConfig(Section):
     seed_input_width: int = setting(432, "the seed model's input width, pixels", between=(32, 2048))
     seed_every_s: float = setting(1, "run the seed model this often, seconds of frame time; 0 = every frame",
                                   between=(0, 3600))
+    seed_when_lost: bool = setting(True, "also run the seed model on the frame after one in which a crop found "
+                                   "nobody: the person moved out of their box (a fall is fast) or the crop was bad; "
+                                   "costs one bottom-up pass per frame while someone is lost")
     box_scale: float = setting(1.25, "a person's box is widened by this factor before it is cropped",
                                between=(1, 4))
     keypoint_threshold: float = setting(0.1, "a keypoint whose heatmap maximum is below this is missing (ailia's "
@@ -113,6 +119,7 @@ class TopDownPath:
         self._observed = threading.Condition(self._lock)
         self._skeletons = np.zeros((0, NUM_KEYPOINTS, 3))
         self._last_seed_t: Optional[float] = None
+        self._lost = False  # a crop of the last frame found nobody: seed the next one (seed_when_lost)
         self._frames_prepared = 0  # frames handed to prepare (follow=True)
         self._frames_observed = 0  # frames the tracker has taken since
         self._cancelled = False  # the daemon stops: nobody waits any more
@@ -151,11 +158,20 @@ class TopDownPath:
         if self.seed is None:
             return False
         with self._lock:
-            last = self._last_seed_t
-            if last is not None and 0 <= t - last < self.config.seed_every_s:
+            last, lost = self._last_seed_t, self._lost and self.config.seed_when_lost
+            self._lost = False
+            if not lost and last is not None and 0 <= t - last < self.config.seed_every_s:
                 return False
             self._last_seed_t = t
         return True
+
+    def note_answers(self, job: TopDownJob, answered: int) -> None:
+        """``answered`` of ``job``'s crops gave a person: when some gave nobody, the next frame is seeded
+        (``seed_when_lost``). Called by find_people, which runs before the frame is tracked, so before
+        the next frame's :meth:`infer` asks :meth:`seed_due` (run and replay seed the same frames)."""
+        if answered < len(job.transforms):
+            with self._lock:
+                self._lost = True
 
     # ---------------------------------------------------------------- stages
 
@@ -249,6 +265,7 @@ class TopDownPath:
             people.append(transform.keypoints_to_frame(kp[None])[0].astype(np.float64))
             scores.append(float(kp[present, 2].mean()))
             rotation.append(int(rot))
+        self.note_answers(job, len(people))
         if not people:
             return np.zeros((0, NUM_KEYPOINTS, 3)), np.zeros(0), np.zeros(0, np.int64)
         keypoints, score_arr = np.stack(people), np.asarray(scores)
