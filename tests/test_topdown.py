@@ -375,3 +375,22 @@ def test_tensorrt_with_a_top_down_model_is_refused_at_load(standin, tmp_path):
     with pytest.raises(Exception) as err:
         load_config(config, env={})
     assert "engine.backend" in str(err.value) and "top_down" in str(err.value), str(err.value)
+
+
+def test_evaluate_with_the_standin_spec_reports_the_fall_and_the_daily_activity(standin, tmp_path):
+    """`fallwatch evaluate` on two labelled GMDCSA24 clips with the top-down stand-in selected in the config:
+    the fall clip alerts after its labelled start, the daily activity (sitting down on a chair) does not."""
+    root, data = shared_data("gmdcsa24"), tmp_path / "data"
+    for clip in ("subject1/Fall/15.mp4", "subject1/ADL/16.mp4"):
+        (data / clip).parent.mkdir(parents=True, exist_ok=True)
+        (data / clip).symlink_to(root / clip)
+    (data / "labels.csv").write_text("file,label,fall_start_s\nsubject1/Fall/15.mp4,fall,1.8\n"
+                                     "subject1/ADL/16.mp4,adl,\n")
+    config = write_config(tmp_path, standin)
+    proc = run_cli("--config", str(config), "evaluate", str(data), "--cache", str(tmp_path / "cache"),
+                   "--max-fps", "10", "--json", str(tmp_path / "out.json"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    clips = {c["file"]: c for c in json.loads((tmp_path / "out.json").read_text())["clips"]}
+    fall, adl = clips["subject1/Fall/15.mp4"], clips["subject1/ADL/16.mp4"]
+    assert fall["alert_t"] is not None and 1.8 <= fall["alert_t"] <= 1.8 + 4.0, fall
+    assert adl["alert_t"] is None and adl["alerts"] == 0, adl
