@@ -355,11 +355,15 @@ def cmd_floor_estimate(args: argparse.Namespace) -> int:
     if args.write and not args.camera:
         print("fallwatch: --write needs --camera NAME: the camera whose floor_plane is set", file=sys.stderr)
         return EXIT_USAGE
+    if bool(args.input) == (args.seconds is not None) or (args.seconds is not None and not args.camera):
+        print("fallwatch: floor estimate: give skeleton JSONL files or a video file, or (no file) --camera NAME "
+              "--seconds N to watch a configured camera", file=sys.stderr)
+        return EXIT_USAGE
     ankle = floor.ANKLE_HEIGHT_M if args.ankle_height_m is None else args.ankle_height_m
     rules = dataclasses.replace(floor.FitRules(), ankle_height_m=ankle, inlier_m=args.inlier_mm / 1000,
                                 min_extent_m=args.min_spread_m[0], min_width_m=args.min_spread_m[1])
     try:
-        frames, camera = gather(args.input, config, args.camera, args.max_fps)
+        frames, camera = gather(args.input, config, args.camera, args.max_fps, args.seconds)
         points, used, people = floor.collect(frames)
         fit = floor.fit_plane(points, rules)
     except (FloorInputError, ReplayError) as exc:
@@ -599,10 +603,15 @@ def build_parser() -> argparse.ArgumentParser:
                     "feet all in one spot or along one line, are refused with what to do. INPUT: skeleton "
                     "JSONL files with keypoints3d (record a live camera with `fallwatch run --record-skeletons "
                     "FILE.jsonl` while someone walks around the room, a minute or two), or one video file, run "
-                    "through the configured 3D model. fall.use_3d may be on without the plane here.",
+                    "through the configured 3D model; or no INPUT and --camera NAME --seconds N: that configured "
+                    "camera, live, through the 3D model for N seconds. fall.use_3d may be on without the plane "
+                    "here.",
         epilog="Exit status: 0 a plane was fitted (and written with --write), 1 the input cannot give one (the "
                "reason is printed), 2 bad configuration or usage.")
-    p.add_argument("input", nargs="+", help="skeleton JSONL file(s) of one camera, or one video file")
+    p.add_argument("input", nargs="*", help="skeleton JSONL file(s) of one camera, or one video file; none with "
+                                            "--seconds")
+    p.add_argument("--seconds", type=_timeout, default=None, metavar="N",
+                   help="no INPUT: watch the configured camera --camera NAME for N seconds (0.1 to 600)")
     p.add_argument("--camera", metavar="NAME",
                    help="the camera: its frames in the JSONL (needed when the files hold several), its flip, "
                         "max_fps and intrinsics for a video, and the one --write sets")

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -83,20 +83,20 @@ class FloorFit:
         return math.degrees(math.asin(max(-1.0, min(1.0, -self.plane[2]))))
 
 
-def _upright_in_picture(kp: np.ndarray, rules: FootRules) -> bool:
+def _upright_in_picture(kp: np.ndarray, rules: FootRules, aspect: float) -> bool:
     ok = kp[:, 2] >= rules.min_confidence
     if not (ok[NECK] and (ok[R_HIP] or ok[L_HIP])):
         return False
     hips = kp[[i for i in (R_HIP, L_HIP) if ok[i]], :2].mean(axis=0)
-    dx, dy = hips[0] - kp[NECK, 0], hips[1] - kp[NECK, 1]
+    dx, dy = (hips[0] - kp[NECK, 0]) * aspect, hips[1] - kp[NECK, 1]
     return dy > 0 and math.degrees(math.atan2(abs(dx), dy)) <= rules.max_torso_angle_deg
 
 
-def foot_points(keypoints: np.ndarray, keypoints3d: Optional[np.ndarray], rules: FootRules = FootRules()
-                ) -> np.ndarray:
+def foot_points(keypoints: np.ndarray, keypoints3d: Optional[np.ndarray], rules: FootRules = FootRules(),
+                aspect: float = 1.0) -> np.ndarray:
     """The ankles ``(k, 3)``, k = 0, 1 or 2 (metres, camera coordinates) of one person that stand on the floor.
-    ``keypoints`` ``(18, 3)`` normalised to the frame (the torso's angle is judged on them as they are);
-    ``keypoints3d`` ``(18, 3)``, NaN where missing."""
+    ``keypoints`` ``(18, 3)`` normalised to the frame, whose width / height is ``aspect`` (the torso's angle
+    is judged in pixels); ``keypoints3d`` ``(18, 3)``, NaN where missing."""
     none = np.zeros((0, 3))
     if keypoints3d is None:
         return none
@@ -105,7 +105,7 @@ def foot_points(keypoints: np.ndarray, keypoints3d: Optional[np.ndarray], rules:
     need = [NECK, R_HIP, L_HIP, R_ANKLE, L_ANKLE]
     if not (np.isfinite(p3[need]).all() and (kp[need, 2] >= rules.min_confidence).all()):
         return none
-    if not _upright_in_picture(kp, rules):
+    if not _upright_in_picture(kp, rules, aspect):
         return none
     feet = []
     for hip, knee, ankle in ((R_HIP, R_KNEE, R_ANKLE), (L_HIP, L_KNEE, L_ANKLE)):
@@ -191,16 +191,18 @@ def fit_plane(points: np.ndarray, rules: FitRules = FitRules()) -> FloorFit:
     return FloorFit(plane, n, count, rms, extent)  # type: ignore[arg-type]
 
 
-def collect(frames: Iterable[Tuple[np.ndarray, Optional[np.ndarray]]], rules: FootRules = FootRules()
-            ) -> Tuple[np.ndarray, int, int]:
-    """The foot points of ``frames`` (one ``(keypoints (N, 18, 3), keypoints3d (N, 18, 3) or None)`` per frame),
-    how many frames and how many people in them (person-frames) gave some."""
+def collect(frames: Iterable[Sequence[Any]], rules: FootRules = FootRules()) -> Tuple[np.ndarray, int, int]:
+    """The foot points of ``frames`` (one ``(keypoints (N, 18, 3), keypoints3d (N, 18, 3) or None[, width /
+    height])`` per frame; the aspect defaults to 1), how many frames and how many people in them
+    (person-frames) gave some."""
     found: List[np.ndarray] = []
     frames_used = 0
-    for keypoints, keypoints3d in frames:
+    for frame in frames:
+        keypoints, keypoints3d = frame[0], frame[1]
+        aspect = float(frame[2]) if len(frame) > 2 else 1.0
         if keypoints3d is None:
             continue
-        these = [foot_points(kp, kp3, rules) for kp, kp3 in zip(keypoints, keypoints3d)]
+        these = [foot_points(kp, kp3, rules, aspect) for kp, kp3 in zip(keypoints, keypoints3d)]
         these = [f for f in these if len(f)]
         if these:
             frames_used += 1

@@ -2,8 +2,9 @@
 into the configuration.
 
 Frames come from skeleton JSONL files with ``keypoints3d`` (``fallwatch run --record-skeletons`` with a 3D
-model: contract 2's optional field) or from a video file run through the pipeline with the configured 3D
-model (as ``fallwatch replay`` runs it). The fit is edge.floor's. :func:`write_floor_plane` edits one line of
+model: contract 2's optional field), from a video file run through the pipeline with the configured 3D
+model (as ``fallwatch replay`` runs it), or from a configured camera, live, for some seconds
+(:func:`live_frames`: its newest frame each time through the same pipeline, its ``max_fps`` applied). The fit is edge.floor's. :func:`write_floor_plane` edits one line of
 the config file's text (the camera's ``floor_plane``, or a new one after its last key), so comments and
 everything else stay as they were; the new text is validated by the normal loader and then replaces the
 file atomically (a temporary file beside it, same mode and owner, renamed over it).
@@ -13,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
@@ -24,7 +26,7 @@ from edge.replay import ReplayError, _keypoints3d, is_skeleton_file, read_skelet
 
 log = logging.getLogger("fallwatch.floor")
 
-Frame = Tuple[np.ndarray, Optional[np.ndarray]]
+Frame = Tuple[np.ndarray, Optional[np.ndarray], float]  # keypoints, keypoints3d, frame width / height
 
 
 class FloorInputError(ValueError):
@@ -45,34 +47,83 @@ def skeleton_frames(paths: Sequence[str], camera: Optional[str]) -> Tuple[List[F
             if camera is not None and record["camera"] != camera:
                 continue
             kp = np.asarray([p["keypoints"] for p in record["people"]], np.float64).reshape(-1, 18, 3)
-            frames.append((kp, _keypoints3d(record["people"])))
+            frames.append((kp, _keypoints3d(record["people"]), record["width"] / record["height"]))
     if camera is None and len(seen) > 1:
         raise FloorInputError("%s: several cameras (%s): say which with --camera" % (", ".join(paths),
                                                                                        ", ".join(sorted(seen))))
     if camera is not None and camera not in seen:
         raise FloorInputError("%s: no frame of camera %r (it has %s)" % (", ".join(paths), camera,
                                                                           ", ".join(sorted(seen)) or "none"))
-    if not any(kp3 is not None for _, kp3 in frames):
+    if not any(frame[1] is not None for frame in frames):
         raise FloorInputError("%s: no person has keypoints3d: record with a 3D model (model.spec bodypose3dnet) "
                               "and `fallwatch run --record-skeletons FILE.jsonl`" % ", ".join(paths))
     return frames, camera or (seen.pop() if seen else "")
 
 
-def video_frames(path: str, config: Any, camera: str, max_fps: Optional[float]) -> List[Frame]:
-    """The frames of a video file through the pipeline with the configured (3D) model."""
-    from edge.inference.model import open_pose_model
+def _require_3d(config: Any) -> None:
     from edge.inference.specs import load_spec
-    from edge.replay import replay_video
 
     family = load_spec(config.model.spec).family
     if family != "single_person_3d":
         raise FloorInputError("model.spec %s is a %s model and gives no 3D keypoints: select a 3D model "
                               "(model.spec bodypose3dnet, README \"Model families\")" % (config.model.spec, family))
+
+
+def live_frames(config: Any, camera: str, seconds: float) -> List[Frame]:
+    """``seconds`` of the configured camera ``camera`` through the pipeline with the configured (3D) model:
+    the newest frame each time (frames that come while the model works are dropped, as ``fallwatch run``
+    drops them), the camera's ``max_fps`` applied. A video-file camera that ends ends the collection."""
+    from edge.capture.sources import CameraSource, SourceError, SourceSettings
+    from edge.inference.model import open_pose_model
+    from edge.pipeline import CameraPipeline, RateLimiter, camera_config
+
+    cam = camera_config(config, camera)
+    if cam is None:
+        raise FloorInputError("%s: no camera named %s (it has %s)" % (config.source or "built-in defaults", camera,
+                                                                        ", ".join(c.name for c in config.cameras)))
+    _require_3d(config)
+    d = config.daemon
+    source = CameraSource(cam, SourceSettings(d.reconnect_min_s, d.reconnect_max_s, d.stall_timeout_s,
+                                              d.open_timeout_s))
+    model = open_pose_model(config)
+    frames: List[Frame] = []
+    try:
+        pipeline = CameraPipeline(camera, config, model)
+        limiter = RateLimiter(cam.max_fps)
+        source.start()
+        log.info("camera %s: collecting %.0f s of skeletons; have someone walk all over the floor", camera, seconds)
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            frame = source.take()
+            if frame is None:
+                if source.ended:
+                    break
+                time.sleep(0.005)
+                continue
+            if limiter.take(frame.t):
+                record, _ = pipeline.process(frame)
+                frames.append((np.asarray(record.keypoints, np.float64), record.keypoints3d,
+                               record.width / record.height))
+    except SourceError as exc:
+        raise FloorInputError(str(exc)) from None
+    finally:
+        source.stop()
+        source.join(2.0)
+        model.close()
+    return frames
+
+
+def video_frames(path: str, config: Any, camera: str, max_fps: Optional[float]) -> List[Frame]:
+    """The frames of a video file through the pipeline with the configured (3D) model."""
+    from edge.inference.model import open_pose_model
+    from edge.replay import replay_video
+
+    _require_3d(config)
     frames: List[Frame] = []
 
     class Collect:
         def frame(self, record: Any) -> None:
-            frames.append((np.asarray(record.keypoints, np.float64), record.keypoints3d))
+            frames.append((np.asarray(record.keypoints, np.float64), record.keypoints3d, record.width / record.height))
 
         def emit(self, event: Any) -> None:
             pass
@@ -85,9 +136,17 @@ def video_frames(path: str, config: Any, camera: str, max_fps: Optional[float]) 
     return frames
 
 
-def gather(inputs: Sequence[str], config: Any, camera: Optional[str], max_fps: Optional[float]
-           ) -> Tuple[List[Frame], str]:
-    """Frames from skeleton JSONL files (several allowed), or from one video file."""
+def gather(inputs: Sequence[str], config: Any, camera: Optional[str], max_fps: Optional[float],
+           seconds: Optional[float] = None) -> Tuple[List[Frame], str]:
+    """Frames from skeleton JSONL files (several allowed), from one video file, or (no ``inputs``) from the
+    configured ``camera`` for ``seconds``."""
+    if not inputs:
+        if camera is None or seconds is None:
+            raise FloorInputError("give skeleton JSONL files or a video file, or --camera NAME --seconds N to "
+                                  "watch a configured camera")
+        return live_frames(config, camera, seconds), camera
+    if seconds is not None:
+        raise FloorInputError("--seconds is for a live camera (no INPUT): a file is read to its end")
     kinds = [is_skeleton_file(p) for p in inputs]
     if all(kinds):
         return skeleton_frames(inputs, camera)

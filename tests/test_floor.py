@@ -102,7 +102,7 @@ def seen(world: np.ndarray, rng, noise_m: float = 0.015, depth_error: float = 1.
 
 def walk(frames: int = 300, seed: int = 1, noise_m: float = 0.015, depth_errors: float = 0.15,
          extras=("sitting", "lying"), path="room"):
-    """Frames ``(keypoints (N, 18, 3), keypoints3d (N, 18, 3))`` of one person walking ``path`` (room: a loop
+    """Frames ``(keypoints (N, 18, 3), keypoints3d (N, 18, 3), width / height)`` of one person walking ``path`` (room: a loop
     over 3.6 m x 2.4 m of floor; line: back and forth along one line; spot: standing in one place), plus a
     sitting and a lying person. ``depth_errors`` of the walker's frames are placed 15-30% too far."""
     rng = np.random.default_rng(seed)
@@ -119,7 +119,7 @@ def walk(frames: int = 300, seed: int = 1, noise_m: float = 0.015, depth_errors:
         people = [seen(person(at, heading, i * 0.7, "walk" if path != "spot" else "stand"), rng, noise_m, error)]
         for k, pose in enumerate(extras):
             people.append(seen(person((-1.2 + 2.2 * k, 6.0), 0.3, 0.0, pose), rng, noise_m))
-        out.append((np.stack([p[0] for p in people]), np.stack([p[1] for p in people])))
+        out.append((np.stack([p[0] for p in people]), np.stack([p[1] for p in people]), W / H))
     return out
 
 
@@ -206,7 +206,7 @@ mqtt:
 
 def write_jsonl(path: Path, frames, camera="hall") -> Path:
     with open(path, "w", encoding="utf-8") as fh:
-        for i, (kp, kp3) in enumerate(frames):
+        for i, (kp, kp3, _) in enumerate(frames):
             people = [{"keypoints": np.round(k, 5).tolist(), "keypoints3d": np.round(k3, 4).tolist()}
                       for k, k3 in zip(kp, kp3)]
             fh.write(json.dumps({"t": i / 10, "camera": camera, "width": W, "height": H, "people": people}) + "\n")
@@ -291,6 +291,39 @@ def test_estimate_refuses_what_cannot_give_a_plane_and_writes_nothing(case, mess
     assert config.read_text(encoding="utf-8") == CONFIG % "false"
 
 
+@pytest.mark.parametrize("args", [[], ["--seconds", "5"], ["x.jsonl", "--camera", "hall", "--seconds", "5"]])
+def test_estimate_needs_files_or_a_camera_to_watch(args, tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text(CONFIG % "false", encoding="utf-8")
+    proc = run_cli("-c", str(config), "floor", "estimate", *args)
+    assert proc.returncode == 2 and "give skeleton JSONL files or a video file, or (no file) --camera NAME " \
+        "--seconds N" in proc.stderr, proc.stderr
+
+
+def test_watching_a_camera_needs_a_3d_model(tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text(CONFIG % "false", encoding="utf-8")
+    proc = run_cli("-c", str(config), "floor", "estimate", "--camera", "hall", "--seconds", "5")
+    assert proc.returncode == 1 and "model.spec openpose-mobilenet-thin is a bottom_up model and gives no 3D " \
+        "keypoints" in proc.stderr, proc.stderr
+
+
+def test_a_camera_written_in_flow_style_is_not_edited(tmp_path):
+    from edge.floor_estimate import FloorInputError, edited_text
+
+    with pytest.raises(FloorInputError) as err:
+        edited_text("cameras:\n  - {name: hall, uri: /dev/video0}\n", "hall", [0, -1, 0, 2], "c.yaml")
+    assert "flow style" in str(err.value) and "add the line yourself" in str(err.value)
+    with pytest.raises(FloorInputError) as err:
+        edited_text("mqtt: {enabled: false}\n", "hall", [0, -1, 0, 2], "c.yaml")
+    assert "no camera named hall under cameras:" in str(err.value)
+    # a last line without a newline, and a trailing comment, are kept
+    text = "cameras:\n  - name: hall\n    uri: /dev/video0  # the hall\n    zones: []"
+    assert edited_text(text, "hall", [0, -1, 0, 2]) == text + "\n    floor_plane: [0.0000, -1.0000, 0.0000, 2.0000]\n"
+    text = "cameras:\n  - name: hall\n    uri: /dev/video0  # the hall\n"
+    assert edited_text(text, "hall", [0, -1, 0, 2]) == text + "    floor_plane: [0.0000, -1.0000, 0.0000, 2.0000]\n"
+
+
 # ---------------------------------------------------------------- through the BodyPose3DNet stand-in
 
 def test_estimate_from_a_gmdcsa24_recording_through_the_3d_standin(tmp_path):
@@ -329,3 +362,19 @@ def test_estimate_from_a_gmdcsa24_recording_through_the_3d_standin(tmp_path):
     assert angle_deg(plane, [0, -1, 0]) <= 30 and plane[3] > 0  # up in the picture, camera above it
     rms = float(re.search(r"residual RMS ([0-9.]+) mm", proc.stdout).group(1))
     assert rms <= 30
+    # a video goes through the same pipeline: the same frames, the same fit as its recording
+    one = run_cli("-c", str(config), "floor", "estimate", recordings[0], "--min-spread-m", "0.3x0.1")
+    video = run_cli("-c", str(config), "floor", "estimate", str(shared_data("gmdcsa24", "subject1", "ADL", "10.mp4")),
+                    "--max-fps", "10", "--min-spread-m", "0.3x0.1", timeout=900)
+    assert one.returncode == 0 and video.returncode == 0, (one.stderr, video.stderr[-3000:])
+    assert video.stdout == one.stdout and "floor_plane: [" in video.stdout
+    # and so does a configured camera watched live (a video-file camera read at the pipeline's pace)
+    clip = shared_data("gmdcsa24", "subject1", "ADL", "10.mp4")
+    live_dir = tmp_path / "live"
+    live_dir.mkdir()
+    live_config = write_config(live_dir, standin, cameras=[{"name": "cam", "uri": str(clip), "realtime": False,
+                                                             "max_fps": 10}])
+    live = run_cli("-c", str(live_config), "floor", "estimate", "--camera", "cam", "--seconds", "600",
+                   "--min-spread-m", "0.3x0.1", timeout=900)
+    assert live.returncode == 0, live.stderr[-3000:]
+    assert live.stdout == one.stdout
