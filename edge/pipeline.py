@@ -170,6 +170,9 @@ def camera_config(config: Any, camera: str) -> Any:
     return next((c for c in config.cameras if c.name == camera), None)
 
 
+_WARNED_NO_FLOOR: set = set()  # cameras already warned about (evaluate makes a pipeline per clip)
+
+
 def create_detector(config: Any, camera: str) -> FallDetector:
     """The fall detector for ``camera``: thresholds from ``config.fall``, the camera's zones.
 
@@ -179,8 +182,13 @@ def create_detector(config: Any, camera: str) -> FallDetector:
     adds ``event_id``, ``device``, ``camera``, ``timestamp`` and ``t``.
     """
     cam = camera_config(config, camera)
-    return FallDetector(config.fall, zones_of(cam) if cam is not None else (),
-                        tuple(getattr(cam, "floor_plane", ()) or ()))
+    plane = tuple(getattr(cam, "floor_plane", ()) or ())
+    if getattr(config.fall, "use_3d", False) and not plane and camera not in _WARNED_NO_FLOOR:
+        # the loader refuses a configured camera without one; this is a camera named on the command line
+        _WARNED_NO_FLOOR.add(camera)
+        log.warning("camera %s: fall.use_3d is on, but this camera is not configured with a floor_plane (--camera, "
+                    "or replay of a camera not in the config): its people are judged on the picture, in 2D", camera)
+    return FallDetector(config.fall, zones_of(cam) if cam is not None else (), plane)
 
 
 class CameraPipeline:

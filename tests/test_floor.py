@@ -378,3 +378,16 @@ def test_estimate_from_a_gmdcsa24_recording_through_the_3d_standin(tmp_path):
                    "--min-spread-m", "0.3x0.1", timeout=900)
     assert live.returncode == 0, live.stderr[-3000:]
     assert live.stdout == one.stdout
+
+
+def test_a_camera_named_outside_the_config_is_said_to_be_judged_in_2d(tmp_path):
+    """The loader refuses a configured camera without floor_plane under fall.use_3d; a camera that is not in
+    the config (a replayed recording's, `run --camera URI`'s) cannot have one: a warning names it."""
+    config = tmp_path / "config.yaml"
+    config.write_text("cameras:\n  - name: room2\n    uri: /dev/video1\n    floor_plane: [0, -1, 0, 2.0]\n"
+                      "fall:\n  use_3d: true\nmqtt:\n  enabled: false\n", encoding="utf-8")
+    data = write_jsonl(tmp_path / "hall.jsonl", walk(20))
+    proc = run_cli("-c", str(config), "replay", str(data), "--events-out", str(tmp_path / "ev.jsonl"))
+    assert proc.returncode == 0, proc.stderr
+    assert "camera hall: fall.use_3d is on, but this camera is not configured with a floor_plane" in proc.stderr
+    assert proc.stderr.count("fall.use_3d is on") == 1
