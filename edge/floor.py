@@ -179,7 +179,7 @@ def fit_plane(points: np.ndarray, rules: FitRules = FitRules()) -> FloorFit:
                          "noisy" % (count, n, rules.inlier_m * 1000, rules.min_points, rules.min_inlier_share * 100))
     extent = _extent(pts[inside], normal)
     if extent[0] < rules.min_extent_m or extent[1] < rules.min_width_m:
-        where = "in one spot" if extent[0] < rules.min_extent_m else "along one line"
+        where = "in one spot or a small area" if extent[0] < rules.min_extent_m else "along one line"
         raise FloorError("the feet cover %.2f m x %.2f m of the floor (at least %.1f m x %.1f m needed): they are "
                          "all %s, which does not fix a plane; have someone walk around the room, across and "
                          "along it" % (extent[0], extent[1], rules.min_extent_m, rules.min_width_m, where))
