@@ -338,6 +338,65 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_floor_estimate(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from edge import floor
+    from edge.config import find_config, load_config
+    from edge.floor_estimate import FloorInputError, gather, report_lines, write_floor_plane
+    from edge.replay import ReplayError
+
+    path = find_config(args.config)
+    config = load_config(path, need_floor=False)  # the plane this measures may be what the config lacks
+    setup_logging(args.log_level or config.log_level)
+    if args.write and path is None:
+        print("fallwatch: --write: no configuration file to write to (name one with --config)", file=sys.stderr)
+        return EXIT_USAGE
+    if args.write and not args.camera:
+        print("fallwatch: --write needs --camera NAME: the camera whose floor_plane is set", file=sys.stderr)
+        return EXIT_USAGE
+    if bool(args.input) == (args.seconds is not None) or (args.seconds is not None and not args.camera):
+        print("fallwatch: floor estimate: give skeleton JSONL files or a video file, or (no file) --camera NAME "
+              "--seconds N to watch a configured camera", file=sys.stderr)
+        return EXIT_USAGE
+    ankle = floor.ANKLE_HEIGHT_M if args.ankle_height_m is None else args.ankle_height_m
+    rules = dataclasses.replace(floor.FitRules(), ankle_height_m=ankle, inlier_m=args.inlier_mm / 1000,
+                                min_extent_m=args.min_spread_m[0], min_width_m=args.min_spread_m[1])
+    try:
+        frames, camera = gather(args.input, config, args.camera, args.max_fps, args.seconds)
+        points, used, people = floor.collect(frames)
+        fit = floor.fit_plane(points, rules)
+    except (FloorInputError, ReplayError) as exc:
+        print("fallwatch: %s" % exc, file=sys.stderr)
+        return EXIT_FAIL
+    except floor.FloorError as exc:
+        print("fallwatch: floor estimate: %s (from %d frames, %d with feet on the floor)" % (exc, len(frames), used),
+              file=sys.stderr)
+        return EXIT_FAIL
+    for line in report_lines(fit, len(frames), used, people):
+        print("# " + line)
+    print(floor.plane_line(fit.plane))
+    if args.write:
+        try:
+            write_floor_plane(Path(path), camera, fit.plane, lambda p: load_config(p, need_floor=False))
+        except (FloorInputError, OSError) as exc:
+            print("fallwatch: %s" % exc, file=sys.stderr)
+            return EXIT_FAIL
+        log.info("%s: camera %s floor_plane written (comments kept); reload the service (SIGHUP) to use it",
+                 path, camera)
+    return EXIT_OK
+
+
+def _spread(text: str) -> tuple:
+    try:
+        values = tuple(float(v) for v in text.split("x"))
+    except ValueError:
+        values = ()
+    if len(values) != 2 or not all(0 <= v <= 100 for v in values):
+        raise argparse.ArgumentTypeError("%r: expected LENGTHxWIDTH in metres, e.g. 1x0.5" % text)
+    return values
+
+
 def _add_common(parser: argparse.ArgumentParser, default: object) -> None:
     parser.add_argument("-c", "--config", metavar="FILE", default=default,
                         help="configuration file (default: $FALLWATCH_CONFIG, else /etc/fallwatch/config.yaml "
@@ -530,6 +589,45 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skeleton JSONL: stop with an error at the first line that cannot be read, instead of "
                         "skipping it")
     p.set_defaults(func=cmd_replay)
+
+    floor_cmd = sub.add_parser("floor", help="measure a fixed camera's floor plane (for fall.use_3d)")
+    floor_sub = _Sub(floor_cmd.add_subparsers(dest="floor_command", metavar="ACTION"))
+    p = floor_sub.add_parser(
+        "estimate", help="fit the floor plane through the feet of people standing and walking (3D model)",
+        description="Collects the 3D ankles (keypoints3d) of people standing or walking (torso upright, both "
+                    "ankles seen; of those, each leg that is straight), fits a plane through them robustly "
+                    "(RANSAC, then least squares on the inliers), moves it down by the ankle height and prints "
+                    "what it found (points, inliers, residual RMS, the feet's spread, the camera's height and "
+                    "tilt) and the line to paste under the camera in the config: floor_plane: [a, b, c, d] "
+                    "((a, b, c) the unit normal, pointing up; d the camera's height, metres). Too few feet, or "
+                    "feet all in one spot or along one line, are refused with what to do. INPUT: skeleton "
+                    "JSONL files with keypoints3d (record a live camera with `fallwatch run --record-skeletons "
+                    "FILE.jsonl` while someone walks around the room, a minute or two), or one video file, run "
+                    "through the configured 3D model; or no INPUT and --camera NAME --seconds N: that configured "
+                    "camera, live, through the 3D model for N seconds. fall.use_3d may be on without the plane "
+                    "here.",
+        epilog="Exit status: 0 a plane was fitted (and written with --write), 1 the input cannot give one (the "
+               "reason is printed), 2 bad configuration or usage.")
+    p.add_argument("input", nargs="*", help="skeleton JSONL file(s) of one camera, or one video file; none with "
+                                            "--seconds")
+    p.add_argument("--seconds", type=_timeout, default=None, metavar="N",
+                   help="no INPUT: watch the configured camera --camera NAME for N seconds (0.1 to 600)")
+    p.add_argument("--camera", metavar="NAME",
+                   help="the camera: its frames in the JSONL (needed when the files hold several), its flip, "
+                        "max_fps and intrinsics for a video, and the one --write sets")
+    p.add_argument("--write", action="store_true",
+                   help="also set the camera's floor_plane in the configuration file (one line changed or added, "
+                        "comments kept, checked by the loader, replaced atomically)")
+    p.add_argument("--max-fps", type=_frame_rate, default=None, metavar="N",
+                   help="video input: process at most N frames per second (default: the camera's max_fps)")
+    p.add_argument("--ankle-height-m", type=float, default=None, metavar="M",
+                   help="the ankle joint's height above the floor, metres (default: 0.08)")
+    p.add_argument("--inlier-mm", type=float, default=50.0, metavar="MM",
+                   help="a foot within this distance of the plane is an inlier, millimetres (default: 50)")
+    p.add_argument("--min-spread-m", type=_spread, default=(1.0, 0.5), metavar="LxW",
+                   help="refuse feet that cover less of the floor than this, metres along x across their main "
+                        "direction, 5th to 95th percentile (default: 1x0.5)")
+    p.set_defaults(func=cmd_floor_estimate)
     return parser
 
 

@@ -139,7 +139,8 @@ class CameraConfig(Section):
         "the pipeline sees it (after flip); [] = from hfov_deg", check=_check_intrinsics)
     floor_plane: Tuple[float, ...] = setting(
         (), "3D models with fall.use_3d only: the floor as [a, b, c, d], a x + b y + c z + d = 0 in this camera's "
-        "coordinates (metres; x right, y down, z forward), (a, b, c) pointing up into the room; [] = unknown",
+        "coordinates (metres; x right, y down, z forward), (a, b, c) pointing up into the room; [] = unknown "
+        "(fallwatch floor estimate measures it)",
         check=_check_plane)
     hfov_deg: float = setting(77.3, "3D models only, when intrinsics is []: the assumed horizontal field of view, "
                               "degrees (fx = fy = width / 2 / tan(hfov / 2), principal point at the centre)",
@@ -482,7 +483,20 @@ def _check_backend(config: Config, ctx: _Ctx) -> None:
               "onnxruntime for it (TensorRT for top-down and 3D models is not built yet)" % (config.model.spec, family))
 
 
-def _finish(config: Config, ctx: _Ctx, path: Optional[Path], env: Mapping[str, str]) -> Config:
+def _check_floor(config: Config, ctx: _Ctx) -> None:
+    """``fall.use_3d`` needs every camera's ``floor_plane``: without it a camera's people would be judged in
+    the picture's geometry, silently."""
+    if not config.fall.use_3d:
+        return
+    for i, cam in enumerate(config.cameras):
+        if not cam.floor_plane:
+            _fail(ctx, "cameras[%d].floor_plane" % i, "got []; fall.use_3d is true, so camera %s needs its floor "
+                  "plane: estimate it with `fallwatch floor estimate --camera %s --write FILE.jsonl` (README, "
+                  "\"Measuring the floor plane\"), or set fall.use_3d: false" % (cam.name, cam.name))
+
+
+def _finish(config: Config, ctx: _Ctx, path: Optional[Path], env: Mapping[str, str],
+            need_floor: bool = True) -> Config:
     cameras: List[CameraConfig] = []
     seen: Dict[str, int] = {}
     for i, cam in enumerate(config.cameras):
@@ -497,6 +511,8 @@ def _finish(config: Config, ctx: _Ctx, path: Optional[Path], env: Mapping[str, s
                                  mqtt=_check_mqtt(config, ctx, path, env),
                                  source=None if path is None else Path(os.path.abspath(path)))
     _check_backend(config, ctx)
+    if need_floor:
+        _check_floor(config, ctx)
     return config
 
 
@@ -543,10 +559,13 @@ def _read(path: Path, source: str) -> Any:
         raise ConfigError("%s: invalid YAML: %s" % (source, str(exc).replace("\n", " "))) from None
 
 
-def load_config(path: Union[str, "os.PathLike[str]", None], env: Mapping[str, str] = os.environ) -> Config:
+def load_config(path: Union[str, "os.PathLike[str]", None], env: Mapping[str, str] = os.environ,
+                need_floor: bool = True) -> Config:
     """Read, validate and resolve the config file at ``path`` (None: the built-in defaults).
 
-    ``env`` supplies the environment variable named by ``mqtt.password_env``. Raises
+    ``env`` supplies the environment variable named by ``mqtt.password_env``. ``need_floor`` False lets
+    ``fall.use_3d`` pass without a camera's ``floor_plane`` (only for ``fallwatch floor estimate``, which
+    measures it). Raises
     :class:`ConfigError` with a one-line message for the first problem found.
     """
     if path is None:
@@ -555,7 +574,7 @@ def load_config(path: Union[str, "os.PathLike[str]", None], env: Mapping[str, st
         file = Path(path)
         ctx = _Ctx(str(path), Path(os.path.abspath(file)).parent)
         raw = _read(file, ctx.source)
-    return _finish(_build(Config, raw, "", ctx), ctx, file, env)
+    return _finish(_build(Config, raw, "", ctx), ctx, file, env, need_floor)
 
 
 def load_config_or_exit(path: Union[str, "os.PathLike[str]", None],

@@ -124,7 +124,8 @@ class FallConfig(Section):
     min_size_px: float = setting(20.0, "people smaller than this (body height, pixels) are too small to judge",
                                  between=(1, 2000))
     use_3d: bool = setting(False, "judge a track in metric 3D (heights above the camera's floor_plane, torso angle "
-                           "to its normal) when the model gives 3D keypoints and the camera has a floor_plane")
+                           "to its normal) when the model gives 3D keypoints; every camera then needs its "
+                           "floor_plane (fallwatch floor estimate)")
 
     def rules(self) -> Iterator[Tuple[str, str]]:
         down = max(self.max_head_height_bh, self.max_head_height_lying_bh)
@@ -407,6 +408,11 @@ class FallDetector:
         else:
             self._tracks = {k: v for k, v in self._tracks.items() if v is not best}
         return best
+
+    def restart(self) -> None:
+        """Forget every track's state (the frame clock went back): no state, fallen or echo, outlives it."""
+        self._tracks.clear()
+        self._gone = []
 
     def inspect(self, track_id: int) -> Optional[Dict[str, Any]]:
         """Read-only: a track's ``state``, the ``size_px`` and ``floor_px`` its rules measure

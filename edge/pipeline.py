@@ -28,6 +28,7 @@ single_person_3d``) takes the same path with its camera geometry fed
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
@@ -169,6 +170,9 @@ def camera_config(config: Any, camera: str) -> Any:
     return next((c for c in config.cameras if c.name == camera), None)
 
 
+_WARNED_NO_FLOOR: set = set()  # cameras already warned about (evaluate makes a pipeline per clip)
+
+
 def create_detector(config: Any, camera: str) -> FallDetector:
     """The fall detector for ``camera``: thresholds from ``config.fall``, the camera's zones.
 
@@ -178,8 +182,13 @@ def create_detector(config: Any, camera: str) -> FallDetector:
     adds ``event_id``, ``device``, ``camera``, ``timestamp`` and ``t``.
     """
     cam = camera_config(config, camera)
-    return FallDetector(config.fall, zones_of(cam) if cam is not None else (),
-                        tuple(getattr(cam, "floor_plane", ()) or ()))
+    plane = tuple(getattr(cam, "floor_plane", ()) or ())
+    if getattr(config.fall, "use_3d", False) and not plane and camera not in _WARNED_NO_FLOOR:
+        # the loader refuses a configured camera without one; this is a camera named on the command line
+        _WARNED_NO_FLOOR.add(camera)
+        log.warning("camera %s: fall.use_3d is on, but this camera is not configured with a floor_plane (--camera, "
+                    "or replay of a camera not in the config): its people are judged on the picture, in 2D", camera)
+    return FallDetector(config.fall, zones_of(cam) if cam is not None else (), plane)
 
 
 class CameraPipeline:
@@ -204,6 +213,7 @@ class CameraPipeline:
         self.views = ViewPolicy(self.view_params) if watch else None
         self.tracker = Tracker(config.tracker, ids)
         self.detector = detector if detector is not None else create_detector(config, camera)
+        self._last_t = -math.inf  # the last frame time tracked: a time before it starts the state over
         family = model.spec.family if model is not None else None
         topdown = getattr(config, "topdown", TopDownConfig())
         self.topdown: Optional[TopDownPath] = None
@@ -351,6 +361,9 @@ class CameraPipeline:
         points = people.keypoints3d if isinstance(people, People) else None
         keypoints = quantise_keypoints(people.keypoints if isinstance(people, People) else people)
         size = (int(size[0]), int(size[1]))
+        if t < self._last_t:
+            self._restart(t)
+        self._last_t = t
         with timer.measure("track"):
             ids = self.tracker.update(keypoints, t, size, points)
             tracks = self.tracker.tracks
@@ -367,6 +380,16 @@ class CameraPipeline:
         events = [self._complete(e, by_id, t, wall) for e in raw_events]
         record = FrameRecord(self.camera, t, wall, size[0], size[1], keypoints, ids, image, view, points)
         return record, events
+
+    def _restart(self, t: float) -> None:
+        """The frame time went back (a recording looped with its own times, frames fed again): tracks, fall
+        states and view holds of the later times would stick, so they start over."""
+        log.info("%s: frame time went back (%.3f s after %.3f s): tracks, fall states and view holds start over",
+                 self.camera, t, self._last_t)
+        self.tracker.restart()
+        for stage in (self.detector, self.views):
+            if stage is not None and hasattr(stage, "restart"):
+                stage.restart()
 
     def process(self, frame: Frame, timer: Optional[StageTimer] = None
                 ) -> Tuple[FrameRecord, List[Dict[str, Any]]]:

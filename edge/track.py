@@ -201,6 +201,10 @@ class Tracker:
         self._ids = ids if ids is not None else itertools.count(1)
         self._tracks: List[Track] = []
 
+    def restart(self) -> None:
+        """Forget every track (the frame clock went back: a file looped with its own times); ids go on."""
+        self._tracks = []
+
     @property
     def tracks(self) -> List[Track]:
         """Confirmed tracks still alive, by id."""

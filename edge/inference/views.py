@@ -448,6 +448,14 @@ class ViewPolicy:
             self._cancelled = True
             self._observed.notify_all()
 
+    def restart(self) -> None:
+        """Forget the holds and the views tracks were found in (the frame clock went back): a hold of the
+        previous times would otherwise last until the clock passes them again."""
+        with self._lock:
+            self._held.clear()
+            self._found_in.clear()
+            self._last_probe_t = self._last_all_t = -math.inf
+
     def stood_up(self, features: TrackFeatures) -> bool:
         """Whether a track is seen standing again: now, torso within ``release_upright_deg`` of
         vertical, hips less than ``lost_drop_bh`` below their highest point of its recent past."""
