@@ -281,3 +281,47 @@ def test_replay_with_the_detector_as_crop_source_reports_the_fall(standin, detec
     falls = [e for e in map(json.loads, events.read_text().splitlines()) if e["type"] == "fall_detected"]
     assert len(falls) == 1, falls
     assert falls[0]["track_id"] in {p.get("track") for line in lines for p in line["people"]}
+
+
+def constant_detector(path: Path, boxes, scores, classes, num: int) -> Path:
+    """A real ONNX model with the stand-in's input and EfficientNMS outputs that always gives these
+    detections (batch of one): the arithmetic of the mapping, with no network in the way."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    k = len(scores)
+    values = {"num_dets": np.array([[num]], np.int32), "det_boxes": np.asarray([boxes], np.float32),
+              "det_scores": np.asarray([scores], np.float32), "det_classes": np.asarray([classes], np.int32)}
+    nodes = [helper.make_node("Constant", [], [name], value=numpy_helper.from_array(v, name + "_value"))
+             for name, v in values.items()]
+    types = {"num_dets": (TensorProto.INT32, [1, 1]), "det_boxes": (TensorProto.FLOAT, [1, k, 4]),
+             "det_scores": (TensorProto.FLOAT, [1, k]), "det_classes": (TensorProto.INT32, [1, k])}
+    graph = helper.make_graph(nodes, "constant_detector",
+                              [helper.make_tensor_value_info(DET_INPUT, TensorProto.FLOAT, [1, 3, 368, 432])],
+                              [helper.make_tensor_value_info(n, *types[n]) for n in DET_OUTPUTS])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    onnx.checker.check_model(model)
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def test_detector_boxes_come_back_through_the_letterbox_persons_only(tmp_path):
+    """A 1280x720 frame letterboxed into 432x368: scale 432/1280 = 0.3375, the picture 432x243 at rows
+    62..305. Input-pixel boxes -> frame fractions by hand; a non-person class, a box past num_dets and a
+    score under min_score are dropped; a box over the edge is clipped to the frame."""
+    from edge.inference.detector import PersonDetector
+    from edge.inference.engines.onnxruntime import OnnxRuntimeEngine
+
+    s = 0.3375
+    boxes = [[320 * s, 62 + 180 * s, 640 * s, 62 + 540 * s],  # frame (320, 180)-(640, 540)
+             [0, 0, 100, 100],  # a car (class 2)
+             [1000 * s, 62 + 72 * s, 1400 * s, 62 + 648 * s],  # frame x 1000..1400: past the right edge
+             [10, 70, 20, 80],  # score 0.2 < min_score
+             [50, 100, 60, 120]]  # past num_dets
+    model = constant_detector(tmp_path / "c.onnx", boxes, [0.9, 0.8, 0.7, 0.2, 0.9], [0, 2, 0, 0, 0], 4)
+    detector = PersonDetector(load_detector_spec(DETECTOR_SPEC), OnnxRuntimeEngine(model), min_score=0.3)
+    found, scores = detector.detect(np.zeros((720, 1280, 3), np.uint8))
+    detector.close()
+    assert scores.tolist() == pytest.approx([0.9, 0.7])
+    assert found.tolist()[0] == pytest.approx([320 / 1280, 180 / 720, 640 / 1280, 540 / 720], abs=1e-4)
+    assert found.tolist()[1] == pytest.approx([1000 / 1280, 72 / 720, 1.0, 648 / 720], abs=1e-4)

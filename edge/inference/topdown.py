@@ -11,17 +11,18 @@ from three sources:
   box moved by that velocity times the seconds since it was seen, united with where it was), then
   widened by ``topdown.box_scale`` (:func:`edge.inference.crops.crop_geometry`);
 * **a person detector** (``topdown.detector``, edge.inference.detector), every
-  ``topdown.detector.every_s`` seconds of frame time: its boxes are this frame's, so they replace the
-  track boxes they overlap (as the seed's people do): a detector box overlapping a track's box is
-  cropped united with it, turned like the track's skeleton (a lying person's track turns their crop
-  upright; a detector trained on upright people may see only part of them); a box of nobody tracked
-  is cropped upright;
+  ``topdown.detector.every_s`` seconds of frame time: its boxes (those the seed did not find) are this
+  frame's finds, like the seed's people; a box of nobody tracked is cropped upright;
 * **seeding**: every ``topdown.seed_every_s`` seconds of frame time, a bottom-up model
   (``topdown.seed_spec``, e.g. the default mobilenet_thin) runs on the whole frame, in the views
   the camera's :class:`~edge.inference.views.ViewPolicy` asks for (``views.policy``: rotated ones
   too while a track looks like a fall, so that a person already lying is found): its people are
-  cropped in the same frame, in place of the track boxes they overlap (half of the smaller box,
-  edge.inference.crops.boxes_overlap): the seed is this frame's, the track last frame's.
+  cropped in the same frame. A track box that overlaps one of this frame's finds (a seed person or a
+  detector box: half of the smaller box, edge.inference.crops.boxes_overlap) is that person: it is not
+  cropped on its own; when the find has fewer parts than the track's skeleton (a seed may find only
+  part of a person, a detector's box has no parts and a detector trained on upright people may box
+  only part of a lying one), the find's crop is widened to hold the track's box too and turned like
+  the track's skeleton.
 
 Without a seed model or a detector a top-down camera never finds anybody (no track ever starts): the pipeline
 logs so when it is created. A crop whose skeleton's torso is far from vertical is turned upright
@@ -126,6 +127,10 @@ class CropSource:
     seen_t: float
 
 
+def _parts(skeleton: Optional[np.ndarray]) -> int:
+    return 0 if skeleton is None else int((np.asarray(skeleton)[:, 2] > 0).sum())
+
+
 @dataclass
 class _Crop:
     skeleton: Optional[np.ndarray]
@@ -160,8 +165,8 @@ class TopDownPath:
         self._frames_observed = 0  # frames the tracker has taken since
         self._cancelled = False  # the daemon stops: nobody waits any more
         if self.seed is None and self.detector is None:
-            log.warning("camera %s: model %s is top-down and neither topdown.seed_spec nor topdown.detector.spec is "
-                        "set: it only looks inside boxes and nothing gives it any, so it will find nobody; set one "
+            log.warning("camera %s: model %s is top-down and topdown.seed_spec is null, and so is topdown.detector.spec: "
+                        "it only looks inside boxes and nothing gives it any, so it will find nobody; set one "
                         "(README, Model families)", camera or "?", model.spec.name)
 
     # ---------------------------------------------------------------- the crop sources
@@ -263,8 +268,8 @@ class TopDownPath:
         people are parsed here, as they decide the crops) and the person detector when it is due, then every
         crop of the frame in one batch of the top-down engine. The crops and the seed's input are made here,
         after the previous frame was tracked. Order of the crops: the seed's people, the detector's boxes
-        that are nobody the seed found, the tracks' boxes (predicted to this frame) that are nobody found in
-        this frame; at most ``topdown.max_crops``."""
+        that are nobody the seed found, the tracks' boxes (predicted to this frame) that overlap none of
+        these finds (one that does widens the crop of a find with fewer parts instead); at most ``topdown.max_crops``."""
         image = job.frame.image
         size = (image.shape[1], image.shape[0])
         t = float(job.frame.t)
@@ -282,20 +287,20 @@ class TopDownPath:
             fresh = [_Crop(k, skeleton_bbox(k[None], 1e-9)[0], torso_rotation(k, size), "seed") for k in found]
         if run_detector:
             boxes, _ = self.detector.detect(image)
-            for box in boxes:
-                if any(boxes_overlap(box, f.box, size) >= SEED_OVERLAP for f in fresh):
-                    continue  # the seed found that person, with a skeleton
-                box = np.asarray(box, np.float64)
-                overlaps = [boxes_overlap(box, c.box, size) for c in tracked]
-                best = int(np.argmax(overlaps)) if overlaps else -1
-                if best >= 0 and overlaps[best] >= SEED_OVERLAP:  # that track's person: both boxes, its rotation
-                    track = tracked[best]
-                    box = np.concatenate([np.minimum(box[:2], track.box[:2]), np.maximum(box[2:], track.box[2:])])
-                    fresh.append(_Crop(track.skeleton, box, track.rotation, "detector"))
-                else:
-                    fresh.append(_Crop(None, box, 0, "detector"))
-        crops = fresh[:cap] + [c for c in tracked if all(boxes_overlap(c.box, f.box, size) < SEED_OVERLAP
-                                                         for f in fresh)]
+            fresh += [_Crop(None, np.asarray(box, np.float64), 0, "detector") for box in boxes
+                      if all(boxes_overlap(box, f.box, size) < SEED_OVERLAP for f in fresh)]  # else: the seed's
+        crops = fresh[:cap]
+        for crop in tracked:
+            overlaps = [boxes_overlap(crop.box, f.box, size) for f in crops]
+            best = int(np.argmax(overlaps)) if overlaps else -1
+            if best < 0 or overlaps[best] < SEED_OVERLAP:
+                crops.append(crop)
+                continue
+            found = crops[best]  # this frame's find of the track's person
+            if _parts(crop.skeleton) > _parts(found.skeleton):  # a part of them: the crop holds both, turned as the track
+                found.box = np.concatenate([np.minimum(found.box[:2], crop.box[:2]),
+                                            np.maximum(found.box[2:], crop.box[2:])])
+                found.rotation = crop.rotation
         crops = [c for c in crops[:cap] if c.box[2] > c.box[0] or c.box[3] > c.box[1]]
         job.seeded = sum(c.origin == "seed" for c in crops)
         job.detected = sum(c.origin == "detector" for c in crops)
