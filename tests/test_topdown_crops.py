@@ -325,3 +325,36 @@ def test_detector_boxes_come_back_through_the_letterbox_persons_only(tmp_path):
     assert scores.tolist() == pytest.approx([0.9, 0.7])
     assert found.tolist()[0] == pytest.approx([320 / 1280, 180 / 720, 640 / 1280, 540 / 720], abs=1e-4)
     assert found.tolist()[1] == pytest.approx([1000 / 1280, 72 / 720, 1.0, 648 / 720], abs=1e-4)
+
+
+def test_a_detector_box_on_part_of_a_tracked_lying_person_is_widened_to_the_track_and_turned(standin, tmp_path):
+    """The detector (a real constant ONNX model) boxes only the head and shoulders of a person the track
+    knows lying (head to the right), and somebody else elsewhere: the first crop holds the track's box as
+    well and is turned like the track's skeleton (-90: head up); the other is a crop of its own, upright."""
+    # 640x480 letterboxed into 432x368: scale 0.675, the picture 432x324 at rows 22..346
+    def to_input(x0, y0, x1, y1):
+        return [x0 * 432, 22 + y0 * 324, x1 * 432, 22 + y1 * 324]
+
+    model_file = constant_detector(tmp_path / "c.onnx", [to_input(0.40, 0.70, 0.50, 0.85),
+                                                         to_input(0.70, 0.10, 0.80, 0.50)], [0.9, 0.8], [0, 0], 2)
+    config = load_config(detector_config(tmp_path, standin, model_file), env={})
+    model = open_pose_model(config)
+    try:
+        pipeline = CameraPipeline("cam", config, model)
+        lying = np.zeros((18, 3))
+        parts = {"nose": (0.48, 0.78), "neck": (0.44, 0.80), "r_shoulder": (0.44, 0.76), "l_shoulder": (0.44, 0.84),
+                 "r_hip": (0.30, 0.77), "l_hip": (0.30, 0.83), "r_knee": (0.20, 0.77), "l_knee": (0.20, 0.83),
+                 "r_ankle": (0.10, 0.77), "l_ankle": (0.10, 0.83)}
+        from edge.skeleton import KEYPOINT_INDEX
+
+        for name, (x, y) in parts.items():
+            lying[KEYPOINT_INDEX[name]] = (x, y, 0.9)
+        pipeline.topdown.observe(lying[None], [], 0.0)
+        job = pipeline.topdown.prepare(Frame("cam", 1, 0.1, 0.1, np.zeros((480, 640, 3), np.uint8)))
+        job.after = None  # nothing else is tracked before it
+        pipeline.topdown.infer(job)
+    finally:
+        model.close()
+    assert job.detected == 2 and job.rotations == (-90, 0)
+    assert job.boxes.tolist()[0] == pytest.approx([0.10, 0.70, 0.50, 0.85], abs=1e-4)  # the track's and the box
+    assert job.boxes.tolist()[1] == pytest.approx([0.70, 0.10, 0.80, 0.50], abs=1e-4)
