@@ -427,7 +427,19 @@ def _check_model(model: ModelConfig, ctx: _Ctx) -> ModelConfig:
 
 
 def _check_topdown(td: TopDownConfig, ctx: _Ctx) -> TopDownConfig:
-    """``topdown.seed_spec``: a built-in name, or a spec file (resolved like model.spec) of a bottom-up model."""
+    """``topdown.seed_spec``: a built-in name, or a spec file (resolved like model.spec) of a bottom-up model;
+    ``topdown.detector.spec``: a detector spec file (edge.inference.detector), with its ``onnx``."""
+    det = td.detector
+    if det.spec is not None:
+        from edge.inference.detector import load_detector_spec
+
+        try:
+            load_detector_spec(det.spec)
+        except specs.SpecError as exc:
+            _fail(ctx, "topdown.detector.spec", str(exc).replace("\n", " "))
+        if det.onnx is None:
+            _fail(ctx, "topdown.detector.onnx", "got null; topdown.detector.spec is set, so name the detector's "
+                  "model file")
     if td.seed_spec is None:
         return td
     name, spec = _spec_setting(ctx, "topdown.seed_spec", td.seed_spec, "null, ")

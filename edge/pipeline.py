@@ -375,7 +375,7 @@ class CameraPipeline:
                 self.views.observe(tracks, t, size, found_in,
                                    people.rotations if isinstance(people, People) else (0,))
         if self.topdown is not None:  # last: the next frame's crops wait for it (TopDownPath.infer)
-            self.topdown.observe(keypoints, tracks, t)
+            self.topdown.observe(keypoints, tracks, t, ids)
         by_id = {tr.id: tr for tr in tracks}
         events = [self._complete(e, by_id, t, wall) for e in raw_events]
         record = FrameRecord(self.camera, t, wall, size[0], size[1], keypoints, ids, image, view, points)

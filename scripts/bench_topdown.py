@@ -4,8 +4,10 @@ Runs, on one real frame and within one process (so the ratios hold on a shared m
 top-down stages for N = 1, 2, 4, 8 crops of the person in it (crop making, one engine batch of N,
 decode) through the PoseResNet stand-in (tests/poseresnet_onnx.py: mobilenet_thin behind
 PoseResNet's I/O, so its per-crop cost is mobilenet's at 256x192, not ResNet-50's), and the
-bottom-up pass of the default model at 368x432 (preprocess, engine, decode, parse). Medians of
---repeats runs, ONNX Runtime CPU. Usage:
+bottom-up pass of the default model at 368x432 (preprocess, engine, decode, parse), and one pass of the
+person-detector stand-in (tests/person_detector_onnx.py: mobilenet_thin at 368x432 behind EfficientNMS
+outputs; letterbox preprocess, engine, boxes back to the frame), the cost of ``topdown.detector`` per
+frame it runs on. Medians of --repeats runs, ONNX Runtime CPU. Usage:
 
     PYTHONPATH=. nice python scripts/bench_topdown.py [--repeats 7] [--threads 0]
 """
@@ -33,6 +35,8 @@ from edge.inference.models import fetch_default_model  # noqa: E402
 from edge.inference.specs import load_spec  # noqa: E402
 from edge.pipeline import CameraPipeline  # noqa: E402
 from edge.skeleton import skeleton_bbox  # noqa: E402
+from edge.inference.detector import PersonDetector, load_detector_spec  # noqa: E402
+from person_detector_onnx import write_detector_like  # noqa: E402
 from poseresnet_onnx import write_poseresnet_like  # noqa: E402
 
 CLIP = REPO.parent / "shared" / "data" / "gmdcsa24" / "subject1" / "ADL" / "10.mp4"
@@ -82,6 +86,13 @@ def main() -> int:
 
             rows.append(("top-down, %d crop(s) 256x192 in one batch" % n, median_ms(topdown, args.repeats)))
         engine.close()
+        detector = PersonDetector(load_detector_spec(REPO / "tests" / "specs" / "person-detector-standin.yaml"),
+                                  OnnxRuntimeEngine(write_detector_like(models / "openpose-mobilenet-thin" /
+                                                                        "graph_opt.pb", Path(tmp) / "d.onnx"),
+                                                    args.threads))
+        rows.append(("person detector stand-in, 1 pass 368x432", median_ms(lambda: detector.detect(frame),
+                                                                           args.repeats)))
+        detector.close()
     bottom.close()
     load = os.getloadavg()
     print("frame %dx%d, ONNX Runtime CPU, threads %s, median of %d; load average %.2f %.2f %.2f"

@@ -16,6 +16,11 @@ module is the arithmetic of that path, with no state and no engine:
   normalised input coordinates; :func:`to_project` maps the model's keypoints (e.g. COCO's 17) to
   the project's 18 (missing: (0, 0, 0); ``derived`` ones such as the neck are the midpoint of two
   parts, present only when both are);
+* :func:`box_velocity` -- how fast each side of a track's box moves (a least-squares line through
+  its recent boxes against their timestamps: frames need not be evenly spaced), and
+  :func:`predict_box` -- a box moved forward by it to a later time, united with where it was, so
+  that a person who moves is cropped whole and a still one exactly as before; :func:`boxes_overlap`
+  -- how much of the smaller of two boxes the other covers;
 * :func:`oks` -- COCO's object keypoint similarity on the 18 parts (:data:`SIGMAS`), and
   :func:`suppress_duplicates`, which keeps one skeleton of a person two crops found.
 
@@ -176,6 +181,47 @@ def to_project(spec: ModelSpec, keypoints: np.ndarray, threshold: float) -> np.n
         out[both, target, :2] = (out[both, a, :2] + out[both, b, :2]) / 2
         out[both, target, 2] = np.minimum(out[both, a, 2], out[both, b, 2])
     return out
+
+
+def box_velocity(t: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """``t`` (M,) seconds and ``boxes`` (M, 4) ``x0, y0, x1, y1`` (a track's history, oldest first) ->
+    ``(4,)`` each side's rate of change per second: the slope of the least-squares line through the
+    boxes against their times. Zeros with fewer than two distinct times."""
+    t = np.asarray(t, np.float64).reshape(-1)
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    if len(t) < 2:
+        return np.zeros(4)
+    dt = t - t.mean()
+    spread = float((dt * dt).sum())
+    if spread <= 0:
+        return np.zeros(4)
+    return (dt[:, None] * (boxes - boxes.mean(axis=0))).sum(axis=0) / spread
+
+
+def predict_box(box: np.ndarray, velocity: np.ndarray, seconds: float) -> np.ndarray:
+    """``box`` (4,) normalised, seen ``seconds`` ago, moving at ``velocity`` (:func:`box_velocity`) ->
+    the box that holds it both where it was and where it is predicted now (the moved box, clipped to
+    the frame, united with the last one). With zero velocity or no time passed: ``box`` itself."""
+    box = np.asarray(box, np.float64).reshape(4)
+    moved = np.clip(box + np.asarray(velocity, np.float64).reshape(4) * max(float(seconds), 0.0), 0.0, 1.0)
+    return np.array([min(box[0], moved[0]), min(box[1], moved[1]), max(box[2], moved[2]), max(box[3], moved[3])])
+
+
+def boxes_overlap(a: Sequence[float], b: Sequence[float], frame_size: Tuple[float, float] = (1.0, 1.0),
+                  pad: float = 0.1) -> float:
+    """How much of the smaller of two boxes (``x0, y0, x1, y1`` normalised) the other covers, 0..1, in
+    pixels of ``frame_size``; each box is first widened on every side by ``pad`` times its longer side (as
+    edge.inference.views.box_overlap does for skeletons, so that a lying person's thin box has an area)."""
+    scale = np.asarray(frame_size, np.float64)
+    out = []
+    for box in (a, b):
+        lo, hi = np.asarray(box[:2], np.float64) * scale, np.asarray(box[2:4], np.float64) * scale
+        margin = pad * float((hi - lo).max())
+        out.append((lo - margin, hi + margin))
+    (lo_a, hi_a), (lo_b, hi_b) = out
+    inter = float(np.clip(np.minimum(hi_a, hi_b) - np.maximum(lo_a, lo_b), 0, None).prod())
+    smaller = min(float((hi_a - lo_a).prod()), float((hi_b - lo_b).prod()))
+    return inter / smaller if smaller > 0 else 0.0
 
 
 def oks(a: np.ndarray, b: np.ndarray, frame_size: Tuple[float, float], area: Optional[float] = None) -> float:

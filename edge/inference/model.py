@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Any, Optional, Tuple
 
 from edge.inference.engines import Engine, EngineError, create_engine
 from edge.inference.preprocess import LowLight
@@ -48,7 +48,8 @@ def low_light(config) -> Optional[LowLight]:
 
 @dataclass
 class PoseModel:
-    """``seed``: for a top-down spec, the bottom-up model that finds people for its crops (``topdown.seed_spec``)."""
+    """``seed``: for a top-down spec, the bottom-up model that finds people for its crops (``topdown.seed_spec``);
+    ``detector``: the person detector whose boxes are crops too (``topdown.detector``, edge.inference.detector)."""
 
     spec: ModelSpec
     engine: Engine
@@ -56,11 +57,14 @@ class PoseModel:
     resize: str
     light: Optional[LowLight] = None
     seed: Optional["PoseModel"] = None
+    detector: Any = None
 
     def close(self) -> None:
         self.engine.close()
         if self.seed is not None:
             self.seed.close()
+        if self.detector is not None:
+            self.detector.close()
 
 
 def check_io(spec: ModelSpec, engine: Engine, model_file: Path, setting: str = "model.spec") -> None:
@@ -88,12 +92,18 @@ def open_pose_model(config) -> PoseModel:
         engine = create_engine(config.engine.backend, onnx, threads=config.engine.threads)
     check_io(spec, engine, onnx)
     if spec.family in ("top_down", "single_person_3d"):  # both look at crops; the seed model finds people
+        from edge.inference.detector import open_detector
+
+        seed = detector = None
         try:
             seed = open_seed_model(config)
+            detector = open_detector(config)
         except BaseException:
             engine.close()
+            if seed is not None:
+                seed.close()
             raise
-        return PoseModel(spec, engine, input_hw(config), config.model.resize, low_light(config), seed)
+        return PoseModel(spec, engine, input_hw(config), config.model.resize, low_light(config), seed, detector)
     _warn_if_batch_too_small(engine, config)
     return PoseModel(spec, engine, input_hw(config), config.model.resize, low_light(config))
 
