@@ -186,6 +186,15 @@ class TopDownPath:
         """The engines: the seed model when the frame is seeded (in the views the view policy asks for; its
         people are parsed here, as they decide the crops), then every crop of the frame in one batch of the
         top-down engine. The crops and the seed's input are made here, after the previous frame was tracked."""
+        batch = self.crops(job)
+        if not len(batch):
+            return {}
+        return self._run(job, batch)
+
+    def crops(self, job: TopDownJob) -> np.ndarray:
+        """The first half of :meth:`infer`: the seed model (when the frame is seeded) and the frame's crops
+        ``(M, ...)``, kept in ``job`` with their transforms and rotations; the top-down engine is not run
+        (``fallwatch-calibrate`` takes its calibration crops from here, with :meth:`extra_inputs`)."""
         skeletons = self._crop_sources(job)[:self.config.max_crops]
         job.skeletons = skeletons
         run_seed = self.seed_due(job.frame.t) if job.seed is None else bool(job.seed and self.seed is not None)
@@ -208,9 +217,12 @@ class TopDownPath:
         batch, transforms = make_crops(image, model.spec, skeleton_bbox(skeletons, 1e-9), rotations,
                                        self.config.box_scale, model.light)
         job.transforms, job.rotations, job.batch = transforms, rotations, batch
-        if not len(batch):
-            return {}
-        return self._run(job, batch)
+        return batch
+
+    def extra_inputs(self, job: TopDownJob) -> Dict[str, np.ndarray]:
+        """The model's inputs besides the crops, one row per crop of ``job``: none for a top-down model
+        (a single_person_3d path has several)."""
+        return {}
 
     def _run(self, job: TopDownJob, batch: np.ndarray) -> Dict[str, np.ndarray]:
         """The engine call on the frame's crops (a single_person_3d path feeds more inputs)."""
