@@ -29,7 +29,7 @@ EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="fallwatch-calibrate",
-        description=__doc__.split("\n\n")[1].replace("\n", " "),
+        description=" ".join(__doc__.split("\n\n")[1:3]).replace("\n", " "),
         epilog="Examples: fallwatch-calibrate --images calib/ --int8   (on a Jetson: engine for the configured "
                "model); fallwatch-calibrate --backend onnxruntime --video a.mp4 --video b.mp4 --frames 100 "
                "--verify-images held_out/. Exit status: 0 built and verified, 1 build failed or verification "
@@ -68,7 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--calib-batch", type=int, default=8, metavar="N",
                      help="frames per calibration batch (default 8; fixed-batch models use their batch)")
     cal.add_argument("--batch-size", type=int, default=1, metavar="N",
-                     help="largest batch the engine runs at once (profile 1..N; several views of a frame); default 1")
+                     help="largest batch the engine runs at once (profile 1..N; several views of a frame, or the "
+                          "crops of a frame for top_down and single_person_3d models: up to topdown.max_crops); "
+                          "default 1")
     cal.add_argument("--cache", metavar="FILE", type=Path,
                      help="TensorRT calibration cache (default <engine>.cache); when present, calibration is skipped")
     cal.add_argument("--recalibrate", action="store_true", help="ignore an existing calibration cache")

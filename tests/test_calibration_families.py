@@ -213,6 +213,7 @@ def test_tensorrt_engine_runs_a_multi_input_batch_like_onnxruntime(trt, standins
     from edge.inference.engines import EngineError
     from edge.inference.engines.onnxruntime import OnnxRuntimeEngine
     from edge.inference.engines.tensorrt import TensorRTEngine
+    from edge.inference.model import check_io
 
     model, out = standins["single_person_3d"], tmp_path / "b3d.engine"
     build_engine(model, out, (256, 192), "NCHW", BuildOptions(precision="fp16", max_batch=4), None,
@@ -231,6 +232,7 @@ def test_tensorrt_engine_runs_a_multi_input_batch_like_onnxruntime(trt, standins
     engine = TensorRTEngine(out)
     try:
         assert engine.input_name == "input0" and engine.max_batch == 4
+        check_io(B3D_SPEC, engine, model)  # the spec's check at open (names, shapes) takes the engine
         assert engine.extra_inputs == {"k_inv": (-1, 3, 3), "t_form_inv": (-1, 3, 3),
                                        "scale_normalized_mean_limb_lengths": (-1, 36), "mean_limb_lengths": (-1, 36)}
         expected = reference.run(crops, feeds)
