@@ -5,6 +5,11 @@ input size, INT8-calibrated on your frames, and writes the engine, its metadata 
 cache. Elsewhere (``--backend onnxruntime``) it writes an INT8 ONNX model by ONNX Runtime's static
 quantisation from the same frames. Either way it then runs the result and the FP32 model on
 held-out frames and fails (exit status 1) when they disagree more than the bars allow.
+
+A top_down (PoseResNet) or single_person_3d (BodyPose3DNet) model is calibrated and verified on person
+crops instead of whole frames: the configured seed model (topdown.seed_spec) finds the people of each
+calibration frame and they are cropped as the daemon crops them (with every other input a 3D model
+takes); verification compares keypoints per crop (--min-keypoint-agreement within --keypoint-px, --min-oks).
 """
 from __future__ import annotations
 
@@ -24,7 +29,7 @@ EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="fallwatch-calibrate",
-        description=__doc__.split("\n\n")[1].replace("\n", " "),
+        description=" ".join(__doc__.split("\n\n")[1:3]).replace("\n", " "),
         epilog="Examples: fallwatch-calibrate --images calib/ --int8   (on a Jetson: engine for the configured "
                "model); fallwatch-calibrate --backend onnxruntime --video a.mp4 --video b.mp4 --frames 100 "
                "--verify-images held_out/. Exit status: 0 built and verified, 1 build failed or verification "
@@ -54,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--camera-interval", type=float, default=0.2, metavar="S",
                      help="seconds between camera frames (default 0.2)")
     src.add_argument("--min-frames", type=int, default=50, metavar="N",
-                     help="fail with fewer usable calibration frames than this (default 50; 300+ recommended)")
+                     help="fail with fewer usable calibration frames (person crops for top_down and "
+                          "single_person_3d models) than this (default 50; 300+ recommended)")
     cal = p.add_argument_group("calibration and build")
     cal.add_argument("--calibrator", choices=("entropy", "minmax"),
                      help="entropy (TensorRT default, IInt8EntropyCalibrator2) or minmax (default: entropy for "
@@ -62,7 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--calib-batch", type=int, default=8, metavar="N",
                      help="frames per calibration batch (default 8; fixed-batch models use their batch)")
     cal.add_argument("--batch-size", type=int, default=1, metavar="N",
-                     help="largest batch the engine runs at once (profile 1..N; several views of a frame); default 1")
+                     help="largest batch the engine runs at once (profile 1..N; several views of a frame, or the "
+                          "crops of a frame for top_down and single_person_3d models: up to topdown.max_crops); "
+                          "default 1")
     cal.add_argument("--cache", metavar="FILE", type=Path,
                      help="TensorRT calibration cache (default <engine>.cache); when present, calibration is skipped")
     cal.add_argument("--recalibrate", action="store_true", help="ignore an existing calibration cache")
@@ -86,11 +94,18 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("--verify-frames", type=int, default=20, metavar="N",
                      help="frames per --verify-video (default 20)")
     ver.add_argument("--min-people-agreement", type=float, default=0.95, metavar="F",
-                     help="fail under this fraction of people found by both (default 0.95)")
+                     help="bottom_up models: fail under this fraction of people found by both (default 0.95)")
     ver.add_argument("--min-oks", type=float, default=0.9, metavar="F",
-                     help="fail under this mean OKS of matched people (default 0.9)")
+                     help="fail under this mean OKS of matched people (of FP32 and built skeletons per crop for "
+                          "top_down and single_person_3d models) (default 0.9)")
     ver.add_argument("--match-oks", type=float, default=0.5, metavar="F",
                      help="two people match when their OKS is at least this (default 0.5)")
+    ver.add_argument("--min-keypoint-agreement", type=float, default=0.9, metavar="F",
+                     help="top_down and single_person_3d models: fail under this fraction of the FP32 model's "
+                          "keypoints found within --keypoint-px crop pixels (default 0.9)")
+    ver.add_argument("--keypoint-px", type=float, default=8.0, metavar="PX",
+                     help="top_down and single_person_3d models: a keypoint agrees within this many crop input "
+                          "pixels (default 8, two heatmap cells of a 256x192 crop)")
     ver.add_argument("--no-verify", action="store_true", help="skip verification (not recommended)")
     ver.add_argument("--report", metavar="FILE.json", type=Path, help="also write the verification report here")
     p.add_argument("--selftest", action="store_true",
@@ -115,7 +130,8 @@ def _usage(message: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from calibration.data import HOLDOUT_EVERY, Sources, check_count, collect
+    from calibration.crops import CROP_FAMILIES, collect_for
+    from calibration.data import HOLDOUT_EVERY, Sources, check_count
     from edge.inference.model import low_light
     from edge.inference.model import model_path as configured_model
     from edge.inference.specs import load_spec
@@ -129,9 +145,7 @@ def run(args: argparse.Namespace) -> int:
         if getattr(args, name) < 1:
             return _usage("--%s must be at least 1" % name.replace("_", "-"))
     spec = load_spec(config.model.spec)
-    if spec.family != "bottom_up":  # crops, not whole frames, would have to be calibrated and verified
-        return _usage("model.spec %s is a %s model: fallwatch-calibrate builds and verifies bottom_up models only so "
-                      "far (issue 18)" % (spec.name, spec.family))
+    crops = spec.family in CROP_FAMILIES  # calibrated and verified on person crops, not whole frames
     input_hw: Tuple[int, int] = (config.model.input_height, config.model.input_width)
     model = Path(args.model) if args.model else configured_model(config)
     if not model.is_file():
@@ -144,22 +158,22 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix=".fallwatch-calib-", dir=str(out.parent)) as scratch:
         calib = verify_set = None
         if precision == "int8" and not sources.empty():
-            calib = collect(sources, spec, input_hw, config.model.resize, Path(scratch), "calibration", progress,
-                            low_light(config))
+            calib = collect_for(spec, sources, config, input_hw, Path(scratch), "calibration", progress,
+                                low_light(config))
         if args.verify_images or args.verify_video:
-            verify_set = collect(Sources(images=tuple(args.verify_images), videos=tuple(args.verify_video),
-                                         frames=args.verify_frames), spec, input_hw, config.model.resize,
-                                 Path(scratch), "verification", progress, low_light(config))
+            verify_set = collect_for(spec, Sources(images=tuple(args.verify_images), videos=tuple(args.verify_video),
+                                                   frames=args.verify_frames), config, input_hw, Path(scratch),
+                                     "verification", progress, low_light(config))
         elif calib is not None and not args.no_verify:
             calib, verify_set = calib.split_holdout(HOLDOUT_EVERY)
-            log.info("holding out every %dth calibration frame for verification (%d frames); give "
-                     "--verify-images DIR for truly unseen images", HOLDOUT_EVERY, len(verify_set))
+            log.info("holding out every %dth calibration %s for verification (%d); give --verify-images DIR for "
+                     "truly unseen images", HOLDOUT_EVERY, "crop" if crops else "frame", len(verify_set))
+        unit = "person crops" if crops else "frames"
         if calib is not None:
-            check_count(len(calib), len(calib.skipped), args.min_frames)
-            log.info("%d calibration frames from %s", len(calib), _describe(sources))
+            check_count(len(calib), len(calib.skipped), args.min_frames, unit=unit)
+            log.info("%d calibration %s from %s", len(calib), unit, _describe(sources))
         if backend == "tensorrt":
-            _build_trt(args, config, model, out, input_hw, spec.input_layout, spec.name, precision, calibrator, calib,
-                       progress)
+            _build_trt(args, config, model, out, input_hw, spec, precision, calibrator, calib, progress)
         else:
             if calib is None:
                 return _usage("INT8 calibration needs frames: --images DIR, --video FILE or --camera URI")
@@ -172,6 +186,8 @@ def run(args: argparse.Namespace) -> int:
             log.warning("not verified: there are no held-out frames (give --verify-images DIR to compare the "
                         "result with the FP32 model)")
             return EXIT_OK
+        if crops:
+            return _verify_crops(args, config, backend, model, out, spec, input_hw, verify_set, progress)
         return _verify(args, backend, model, out, spec, input_hw, verify_set, progress)
 
 
@@ -200,8 +216,8 @@ def _keep_float(args, spec_name: str) -> Tuple[str, ...]:
     return tuple(k for k in keep if k)
 
 
-def _build_trt(args, config, model: Path, out: Path, input_hw, layout: str, spec_name: str, precision: str,
-               calibrator: str, calib, progress: bool) -> None:
+def _build_trt(args, config, model: Path, out: Path, input_hw, spec, precision: str, calibrator: str, calib,
+               progress: bool) -> None:
     from calibration.trt_build import BuildOptions, build_engine
     from edge.inference.engines.metadata import cache_path
 
@@ -209,8 +225,9 @@ def _build_trt(args, config, model: Path, out: Path, input_hw, layout: str, spec
                            calibration_batch=args.calib_batch, workspace_mib=args.workspace_mib,
                            dla_core=args.dla_core, timing_cache=args.timing_cache or out.parent / "timing.cache",
                            recalibrate=args.recalibrate, verbose=args.verbose,
-                           keep_float=_keep_float(args, spec_name))
-    meta = build_engine(model, out, input_hw, layout, options, calib, args.cache or cache_path(out), progress)
+                           keep_float=_keep_float(args, spec.name))
+    meta = build_engine(model, out, input_hw, spec.input_layout, options, calib, args.cache or cache_path(out),
+                        progress, input_name=spec.input_tensor)
     log.info("built %s: %s, TensorRT %s on %s, batch %s, in %.0f s", out, meta.precision, meta.tensorrt_version,
              meta.device_name, "-".join(str(b) for b in meta.batch), meta.build_seconds)
 
@@ -259,6 +276,51 @@ def _verify(args, backend: str, model: Path, out: Path, spec, input_hw, verify_s
               "(needs %.3f). Calibrate on more frames from the cameras' own scenes, try the other --calibrator, "
               "or use FP16 (--precision fp16)." % (100 * report.people_agreement, 100 * args.min_people_agreement,
                                                    report.mean_oks, args.min_oks), file=sys.stderr)
+        return EXIT_FAIL
+    return EXIT_OK
+
+
+def _verify_crops(args, config, backend: str, model: Path, out: Path, spec, input_hw, verify_set,
+                  progress: bool) -> int:
+    """:func:`_verify` for the crop families: keypoints on held-out person crops (calibration.verify_crops)."""
+    from calibration.progress import Progress
+    from calibration.verify_crops import compare_crops
+    from edge.inference.engines import create_engine
+    from edge.inference.engines.onnxruntime import OnnxRuntimeEngine
+    from edge.inference.models import atomic_write
+
+    reference = OnnxRuntimeEngine(model)
+    other = create_engine("tensorrt", model, engine_file=out, input_hw=input_hw) if backend == "tensorrt" \
+        else OnnxRuntimeEngine(out)
+    name = spec.input_tensor
+
+    def runner(engine):
+        return lambda feed: engine.run(feed[name], {k: v for k, v in feed.items() if k != name})
+
+    bar = Progress("verifying", len(verify_set)) if progress else None
+    try:
+        report = compare_crops(runner(reference), runner(other), verify_set.feeds(1, name), spec,
+                               config.topdown.keypoint_threshold, args.keypoint_px,
+                               on_crop=bar.update if bar else None,
+                               groups=[_group(s.rsplit("@", 1)[0]) for s in verify_set.sources])
+    finally:
+        if bar is not None:
+            bar.close()
+        reference.close()
+        other.close()
+    print(report.summary())
+    passed = report.passed(args.min_keypoint_agreement, args.min_oks)
+    if args.report:
+        data = report.to_dict()
+        data.update({"model": str(model), "built": str(out), "backend": backend, "passed": passed,
+                     "min_keypoint_agreement": args.min_keypoint_agreement, "min_oks": args.min_oks})
+        atomic_write(args.report, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
+    if not passed:
+        print("fallwatch-calibrate: verification FAILED: keypoint agreement %.1f%% within %g px (needs %.1f%%), "
+              "mean OKS %.3f (needs %.3f). Calibrate on more frames from the cameras' own scenes, try the other "
+              "--calibrator, keep layers in float (--keep-float), or use FP16 (--precision fp16)."
+              % (100 * report.keypoint_agreement, args.keypoint_px, 100 * args.min_keypoint_agreement,
+                 report.mean_oks, args.min_oks), file=sys.stderr)
         return EXIT_FAIL
     return EXIT_OK
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -39,18 +39,21 @@ class Sources:
 
 
 class TensorSet:
-    """Preprocessed inputs (N, ...) float32 and the frame each came from.
+    """Preprocessed inputs (N, ...) float32 and the frame (or crop) each came from.
 
     ``store`` is the memory-mapped scratch array; a subset keeps row numbers into it, so splitting
-    off held-out frames copies nothing, and :meth:`batches` reads one batch at a time.
+    off held-out frames copies nothing, and :meth:`batches` reads one batch at a time. ``extra``: a
+    model's other inputs by name (a single_person_3d model's ``k_inv``...), rows indexed like ``store``;
+    :meth:`feeds` hands out every input of a batch by name.
     """
 
     def __init__(self, store: np.ndarray, sources: List[str], skipped: Sequence[str] = (),
-                 rows: Optional[np.ndarray] = None) -> None:
+                 rows: Optional[np.ndarray] = None, extra: Optional[Mapping[str, np.ndarray]] = None) -> None:
         self.store = store
         self.sources = list(sources)
         self.skipped = list(skipped)
         self.rows = np.arange(len(self.sources)) if rows is None else np.asarray(rows, dtype=np.int64)
+        self.extra: Dict[str, np.ndarray] = dict(extra or {})
 
     def __len__(self) -> int:
         return len(self.sources)
@@ -62,7 +65,7 @@ class TensorSet:
 
     def subset(self, indices: Sequence[int]) -> "TensorSet":
         index = np.asarray(list(indices), dtype=np.int64)
-        return TensorSet(self.store, [self.sources[i] for i in index], self.skipped, self.rows[index])
+        return TensorSet(self.store, [self.sources[i] for i in index], self.skipped, self.rows[index], self.extra)
 
     def batches(self, batch_size: int, drop_last: bool = False) -> Iterator[np.ndarray]:
         """Consecutive batches ``(batch_size, ...)``; the last may be shorter unless ``drop_last``."""
@@ -73,6 +76,17 @@ class TensorSet:
             if drop_last and len(rows) < batch_size:
                 break
             yield np.ascontiguousarray(self.store[rows], dtype=np.float32)
+
+    def feeds(self, batch_size: int, input_name: str, drop_last: bool = False) -> Iterator[Dict[str, np.ndarray]]:
+        """As :meth:`batches`, each batch as ``{input_name: batch, other input: its rows, ...}``."""
+        start = 0
+        for batch in self.batches(batch_size, drop_last):
+            rows = self.rows[start:start + len(batch)]
+            start += len(batch)
+            feed = {input_name: batch}
+            feed.update({name: np.ascontiguousarray(values[rows], dtype=np.float32)
+                         for name, values in self.extra.items()})
+            yield feed
 
     def split_holdout(self, every: int = HOLDOUT_EVERY) -> Tuple["TensorSet", "TensorSet"]:
         """``(calibration, held out)``: every ``every``-th frame is held out."""
@@ -125,15 +139,17 @@ def collect(sources: Sources, spec: ModelSpec, input_hw: Tuple[int, int], resize
     return TensorSet(store[:len(names)], names, skipped)
 
 
-def check_count(count: int, skipped: int, minimum: int = MIN_FRAMES, recommended: int = RECOMMENDED_FRAMES) -> None:
-    """FramesError under ``minimum`` usable frames; a warning under ``recommended``."""
+def check_count(count: int, skipped: int, minimum: int = MIN_FRAMES, recommended: int = RECOMMENDED_FRAMES,
+                unit: str = "frames") -> None:
+    """FramesError under ``minimum`` usable frames (or ``unit``: person crops); a warning under ``recommended``."""
     if count < minimum:
-        raise FramesError("only %d usable calibration frames%s; INT8 calibration needs at least %d (%d or more "
+        raise FramesError("only %d usable calibration %s%s; INT8 calibration needs at least %d (%d or more "
                           "recommended): add --images DIR, --video FILE (--frames N per video) or --camera URI"
-                          % (count, " (%d unreadable files skipped)" % skipped if skipped else "", minimum, recommended))
+                          % (count, unit, " (%d unreadable files skipped)" % skipped if skipped else "", minimum,
+                             recommended))
     if count < recommended:
-        log.warning("only %d calibration frames: %d or more from the cameras' own scenes give a more faithful "
-                    "INT8 model", count, recommended)
+        log.warning("only %d calibration %s: %d or more from the cameras' own scenes give a more faithful "
+                    "INT8 model", count, unit, recommended)
 
 
 __all__ = ["Sources", "TensorSet", "collect", "check_count", "sample_indices", "MIN_FRAMES", "RECOMMENDED_FRAMES"]

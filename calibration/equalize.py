@@ -19,7 +19,7 @@ and weights (which per-channel weight quantisation tolerates better). Dead chann
 """
 from __future__ import annotations
 
-from typing import Dict, Iterable, List, Tuple
+from typing import Any, Dict, Iterable, List, Tuple
 
 import numpy as np
 
@@ -67,7 +67,7 @@ def equalizable(model) -> List[Tuple[str, object, object]]:
     return found
 
 
-def channel_ranges(model, batches: Iterable[np.ndarray], input_name: str) -> Dict[str, np.ndarray]:
+def channel_ranges(model, batches: Iterable[Any], input_name: str) -> Dict[str, np.ndarray]:
     """Largest |value| per channel of every tensor :func:`equalizable` rescales, over ``batches``."""
     import onnx
     import onnxruntime as ort
@@ -80,7 +80,8 @@ def channel_ranges(model, batches: Iterable[np.ndarray], input_name: str) -> Dic
     session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
     ranges: Dict[str, np.ndarray] = {}
     for batch in batches:
-        for name, value in zip(names, session.run(names, {input_name: batch})):
+        feed = batch if isinstance(batch, dict) else {input_name: batch}  # dict: every input of a multi-input model
+        for name, value in zip(names, session.run(names, feed)):
             peak = np.abs(value).max(axis=(0, 2, 3))
             ranges[name] = peak if name not in ranges else np.maximum(ranges[name], peak)
     return ranges

@@ -60,12 +60,10 @@ def _reader_class():
 
         def __init__(self, data: TensorSet, input_name: str, batch_size: int, progress: bool) -> None:
             bar = Progress("calibrating (onnxruntime)", len(data)) if progress else None
-            self._batches = counted(data.batches(batch_size), bar)
-            self._name = input_name
+            self._feeds = counted(data.feeds(batch_size, input_name), bar)
 
         def get_next(self) -> Optional[Dict[str, object]]:
-            batch = next(self._batches, None)
-            return None if batch is None else {self._name: batch}
+            return next(self._feeds, None)  # every input of the model by name (several for a 3D model)
 
     return Reader
 
@@ -97,7 +95,7 @@ def quantize(model_path: Path, out_path: Path, data: TensorSet, input_name: str,
     if options.equalize:
         sample = data.subset(sample_indices(len(data), EQUALIZE_MAX_FRAMES))
         log.info("measuring channel ranges on %d frames for equalisation", len(sample))
-        equalized = equalize(model, channel_ranges(model, sample.batches(batch_size), input_name),
+        equalized = equalize(model, channel_ranges(model, sample.feeds(batch_size, input_name), input_name),
                              options.equalize_strength)
         log.info("equalised %d depthwise/pointwise pairs", equalized)
     exclude = kept_float(model, options.keep_float)

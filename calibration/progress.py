@@ -53,11 +53,12 @@ class Progress:
 
 
 def counted(batches: Iterable[T], bar: Optional[Progress]) -> Iterator[T]:
-    """The batches, each counted on ``bar`` (by its length) as it is handed out; the bar is closed
+    """The batches (arrays, or feeds: dicts of arrays), each counted on ``bar`` (by its rows) as it is handed out; the bar is closed
     once they run out. ``bar`` None: the batches as they are."""
     for batch in batches:
         if bar is not None:
-            bar.update(len(batch) if isinstance(batch, Sized) else 1)
+            rows = next(iter(batch.values())) if isinstance(batch, dict) and batch else batch  # a feed: its rows
+            bar.update(len(rows) if isinstance(rows, Sized) else 1)
         yield batch
     if bar is not None:
         bar.close()

@@ -63,6 +63,11 @@ class _FailingFrames:
                 raise OSError(5, "Input/output error (on purpose, by the selftest)")
             yield batch
 
+    def feeds(self, batch_size: int, input_name: str, drop_last: bool = False):
+        """What the calibrator reads (calibration.data.TensorSet.feeds): the batches by input name."""
+        for batch in self.batches(batch_size, drop_last):
+            yield {input_name: batch}
+
 
 def not_checked(facts) -> List[str]:
     """What the selftest cannot establish on this machine, in words for the person running it."""

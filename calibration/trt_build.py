@@ -12,7 +12,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from calibration.data import TensorSet
 from calibration.shapes import InputPlan, ShapeError, plan_input
@@ -87,8 +87,13 @@ def _timing_cache(trt: Any, config: Any, path: Optional[Path]) -> Any:
 
 
 def build_engine(model_path: Path, out_path: Path, input_hw: Tuple[int, int], layout: str, options: BuildOptions,
-                 data: Optional[TensorSet], cache_file: Path, progress: bool = True) -> EngineMetadata:
+                 data: Optional[TensorSet], cache_file: Path, progress: bool = True,
+                 input_name: Optional[str] = None) -> EngineMetadata:
     """Build, write ``out_path`` then its metadata (both atomically); return the metadata.
+
+    ``input_name``: the image input (the spec's ``input.tensor``) of a model with several inputs (a
+    single_person_3d model); default: the only input, or the only 4-D one. Every other input gets the
+    same batch range in the optimisation profile, and calibration feeds it from ``data.extra``.
 
     For INT8, ``data`` are the calibration frames; None is fine when ``cache_file`` holds a cache.
     Every TensorRT object of the build is destroyed inside the CUDA context, before it is closed, on
@@ -113,7 +118,7 @@ def build_engine(model_path: Path, out_path: Path, input_hw: Tuple[int, int], la
             try:
                 engine_bytes, input_name, plan = _build(trt, cuda, logger, onnx_bytes, Path(model_path), input_hw,
                                                         layout, options, data, cache_file, progress,
-                                                        device.device_name)
+                                                        device.device_name, input_name)
             except BaseException as exc:
                 traceback.clear_frames(exc.__traceback__)  # TensorRT objects a traceback holds die in the context
                 raise
@@ -137,7 +142,7 @@ def build_engine(model_path: Path, out_path: Path, input_hw: Tuple[int, int], la
 
 def _build(trt: Any, cuda: Any, logger: Any, onnx_bytes: bytes, model_path: Path, input_hw: Tuple[int, int],
            layout: str, options: BuildOptions, data: Optional[TensorSet], cache_file: Path, progress: bool,
-           device_name: str) -> Tuple[bytes, str, InputPlan]:
+           device_name: str, image_input: Optional[str] = None) -> Tuple[bytes, str, InputPlan]:
     """``(engine bytes, input name, input plan)``; runs inside the CUDA context and destroys every TensorRT
     object it made, newest first, before it returns or raises."""
     from edge.inference.models import atomic_write
@@ -148,20 +153,33 @@ def _build(trt: Any, cuda: Any, logger: Any, onnx_bytes: bytes, model_path: Path
         network = builder.create_network(_explicit_batch_flags(trt))
         parser = trt.OnnxParser(network, logger)
         _parse_onnx(parser, onnx_bytes, model_path)
-        if network.num_inputs != 1:
-            raise EngineError("%s has %d inputs; a pose network has one" % (model_path, network.num_inputs))
-        input_name = str(network.get_input(0).name)
+        tensors = {str(network.get_input(i).name): tuple(int(d) for d in network.get_input(i).shape)
+                   for i in range(network.num_inputs)}
+        input_name = _image_input(tensors, image_input, model_path)
+        others = {n: s for n, s in tensors.items() if n != input_name}
         try:
-            plan = plan_input(tuple(network.get_input(0).shape), layout, input_hw, options.max_batch,
+            plan = plan_input(tensors[input_name], layout, input_hw, options.max_batch,
                               options.calibration_batch, input_name)
+            image_batch = tensors[input_name][0]
+            for name, shape in others.items():
+                if not shape or any(d < 0 for d in shape[1:]) or shape[0] != image_batch:
+                    raise ShapeError("input %s has shape %s: besides the image, an input may only have an open "
+                                     "batch dimension, open or fixed like the image's" % (name, shape))
         except ShapeError as exc:
             raise EngineError("%s: %s" % (model_path, exc)) from None
+        if options.precision == "int8" and data is not None and others:
+            missing = [n for n in others if n not in data.extra]
+            if missing:
+                raise EngineError("%s also takes %s, which the calibration data do not have" % (
+                    model_path, ", ".join(missing)))
         config = builder.create_builder_config()
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.workspace_mib) << 20)
         _set_precision(trt, builder, config, options)
         if plan.dynamic:
             profile = builder.create_optimization_profile()
             profile.set_shape(input_name, *plan.profile())
+            for name, shape in others.items():  # the same batch range for a 3D model's other inputs
+                profile.set_shape(name, *((b,) + shape[1:] for b in plan.batch))
             config.add_optimization_profile(profile)
         if options.precision == "int8":
             if data is None and (options.recalibrate or not cache_file.is_file()):
@@ -171,9 +189,12 @@ def _build(trt: Any, cuda: Any, logger: Any, onnx_bytes: bytes, model_path: Path
                 calib_profile = builder.create_optimization_profile()
                 shape = plan.calibration_shape()
                 calib_profile.set_shape(input_name, shape, shape, shape)
+                for name, other in others.items():
+                    fixed = (plan.calibration_batch,) + other[1:]
+                    calib_profile.set_shape(name, fixed, fixed, fixed)
                 config.set_calibration_profile(calib_profile)
             calibrator = make_calibrator(trt, cuda, options.calibrator, data, plan.calibration_batch, cache_file,
-                                         options.recalibrate, progress)
+                                         options.recalibrate, progress, input_name)
             config.int8_calibrator = calibrator
             pinned = pin_fp16(trt, network, options.keep_float)
             if pinned:
@@ -197,6 +218,19 @@ def _build(trt: Any, cuda: Any, logger: Any, onnx_bytes: bytes, model_path: Path
         if calibrator is not None:
             calibrator.free()
         del serialized, timing, calib_profile, profile, config, calibrator, parser, network, builder
+
+
+def _image_input(tensors: Dict[str, Tuple[int, ...]], wanted: Optional[str], model_path: Path) -> str:
+    """The name of the image input among the network's ``tensors`` (name -> shape)."""
+    if wanted is not None and wanted in tensors:
+        return wanted
+    if len(tensors) == 1:
+        return next(iter(tensors))
+    four = [n for n, s in tensors.items() if len(s) == 4]
+    if wanted is None and len(four) == 1:
+        return four[0]
+    raise EngineError("%s has inputs %s: none is the spec's image input %s" % (
+        model_path, ", ".join(tensors), wanted or "(a single 4-D input)"))
 
 
 def _set_precision(trt: Any, builder: Any, config: Any, options: BuildOptions) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
@@ -27,9 +27,14 @@ log = logging.getLogger("fallwatch.calibration")
 
 
 def make_calibrator(trt: Any, cuda: Any, kind: str, data: Optional[TensorSet], batch_size: int, cache_file: Path,
-                    recalibrate: bool = False, progress: bool = True) -> Any:
+                    recalibrate: bool = False, progress: bool = True, input_name: str = "input") -> Any:
     """An ``IInt8EntropyCalibrator2`` (or ``IInt8MinMaxCalibrator``) feeding ``data`` in batches of
-    ``batch_size`` through one device buffer, reading and writing ``cache_file``.
+    ``batch_size`` through one device buffer per input, reading and writing ``cache_file``.
+
+    ``get_batch(names)`` returns one device pointer per name, in the order of ``names`` (TensorRT's
+    contract): the image batch for ``input_name`` (or for the only name, whatever TensorRT calls it), and
+    for each other name its rows of ``data.extra`` (a single_person_3d model's ``k_inv``...); a name the
+    data lack is an error.
 
     Its callbacks never raise: ``error`` is the first exception one of them met (None when none),
     ``failed_in`` the callback's name; ``batches_given`` and ``batches_expected`` count batches,
@@ -46,8 +51,9 @@ def make_calibrator(trt: Any, cuda: Any, kind: str, data: Optional[TensorSet], b
             self.failed_in = ""
             bar = Progress("calibrating (TensorRT %s)" % kind, self.batches_expected * batch_size) \
                 if progress and self.batches_expected else None
-            self._batches = counted(data.batches(batch_size, drop_last=True) if data is not None else iter(()), bar)
-            self._device: Any = None
+            self._batches = counted(data.feeds(batch_size, input_name, drop_last=True) if data is not None
+                                    else iter(()), bar)
+            self._device: Dict[str, Any] = {}
 
         def _failed(self, where: str, exc: BaseException) -> None:
             if self.error is None:
@@ -61,17 +67,25 @@ def make_calibrator(trt: Any, cuda: Any, kind: str, data: Optional[TensorSet], b
             if self.error is not None:
                 return None
             try:
-                batch = next(self._batches, None)
-                if batch is None:
+                feed = next(self._batches, None)
+                if feed is None:
                     return None
-                if self._device is None:
-                    self._device = cuda.mem_alloc(batch.nbytes)
-                cuda.memcpy_htod(self._device, np.ascontiguousarray(batch, dtype=np.float32))
+                if len(names) == 1 and len(feed) == 1:
+                    feed = {names[0]: next(iter(feed.values()))}
+                missing = [n for n in names if n not in feed]
+                if missing:
+                    raise KeyError("TensorRT asks for input %s, which the calibration data do not have (they have "
+                                   "%s)" % (", ".join(missing), ", ".join(feed)))
+                for name in names:
+                    array = np.ascontiguousarray(feed[name], dtype=np.float32)
+                    if name not in self._device:
+                        self._device[name] = cuda.mem_alloc(array.nbytes)
+                    cuda.memcpy_htod(self._device[name], array)
             except Exception as exc:  # TensorRT would swallow it: kept for check_calibration
                 self._failed("get_batch", exc)
                 return None
             self.batches_given += 1
-            return [int(self._device)] * len(names)
+            return [int(self._device[name]) for name in names]
 
         def read_calibration_cache(self) -> Optional[bytes]:
             if recalibrate or self.error is not None:
@@ -97,9 +111,9 @@ def make_calibrator(trt: Any, cuda: Any, kind: str, data: Optional[TensorSet], b
             log.info("wrote the calibration cache %s", cache_file)
 
         def free(self) -> None:
-            if self._device is not None:
-                self._device.free()
-                self._device = None
+            for buffer in self._device.values():
+                buffer.free()
+            self._device = {}
 
     return Calibrator()
 

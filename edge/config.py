@@ -485,16 +485,6 @@ def _check_mqtt(config: Config, ctx: _Ctx, path: Optional[Path], env: Mapping[st
                                client_id=mqtt.client_id or "fallwatch-" + config.device_id)
 
 
-def _check_backend(config: Config, ctx: _Ctx) -> None:
-    """TensorRT engines are built for bottom-up models only (``fallwatch-calibrate`` refuses the others)."""
-    if config.engine.backend != "tensorrt":
-        return
-    family = specs.load_spec(config.model.spec).family
-    if family != "bottom_up":
-        _fail(ctx, "engine.backend", "tensorrt runs bottom_up models only; %s is a %s model: use backend "
-              "onnxruntime for it (TensorRT for top-down and 3D models is not built yet)" % (config.model.spec, family))
-
-
 def _check_floor(config: Config, ctx: _Ctx) -> None:
     """``fall.use_3d`` needs every camera's ``floor_plane``: without it a camera's people would be judged in
     the picture's geometry, silently."""
@@ -522,7 +512,6 @@ def _finish(config: Config, ctx: _Ctx, path: Optional[Path], env: Mapping[str, s
                                  topdown=_check_topdown(config.topdown, ctx),
                                  mqtt=_check_mqtt(config, ctx, path, env),
                                  source=None if path is None else Path(os.path.abspath(path)))
-    _check_backend(config, ctx)
     if need_floor:
         _check_floor(config, ctx)
     return config

@@ -18,7 +18,6 @@ Install with :func:`install` (puts ``pycuda`` and ``pycuda.driver`` into ``sys.m
 from __future__ import annotations
 
 import ctypes
-import itertools
 import sys
 import threading
 import types
@@ -45,7 +44,7 @@ class _State:
         self.memory: Dict[int, bytearray] = {}  # device address -> bytes
         self.pinned: Dict[int, "PagelockedHostAllocation"] = {}
         self.streams: Dict[int, "Stream"] = {}
-        self.addresses = itertools.count(0x7F0000000000, 0x100000)
+        self.next_address = 0x7F0000000000  # allocations never overlap (each starts past the last one's end)
         self.calls: List[str] = []
         self.htod_sources: List[int] = []  # host address of every async copy to the device, in order
         self.objects: List[Tuple[weakref.ref, str, object]] = []  # TensorRT objects: (ref, kind, context)
@@ -174,7 +173,8 @@ class DeviceAllocation:
         _need_context("cuMemAlloc")
         if nbytes <= 0:
             raise LogicError("cuMemAlloc failed: invalid argument (size %d)" % nbytes)
-        self._address = next(STATE.addresses)
+        self._address = STATE.next_address
+        STATE.next_address += (int(nbytes) // 0x100000 + 2) * 0x100000  # 1 MiB-aligned, a gap after each
         self._context = STATE.stack[-1]
         STATE.memory[self._address] = bytearray(nbytes)
 
@@ -288,7 +288,8 @@ def memcpy_dtoh_async(dest: np.ndarray, src: object, stream: "Stream" = None) ->
 class Stream:
     def __init__(self, flags: int = 0) -> None:
         _need_context("cuStreamCreate")
-        self.handle = next(STATE.addresses)
+        self.handle = STATE.next_address
+        STATE.next_address += 0x100000
         STATE.streams[self.handle] = self
 
     def synchronize(self) -> None:

@@ -25,7 +25,8 @@ calibrator's ``get_batch``, ``read_calibration_cache`` or ``write_calibration_ca
 reaches the caller. Builders, networks, parsers, configs, profiles, timing caches, serialized
 engines, runtimes, engines and execution contexts are tracked by the pycuda double under the CUDA
 context current when they were made (see fake_pycuda.Context). Test instrumentation that is not
-TensorRT: ``deprecated_calls`` and ``builds`` (a :class:`Build` copy per build).
+TensorRT: ``deprecated_calls``, ``builds`` (a :class:`Build` copy per build) and ``calibration_batches``
+(every input of every calibration batch, as read from device memory).
 """
 from __future__ import annotations
 
@@ -183,6 +184,7 @@ def make_tensorrt(version: str = "8.6.1.6") -> types.ModuleType:
     trt.__version__ = version
     trt.deprecated_calls = []  # names of deprecated calls made (8.x)
     trt.builds = []  # a Build record (copies, not the live objects) of every build_serialized_network
+    trt.calibration_batches = []  # per calibration batch: {input name: the array read at get_batch's pointer}
     BuilderFlag = _builder_flags(major)
     NetworkDefinitionCreationFlag = _network_flags(major)
     tag = "".join(version.split(".")[:2]) + "01" if major < 10 else "%d%02d%02d" % tuple(
@@ -520,22 +522,36 @@ def make_tensorrt(version: str = "8.6.1.6") -> types.ModuleType:
                 text = bytes(cached).decode("ascii", "replace")
                 return {line.rsplit(": ", 1)[0]: 0.0 for line in text.splitlines()[1:] if line}
             names = [t.name for t in network._inputs]
-            shape = (config._calibration_profile._shapes[names[0]][1] if config._calibration_profile
-                     else network._inputs[0].shape)
+            calib = config._calibration_profile
+            shapes = {}
+            for t in network._inputs:
+                if calib is not None and t.name in calib._shapes:
+                    shapes[t.name] = calib._shapes[t.name][1]
+                elif -1 in t.shape:
+                    return self._fail("Calibration profile has no shape for dynamic input %s" % t.name)
+                else:
+                    shapes[t.name] = t.shape
             batch = _trampoline(calibrator.get_batch_size, "get_batch_size", -1)
-            if shape[0] != batch:
-                return self._fail("calibration batch size %d does not match the calibration shape %s" % (batch, shape))
-            peak, batches = 0.0, 0
+            for name in names:
+                if shapes[name][0] != batch:
+                    return self._fail("calibration batch size %d does not match the calibration shape %s of %s"
+                                      % (batch, shapes[name], name))
+            peaks, batches = {n: 0.0 for n in names}, 0
             while True:
+                # one device pointer per input, in the order of ``names`` (IInt8Calibrator::getBatch)
                 pointers = _trampoline(lambda: _pointers(calibrator.get_batch(names), len(names)), "get_batch", None)
                 if not pointers:
                     break
-                data = fake_pycuda.read_device(pointers[0], int(np.prod(shape)) * 4)
-                peak = max(peak, float(np.abs(np.frombuffer(data, np.float32)).max()))
+                read = {}
+                for name, pointer in zip(names, pointers):
+                    data = fake_pycuda.read_device(pointer, int(np.prod(shapes[name])) * 4)
+                    read[name] = np.frombuffer(data, np.float32).reshape(shapes[name]).copy()
+                    peaks[name] = max(peaks[name], float(np.abs(read[name]).max()))
+                trt.calibration_batches.append(read)
                 batches += 1
             if batches == 0:
                 return self._fail("Calibration failure occurred with no scaling factors detected.")
-            scales = {names[0]: peak / 127.0}
+            scales = {n: peaks[n] / 127.0 for n in names}
             for t in network._outputs:
                 scales[t.name] = 1.0 / 127.0
             lines = ["TRT-%s-%s" % (tag, _CACHE_ALGORITHM[calibrator.get_algorithm()])]

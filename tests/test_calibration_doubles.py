@@ -65,7 +65,7 @@ SHARED_ENUMS = {
     "CalibrationAlgoType": {"LEGACY_CALIBRATION": 0, "ENTROPY_CALIBRATION": 1, "ENTROPY_CALIBRATION_2": 2,
                             "MINMAX_CALIBRATION": 3},
 }
-TRT_INSTRUMENTATION = {"deprecated_calls", "builds"}  # the doubles' own, in no TensorRT
+TRT_INSTRUMENTATION = {"deprecated_calls", "builds", "calibration_batches"}  # the doubles' own, in no TensorRT
 
 PYCUDA = {  # pycuda.driver (2022.1 .. 2026.1)
     "module": {"Error", "LogicError", "init", "get_version", "get_driver_version", "Device", "Context",

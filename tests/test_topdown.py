@@ -352,29 +352,41 @@ def test_run_and_replay_of_one_clip_crop_alike(standin, tmp_path):
     assert "fall_detected" in [e["type"] for e in events("run-events.jsonl")]
 
 
-def test_calibrate_refuses_a_top_down_model_for_now(standin, tmp_path):
-    """fallwatch-calibrate would calibrate and verify whole frames, not crops: it stops with one line."""
+def test_calibrate_cuts_crops_around_the_seed_models_people(standin, tmp_path):
+    """fallwatch-calibrate, as a user runs it, on a top-down model: the seed model finds the people of the
+    shared images and their crops are calibrated (tests/test_calibration_families.py checks the results); with
+    the seed switched off it cannot find anybody to crop and says which setting to change (exit 2)."""
     import subprocess
     import sys
 
-    config = write_config(tmp_path, standin)
-    proc = subprocess.run([sys.executable, "-m", "calibration", "-c", str(config), "--images",
-                           str(shared_data("images"))], cwd=str(REPO), capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2
-    assert proc.stderr.strip() == ("fallwatch-calibrate: model.spec poseresnet-standin is a top_down model: "
-                                   "fallwatch-calibrate builds and verifies bottom_up models only so far (issue 18)")
+    def calibrate(config, out):
+        return subprocess.run([sys.executable, "-m", "calibration", "-c", str(config), "--backend", "onnxruntime",
+                               "--images", str(shared_data("images")), "--min-frames", "5", "--no-verify",
+                               "--no-progress", "--out", str(out)], cwd=str(REPO), capture_output=True, text=True,
+                              timeout=600)
+
+    (tmp_path / "off").mkdir()
+    proc = calibrate(write_config(tmp_path / "off", standin, seed=False), tmp_path / "off.onnx")
+    assert proc.returncode == 2 and not (tmp_path / "off.onnx").exists()
+    assert proc.stderr.strip().startswith("fallwatch-calibrate: model.spec poseresnet-standin is a top_down model: "
+                                          "its calibration crops are cut around the people the seed model finds, "
+                                          "and topdown.seed_spec is null"), proc.stderr
+    proc = calibrate(write_config(tmp_path, standin), tmp_path / "int8.onnx")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.splitlines() == [str(tmp_path / "int8.onnx")]
+    info = json.loads((tmp_path / "int8.onnx.json").read_text())
+    assert info["calibration_frames"] >= 20  # person crops of the 22 images (the crew photo has several)
 
 
-def test_tensorrt_with_a_top_down_model_is_refused_at_load(standin, tmp_path):
-    """TensorRT engines are built for bottom-up models only: a config asking for one with a top-down
-    spec fails at load, naming engine.backend, rather than when the daemon opens a missing engine."""
+def test_tensorrt_with_a_top_down_model_loads(standin, tmp_path):
+    """TensorRT runs top-down models now (tests/test_calibration_families.py runs one through the doubles):
+    a config asking for it loads."""
     config = write_config(tmp_path, standin)
     raw = yaml.safe_load(config.read_text())
     raw["engine"] = {"backend": "tensorrt"}
     config.write_text(yaml.safe_dump(raw))
-    with pytest.raises(Exception) as err:
-        load_config(config, env={})
-    assert "engine.backend" in str(err.value) and "top_down" in str(err.value), str(err.value)
+    loaded = load_config(config, env={})
+    assert loaded.engine.backend == "tensorrt" and load_spec(loaded.model.spec).family == "top_down"
 
 
 def test_evaluate_with_the_standin_spec_reports_the_fall_and_the_daily_activity(standin, tmp_path):

@@ -285,6 +285,15 @@ class TopDownPath:
         after the previous frame was tracked. Order of the crops: the seed's people, the detector's boxes
         that are nobody the seed found, the tracks' boxes (predicted to this frame) that overlap none of
         these finds (one that does widens the crop of a find with fewer parts instead); at most ``topdown.max_crops``."""
+        batch = self.crops(job)
+        if not len(batch):
+            return {}
+        return self._run(job, batch)
+
+    def crops(self, job: TopDownJob) -> np.ndarray:
+        """The first half of :meth:`infer`: the seed model and the person detector (when due) and the frame's
+        crops ``(M, ...)``, kept in ``job`` with their boxes, transforms and rotations; the top-down engine is
+        not run (``fallwatch-calibrate`` takes its calibration crops from here, with :meth:`extra_inputs`)."""
         image = job.frame.image
         size = (image.shape[1], image.shape[0])
         t = float(job.frame.t)
@@ -326,9 +335,12 @@ class TopDownPath:
         model = self.model
         batch, transforms = make_crops(image, model.spec, job.boxes, rotations, self.config.box_scale, model.light)
         job.transforms, job.rotations, job.batch = transforms, rotations, batch
-        if not len(batch):
-            return {}
-        return self._run(job, batch)
+        return batch
+
+    def extra_inputs(self, job: TopDownJob) -> Dict[str, np.ndarray]:
+        """The model's inputs besides the crops, one row per crop of ``job``: none for a top-down model
+        (a single_person_3d path has several)."""
+        return {}
 
     def _run(self, job: TopDownJob, batch: np.ndarray) -> Dict[str, np.ndarray]:
         """The engine call on the frame's crops (a single_person_3d path feeds more inputs)."""
