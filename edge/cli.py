@@ -243,13 +243,42 @@ def cmd_run(args: argparse.Namespace) -> int:
             sinks.close()
             print("fallwatch: %s" % exc, file=sys.stderr)
             return EXIT_FAIL
+    web = None
+    if config.web.enabled:
+        from edge.web.server import WebError, WebServer
+
+        try:
+            web = WebServer(config, next((s for s in sinks.sinks if hasattr(s, "snapshot_counters")), None)).start()
+        except WebError as exc:
+            sinks.close()
+            print("fallwatch: %s" % exc, file=sys.stderr)
+            return EXIT_FAIL
     source, camera = config.source, args.camera
 
     def reload_config():
         fresh = load_config(source)
         return _one_camera(fresh, camera) if camera else fresh
 
-    return serve(config, sinks, reload_config=reload_config, watchdog=Watchdog(Notifier()))
+    return serve(config, sinks, reload_config=reload_config, watchdog=Watchdog(Notifier()), web=web)
+
+
+def cmd_web_hash_password(args: argparse.Namespace) -> int:
+    import getpass
+
+    from edge.web.auth import hash_password
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password for the web page: ")
+        if password != getpass.getpass("Again: "):
+            print("fallwatch: the two passwords differ; nothing printed", file=sys.stderr)
+            return EXIT_USAGE
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        print("fallwatch: the password is empty; nothing printed", file=sys.stderr)
+        return EXIT_USAGE
+    print(hash_password(password))
+    return EXIT_OK
 
 
 def _one_camera(config, uri: str):
@@ -480,7 +509,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "and over MQTT when mqtt.enabled. A camera that fails or stalls is reopened with backoff "
                     "while the others go on. SIGTERM/SIGINT stop cleanly within 2 s; SIGHUP reloads the "
                     "configuration (cameras, tracker, daemon settings; the model when it changed; output "
-                    "files and MQTT stay as started). Figures are logged every daemon.stats_interval_s.",
+                    "files and MQTT stay as started). Figures are logged every daemon.stats_interval_s. With web.enabled, "
+                    "it also serves the setup and review page (live view, status, zone editor, alert review) "
+                    "on web.bind:web.port.",
         epilog="Exit status: 0 after a stop signal or when every camera ended (video files without loop), "
                "1 on a fatal error (the reason is logged), 2 bad configuration or usage.")
     p.add_argument("--events-out", metavar="FILE.jsonl", help="write events to this file instead of stdout")
@@ -497,6 +528,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "the configured cameras; it is named cam. A video file plays at its own frame rate, so a "
                         "slow machine skips frames (logged): `fallwatch replay FILE` processes every one")
     p.set_defaults(func=cmd_run)
+
+    web = sub.add_parser("web", help="the setup and review page served by `fallwatch run` (web: in the config)")
+    web_sub = _Sub(web.add_subparsers(dest="web_command", metavar="ACTION"))
+    web_sub.add_parser(
+        "hash-password", help="read a password (without echo, or the first line of standard input) and print "
+                              "its hash for web.password_hash",
+        description="Prints pbkdf2_sha256$<iterations>$<salt>$<key> (PBKDF2-SHA256, 200000 iterations, a random "
+                    "salt) for the password typed twice at the terminal, or read from the first line of standard "
+                    "input when it is not a terminal (e.g. `fallwatch web hash-password < pwfile`). Put the line "
+                    "in web.password_hash or in the file named by web.password_hash_file; the password itself is "
+                    "never stored or logged.",
+        epilog="Exit status: 0 printed, 2 empty or mismatched password.").set_defaults(func=cmd_web_hash_password)
 
     p = sub.add_parser(
         "replay", help="run the daemon's pipeline on a video file or a skeleton JSONL, as fast as possible",

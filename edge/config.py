@@ -41,6 +41,7 @@ from edge.settings import (ConfigError, Section, expected, fields_of, is_section
 from edge.track import TrackerConfig
 from edge.inference.views import ViewsConfig
 from edge.inference.topdown import TopDownConfig
+from edge.web.options import WebConfig, resolve_web
 
 
 SYSTEM_CONFIG = Path("/etc/fallwatch/config.yaml")
@@ -263,6 +264,7 @@ class Config(Section):
     views: ViewsConfig = section(ViewsConfig, "rotated views for people lying on the floor")
     topdown: TopDownConfig = section(TopDownConfig, "top-down models (model.spec of family top_down): person crops")
     fall: FallConfig = section(FallConfig, "fall detection thresholds")
+    web: WebConfig = section(WebConfig, "the setup and review page (fallwatch run)")
     # Not a key: the absolute path of the file loaded, None for the built-in defaults.
     source: Optional[Path] = field(default=None, compare=False, metadata=dict(internal=True))
 
@@ -472,6 +474,13 @@ def _check_mqtt(config: Config, ctx: _Ctx, path: Optional[Path], env: Mapping[st
                                client_id=mqtt.client_id or "fallwatch-" + config.device_id)
 
 
+def _check_web(config: Config, ctx: _Ctx, env: Mapping[str, str]) -> WebConfig:
+    try:
+        return resolve_web(config.web, env)
+    except ConfigError as exc:
+        _fail(ctx, exc.key or "web", exc.reason)
+
+
 def _check_backend(config: Config, ctx: _Ctx) -> None:
     """TensorRT engines are built for bottom-up models only (``fallwatch-calibrate`` refuses the others)."""
     if config.engine.backend != "tensorrt":
@@ -494,7 +503,7 @@ def _finish(config: Config, ctx: _Ctx, path: Optional[Path], env: Mapping[str, s
         cameras.append(dataclasses.replace(cam, uri=str(_resolve(ctx, cam.uri))) if is_file else cam)
     config = dataclasses.replace(config, cameras=tuple(cameras), model=_check_model(config.model, ctx),
                                  topdown=_check_topdown(config.topdown, ctx),
-                                 mqtt=_check_mqtt(config, ctx, path, env),
+                                 mqtt=_check_mqtt(config, ctx, path, env), web=_check_web(config, ctx, env),
                                  source=None if path is None else Path(os.path.abspath(path)))
     _check_backend(config, ctx)
     return config
