@@ -155,6 +155,75 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _polygon_text(polygon) -> str:
+    return " ".join("%s,%s" % (float(x), float(y)) for x, y in polygon)
+
+
+def _print_zones(path: Path, by_camera: dict) -> None:
+    for name, zones in by_camera.items():
+        print("%s: %d zone%s" % (name, len(zones), "" if len(zones) == 1 else "s"))
+        for zone in zones:
+            print("  %-6s %s" % (zone["kind"], _polygon_text(zone["polygon"])))
+
+
+def cmd_zones_show(args: argparse.Namespace) -> int:
+    from edge.config import find_config
+    from edge.configedit import camera_zones
+
+    path = find_config(args.config)
+    by_camera = camera_zones(path)
+    if args.camera is not None:
+        if args.camera not in by_camera:
+            print("fallwatch: %s: no camera named %r; the cameras there are: %s"
+                  % (path, args.camera, ", ".join(by_camera)), file=sys.stderr)
+            return EXIT_USAGE
+        by_camera = {args.camera: by_camera[args.camera]}
+    if args.json:
+        print(json.dumps(by_camera))
+    else:
+        print("# %s" % path)
+        _print_zones(path, by_camera)
+    return EXIT_OK
+
+
+class _ZoneArg(argparse.Action):
+    """--ignore / --floor "x,y x,y x,y": appended, in command-line order, to args.zones."""
+
+    def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[override]
+        points = []
+        for pair in str(values).split():
+            xy = pair.split(",")
+            try:
+                if len(xy) != 2:
+                    raise ValueError
+                points.append([float(xy[0]), float(xy[1])])
+            except ValueError:
+                parser.error("%s %r: %r is not a corner x,y (two numbers, fractions of the frame from 0 to 1, "
+                             "corners separated by spaces, e.g. \"0.1,0.5 0.4,0.5 0.4,0.9\")"
+                             % (option_string, values, pair))
+        zones = list(getattr(namespace, "zones", None) or [])
+        zones.append({"kind": self.dest, "polygon": points})
+        namespace.zones = zones
+
+
+def cmd_zones_set(args: argparse.Namespace) -> int:
+    from edge.config import find_config
+    from edge.configedit import camera_zones, save_zones
+
+    zones = getattr(args, "zones", None) or []
+    if args.clear == bool(zones):
+        print("fallwatch: zones set: give --ignore and/or --floor polygons, or --clear (not both) to remove every "
+              "zone of %s" % args.camera, file=sys.stderr)
+        return EXIT_USAGE
+    path = find_config(args.config)
+    save_zones(path, args.camera, zones)
+    print("wrote %s:" % path)
+    _print_zones(path, {args.camera: camera_zones(path)[args.camera]})
+    print("apply it: sudo systemctl reload fallwatch (the service), or kill -HUP <pid> of a `fallwatch run`; "
+          "the daemon reads the file again and keeps running as it was if the file is not valid (see its log)")
+    return EXIT_OK
+
+
 def cmd_mqtt_test(args: argparse.Namespace) -> int:
     from edge.health.checks import any_failed
     from edge.alerts.probe import format_report, run_checks
@@ -463,6 +532,39 @@ def build_parser() -> argparse.ArgumentParser:
                         ).set_defaults(func=cmd_config_check)
     conf_sub.add_parser("show", help="print the effective configuration, secrets hidden"
                         ).set_defaults(func=cmd_config_show)
+
+    zones = sub.add_parser(
+        "zones", help="show or set a camera's ignore and floor zones (what the web page's zone editor does)",
+        description="Zones are polygons over a camera's picture, corners x,y as fractions of the frame (0..1, "
+                    "x to the right, y down), judged at the person's hips: ignore = no fall alerts for people "
+                    "lying there (a bed, a sofa); floor = once any floor zone exists, alerts only inside floor "
+                    "zones. They live under cameras[].zones in the config file.")
+    zones_sub = _Sub(zones.add_subparsers(dest="zones_command", metavar="ACTION"))
+    p = zones_sub.add_parser("show", help="print each camera's zones",
+                             description="Prints each camera's zones, one line per zone: its kind and its "
+                                         "corners in the form `zones set` takes.")
+    p.add_argument("--camera", metavar="NAME", help="only this camera")
+    p.add_argument("--json", action="store_true",
+                   help='print {"camera": [{"kind": ..., "polygon": [[x, y], ...]}]} as JSON')
+    p.set_defaults(func=cmd_zones_show)
+    p = zones_sub.add_parser(
+        "set", help="replace a camera's zones in the config file (comments and everything else kept)",
+        description="Replaces every zone of CAMERA with the polygons given, in their order, in the config file: "
+                    "only that camera's zones: value changes, the rest of the file (comments included) stays "
+                    "byte for byte, and its mode and owner are kept. The result is validated as `fallwatch config "
+                    "check` does before anything is written: a polygon with fewer than 3 corners or a corner "
+                    "outside 0..1 is refused with the reason (exit status 2) and the file is left as it was. The "
+                    "file is replaced atomically (a temporary file beside it, then a rename). Coordinates are "
+                    "rounded to 4 decimals. A running daemon applies the change on reload (SIGHUP).",
+        epilog='Example: fallwatch zones set room1 --ignore "0.05,0.55 0.45,0.55 0.45,0.95 0.05,0.95". '
+               "Exit status: 0 written, 2 refused (nothing written; the reason is printed).")
+    p.add_argument("camera", metavar="CAMERA", help="the camera's name (cameras[].name)")
+    p.add_argument("--ignore", dest="ignore", action=_ZoneArg, metavar='"X,Y X,Y X,Y ..."',
+                   help="an ignore polygon (a bed, a sofa): its corners x,y separated by spaces; repeatable")
+    p.add_argument("--floor", dest="floor", action=_ZoneArg, metavar='"X,Y X,Y X,Y ..."',
+                   help="a floor polygon (alerts only inside floor zones once there is one); repeatable")
+    p.add_argument("--clear", action="store_true", help="remove every zone of CAMERA")
+    p.set_defaults(func=cmd_zones_set)
 
     p = sub.add_parser(
         "mqtt-test", help="connect to the MQTT broker step by step and say exactly what fails",
