@@ -140,9 +140,12 @@ class WebServer:
 
     def cameras(self) -> List[Dict[str, Any]]:
         running = self.running_config()
-        in_file = self._zones_in_file()
+        try:
+            in_file, error = self._zones_in_file(), None
+        except ConfigError as exc:  # the file changed under the daemon and is invalid now
+            in_file, error = None, str(exc)
         return [{"name": cam.name, "zones": in_file.get(cam.name, []) if in_file is not None else None,
-                 "zones_in_force": [z.to_dict() for z in cam.zones]} for cam in running.cameras]
+                 "zones_error": error, "zones_in_force": [z.to_dict() for z in cam.zones]} for cam in running.cameras]
 
     def _zones_in_file(self) -> Optional[Dict[str, List[Dict[str, Any]]]]:
         if self.config.source is None:
@@ -183,11 +186,6 @@ class WebServer:
         """Validate and write the camera's zones, then reload; raises ConfigError (nothing written)."""
         from edge.configedit import save_zones
 
-        if self.config.source is None:
-            raise ConfigError("no configuration file: the daemon runs on the built-in defaults; start it with "
-                              "--config FILE to edit zones here")
-        if camera not in {c.name for c in self.running_config().cameras}:
-            raise ConfigError("no camera named %r in %s" % (camera, self.config.source))
         with self._save_lock:
             save_zones(self.config.source, camera, zones)
             log.info("web: zones of camera %s saved to %s (%d zone(s)); reloading", camera, self.config.source,

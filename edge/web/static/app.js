@@ -90,22 +90,23 @@ function showStatus() {
     try { s = await api("/api/status"); } catch (e) { body.textContent = e.message; return; }
     body.textContent = "";
     if (!s.running) { body.append("The pipeline is not running (starting or reloading)."); return; }
-    body.append(el("h3", {}, "Daemon"), kv([["frames per second", s.fps_processed], ["frames processed", s.frames_processed],
+    const card = (title, ...content) => body.append(el("div", { class: "card" }, el("h3", {}, title), ...content));
+    card("Daemon", kv([["frames per second", s.fps_processed], ["frames processed", s.frames_processed],
       ["people seen", s.people_seen], ["events", s.events], ["frame errors", s.frame_errors],
       ["uptime, s", s.uptime_s], ["memory, MB", s.rss_mb], ["configuration reloads", s.config_generation - 1]]));
     const stages = el("table", { id: "status-stages" }, el("tr", {}, el("th", {}, "stage"), el("th", {}, "median ms"), el("th", {}, "p90 ms")));
     for (const [name, st] of Object.entries(s.stages)) stages.append(el("tr", {}, el("td", {}, name), el("td", {}, st.median_ms), el("td", {}, st.p90_ms)));
-    body.append(el("h3", {}, "Stage times"), stages);
+    card("Stage times", stages);
     const cams = el("table", { id: "status-cameras" }, el("tr", {}, ...["camera", "state", "fps", "frames", "dropped", "reconnects", "tracks", "zones in force", "last error"].map(h => el("th", {}, h))));
     for (const [name, c] of Object.entries(s.cameras)) {
       const zones = (s.zones_in_force[name] || []).map(z => z.kind + " (" + z.polygon.length + " corners)").join(", ") || "none";
       cams.append(el("tr", {}, ...[name, c.state, c.fps_processed, c.frames_processed, c.dropped, c.reconnects, c.tracks, zones, c.last_error || ""].map(v => el("td", {}, v))));
     }
-    body.append(el("h3", {}, "Cameras"), cams);
-    if (s.mqtt) body.append(el("h3", {}, "MQTT"), kv([["connected", s.mqtt.connected ? "yes" : "no"], ["outbox backlog", s.mqtt.outbox_depth],
+    card("Cameras", cams);
+    if (s.mqtt) card("MQTT", kv([["connected", s.mqtt.connected ? "yes" : "no"], ["outbox backlog", s.mqtt.outbox_depth],
       ["outbox state", s.mqtt.outbox_state], ["events published", s.mqtt.events_published], ["connects", s.mqtt.connects]]));
-    else body.append(el("h3", {}, "MQTT"), el("p", {}, "off (mqtt.enabled: false)"));
-    if (s.jetson) body.append(el("h3", {}, "Jetson"), el("pre", {}, JSON.stringify(s.jetson, null, 1)));
+    else card("MQTT", el("p", {}, "off (mqtt.enabled: false)"));
+    if (s.jetson) card("Jetson", el("pre", {}, JSON.stringify(s.jetson, null, 1)));
   });
 }
 
