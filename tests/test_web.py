@@ -413,3 +413,51 @@ def test_config_check_refuses_a_page_off_loopback_without_authentication(tmp_pat
     assert run_cli("--config", str(config), "config", "check", env={"FALLWATCH_WEB_TOKEN": ""}).returncode == 0
     shown = run_cli("--config", str(config), "config", "show", env={"FALLWATCH_WEB_TOKEN": ""}).stdout
     assert hashed not in shown and "password_hash: '***'" in shown
+
+
+def test_a_token_from_the_environment_opens_the_page_and_nothing_else_does(tmp_path):
+    """The page's server on a real socket (no daemon behind it: the status says so) with a token from
+    the environment variable named by web.token_env: Bearer and Basic with the token pass; others 401."""
+    from edge.config import load_config
+    from edge.web.server import WebServer
+
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text("web:\n  enabled: true\n  bind: 127.0.0.1\n  port: %d\n  token_env: PAGE_TOKEN\n"
+                           % free_port(), encoding="utf-8")
+    token = "a-token-of-32-characters-0123456"
+    config = load_config(config_file, env={"PAGE_TOKEN": token})
+    assert token not in repr(config) and token not in json.dumps(config.to_dict(redact=False))
+    web = WebServer(config).start()
+    try:
+        def get(headers):
+            req = urllib.request.Request("http://127.0.0.1:%d/api/status" % web.port, headers=headers)
+            try:
+                with urllib.request.urlopen(req, timeout=30) as response:
+                    return response.status, json.loads(response.read())
+            except urllib.error.HTTPError as exc:
+                return exc.code, None
+
+        basic = "Basic " + base64.b64encode(("admin:" + token).encode()).decode()
+        assert get({"Authorization": "Bearer " + token}) == (200, {"type": "stats", "running": False})
+        assert get({"Authorization": basic})[0] == 200
+        for wrong in ({}, {"Authorization": "Bearer " + token[:-1]}, {"Authorization": "Bearer"},
+                      {"Authorization": "Basic " + base64.b64encode(("root:" + token).encode()).decode()},
+                      {"Authorization": "Basic !!"}):
+            assert get(wrong)[0] == 401, wrong
+    finally:
+        web.stop()
+    from edge.settings import ConfigError
+
+    with pytest.raises(ConfigError, match=r"web\.token_env: the token is 5 characters long; use at least 16"):
+        load_config(config_file, env={"PAGE_TOKEN": "short"})
+
+
+def test_sigterm_stops_the_daemon_and_its_page(site):
+    """Last: the daemon of this module stops on SIGTERM with status 0, its page with it."""
+    site.proc.send_signal(signal.SIGTERM)
+    assert site.proc.wait(60) == 0, site.log_text()[-2000:]
+    log = site.log_text()
+    assert "web page stopped" in log and "stopped (SIGTERM)" in log
+    assert log.index("web page stopped") < log.index("stopped (SIGTERM)")
+    with pytest.raises(OSError):
+        site.request("/api/cameras")
