@@ -302,6 +302,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     except OSError as exc:
         print("fallwatch: %s" % exc, file=sys.stderr)
         return EXIT_FAIL
+    if config.review.enabled:
+        from edge.review.recorder import ReviewRecorder
+
+        try:
+            sinks.add(ReviewRecorder(config))
+        except OSError as exc:
+            sinks.close()
+            print("fallwatch: review: cannot use %s: %s" % (config.paths.state_dir, exc), file=sys.stderr)
+            return EXIT_FAIL
     if config.mqtt.enabled:
         from edge.alerts.publisher import MqttSink
         from edge.alerts.outbox import OutboxError
@@ -675,6 +684,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skeleton JSONL: stop with an error at the first line that cannot be read, instead of "
                         "skipping it")
     p.set_defaults(func=cmd_replay)
+
+    from edge.review.command import add_commands
+
+    add_commands(sub, _Sub)
     return parser
 
 

@@ -42,6 +42,7 @@ from edge.track import TrackerConfig
 from edge.inference.views import ViewsConfig
 from edge.inference.topdown import TopDownConfig
 from edge.web.options import WebConfig, resolve_web
+from edge.review.settings import ReviewConfig
 
 
 SYSTEM_CONFIG = Path("/etc/fallwatch/config.yaml")
@@ -260,6 +261,7 @@ class Config(Section):
     cameras: Tuple[CameraConfig, ...] = section(lambda: (CameraConfig(),), "the cameras")
     mqtt: MqttConfig = section(MqttConfig, "the MQTT connection")
     daemon: DaemonConfig = section(DaemonConfig, "the daemon (fallwatch run)")
+    review: ReviewConfig = section(ReviewConfig, "alert review: a skeleton clip of every fall, and the site dataset")
     tracker: TrackerConfig = section(TrackerConfig, "the person tracker")
     views: ViewsConfig = section(ViewsConfig, "rotated views for people lying on the floor")
     topdown: TopDownConfig = section(TopDownConfig, "top-down models (model.spec of family top_down): person crops")
