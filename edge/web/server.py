@@ -12,7 +12,7 @@ config check demands off loopback; unauthenticated requests get 401 and nothing 
     GET  /api/status                    the daemon's stats message (fps, stages, cameras, mqtt, jetson)
     POST /api/zones/<camera>            {"zones": [{"kind", "polygon"}]} -> edge.configedit.save_zones,
                                         then the SIGHUP reload; 400 with the validator's message
-    GET  /api/events                    recent events (edge.review.list_events)
+    GET  /api/events                    recent events, newest first (edge.review.list_events)
     GET  /api/events/<id>/snapshot.jpg  the event's skeleton snapshot, /timeline.png its timeline
     POST /api/events/<id>/label         {"label": "fall" | "adl"} -> edge.review.label_event
 
@@ -26,6 +26,7 @@ import json
 import logging
 import mimetypes
 import re
+import shutil
 import ssl
 import tempfile
 import threading
@@ -54,7 +55,7 @@ class WebError(Exception):
 
 class WebServer:
     """The page's server. ``config``: the loaded configuration (its ``web`` section, ``source`` the
-    file zones are saved to, ``paths.state_dir`` and ``review`` for the events); ``mqtt``: the MQTT
+    file zones are saved to, ``paths.state_dir`` and ``review.site_dir`` for the events); ``mqtt``: the MQTT
     sink or None (its counters join the status). :meth:`start` binds (raises WebError) and serves
     in a daemon thread; :meth:`stop` ends it within a fraction of a second."""
 
@@ -70,6 +71,7 @@ class WebServer:
         self._changed = threading.Condition()
         self._reloader: Optional[Callable[[], Any]] = None
         self._save_lock = threading.Lock()
+        self._plot_lock = threading.Lock()
         self._previous: Optional[Tuple[float, Dict[str, int]]] = None
         self._thread: Optional[threading.Thread] = None
         self._httpd: Optional[ThreadingHTTPServer] = None
@@ -119,6 +121,7 @@ class WebServer:
             self._httpd.shutdown()
             self._httpd.server_close()
             self._httpd = None
+        shutil.rmtree(str(self._scratch), ignore_errors=True)
         log.info("web page stopped")
 
     def attach(self, daemon: Any) -> None:
@@ -213,7 +216,9 @@ class WebServer:
         return Path(self.running_config().paths.state_dir)
 
     def site_dir(self) -> Path:
-        return Path(self.running_config().review.site_dir)
+        from edge.review import site_dir_of
+
+        return site_dir_of(self.running_config())
 
     def events(self) -> List[Dict[str, Any]]:
         from edge.review import list_events
@@ -221,15 +226,19 @@ class WebServer:
         return list_events(self.state_dir())
 
     def event_file(self, event_id: str, name: str) -> Optional[Path]:
+        """The event's snapshot.jpg, or its timeline PNG (drawn once per event and label, with the
+        running configuration's thresholds); raises edge.review.ReviewError for an unknown event."""
+        from edge.review.store import SNAPSHOT, event_folder, read_label
         from edge.review import timeline_png
 
-        folder = self.state_dir() / "review" / "events" / event_id
+        folder = event_folder(self.state_dir(), event_id)
         if name == "snapshot.jpg":
-            path = folder / "snapshot.jpg"
+            path = folder / SNAPSHOT
             return path if path.is_file() else None
-        out = self._scratch / ("%s-timeline.png" % event_id)
-        if not out.is_file():
-            timeline_png(self.state_dir(), event_id, out)
+        out = self._scratch / ("%s-%s-timeline.png" % (event_id, read_label(folder) or "none"))
+        with self._plot_lock:  # matplotlib is not thread-safe, and one drawing per event is enough
+            if not out.is_file():
+                timeline_png(self.state_dir(), event_id, out, self.running_config())
         return out
 
     def label(self, event_id: str, label: str) -> Dict[str, Any]:
@@ -374,7 +383,12 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(200, {"events": app.events()}, headers)
         m = re.fullmatch(r"/api/events/(%s)/(snapshot\.jpg|timeline\.png)" % _NAME, path)
         if m:
-            file = app.event_file(m.group(1), m.group(2))
+            from edge.review import ReviewError
+
+            try:
+                file = app.event_file(m.group(1), m.group(2))
+            except ReviewError as exc:
+                return self._error(404, str(exc))
             if file is None or not file.is_file():
                 return self._error(404, "event %s has no %s" % (m.group(1), m.group(2)))
             return self._file(file, headers)
@@ -401,10 +415,12 @@ class _Handler(BaseHTTPRequestHandler):
             label = body.get("label") if isinstance(body, dict) else None
             if label not in ("fall", "adl"):
                 return self._error(400, 'expected {"label": "fall"} (a real fall) or {"label": "adl"} (a false alarm)')
+            from edge.review import ReviewError
+
             try:
                 result = app.label(m.group(1), label)
-            except (KeyError, FileNotFoundError) as exc:
-                return self._error(404, "no event %s: %s" % (m.group(1), exc))
+            except ReviewError as exc:
+                return self._error(404 if str(exc).startswith("no event") else 400, str(exc))
             return self._json(200, result, headers)
         self._error(404, "no such action: %s" % path)
 

@@ -227,7 +227,7 @@ async function loadEvents() {
   try { data = await api("/api/events"); } catch (e) { box.textContent = e.message; return; }
   const known = new Set(data.events.map(e => e.id));
   box.querySelectorAll(".event").forEach(n => { if (!known.has(n.dataset.id)) n.remove(); });
-  for (const ev of data.events) {
+  for (const ev of data.events.slice().reverse()) {  // newest first: each new one goes on top
     let node = box.querySelector('.event[data-id="' + CSS.escape(ev.id) + '"]');
     if (!node) {
       const base = "/api/events/" + encodeURIComponent(ev.id);
