@@ -15,7 +15,9 @@ frames that went through in ``--per-round`` frames' time after the first one:
   every picture is drawn in the server's thread.
 
 Reports frames per second of each round, the ratio on/off as the ratio of medians and of totals,
-the pictures the client got and their median time, and the load average before and after.
+the pictures the client got in 20 s and their median time (a picture and its people list), the
+median time to draw and encode one picture of 640 px (not cached) in each background mode, and the
+load average before and after.
 
 Example (figures in BENCHMARKS.md, section "Web page"):
 
@@ -134,6 +136,19 @@ def main() -> int:
                               str(args.poll_fps), "20"], stdout=subprocess.PIPE, text=True)
     run_round(config, model, web, max(5, args.per_round // 2), args.poll_fps)
     got, median_s = probe.communicate(timeout=120)[0].split()
+    # what one picture costs the page's thread when it is not cached: drawn and encoded from the
+    # newest frame record, in each background mode
+    from edge.alerts.snapshot import render_snapshot
+
+    record = web.live.latest("room")[0]
+    render_ms = {}
+    for mode in ("blank", "blur", "video"):
+        took = []
+        for _ in range(20):
+            t0 = time.perf_counter()
+            render_snapshot(record, mode, 640, 12.0, 80)
+            took.append(time.perf_counter() - t0)
+        render_ms[mode] = round(statistics.median(took) * 1000, 2)
     web.stop()
     model.close()
     load_after = os.getloadavg()
@@ -143,6 +158,7 @@ def main() -> int:
         "fps_off_median": round(off, 3), "fps_on_median": round(on, 3), "ratio_of_medians": round(on / off, 3),
         "ratio_of_totals": round((frames["on"] / seconds["on"]) / (frames["off"] / seconds["off"]), 3),
         "client_requests_20s": int(got), "client_median_ms": round(float(median_s) * 1000, 1),
+        "render_ms_median": render_ms,
         "loadavg_before": [round(v, 2) for v in load_before], "loadavg_after": [round(v, 2) for v in load_after]}
     print(json.dumps(summary, indent=1))
     return 0

@@ -28,6 +28,7 @@ import mimetypes
 import re
 import shutil
 import ssl
+import sys
 import tempfile
 import threading
 import time
@@ -97,7 +98,9 @@ class WebServer:
             except (OSError, ssl.SSLError) as exc:
                 httpd.server_close()
                 raise WebError("web.tls: cannot load the certificate or key: %s" % exc) from None
-            httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+            # the handshake happens in the request's own thread (_Handler.setup), never in the accepting one:
+            # a client that stalls it cannot hold up the others or the stop
+            httpd.socket = context.wrap_socket(httpd.socket, server_side=True, do_handshake_on_connect=False)
         httpd.app = self
         self._httpd = httpd
         self._thread = threading.Thread(target=httpd.serve_forever, kwargs=dict(poll_interval=0.1),
@@ -254,6 +257,10 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     app: WebServer
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A connection that failed (a TLS handshake refused, a client gone): a debug line, not a traceback."""
+        log.debug("web: connection from %s failed: %s", client_address[0], sys.exc_info()[1])
+
 
 def _json_bytes(obj: Any) -> bytes:
     return json.dumps(obj, allow_nan=False, default=str).encode("utf-8")
@@ -265,6 +272,11 @@ class _Handler(BaseHTTPRequestHandler):
     sys_version = ""
     protocol_version = "HTTP/1.1"
     timeout = 30
+
+    def setup(self) -> None:
+        super().setup()
+        if isinstance(self.connection, ssl.SSLSocket):
+            self.connection.do_handshake()  # within self.timeout (set on the socket by super().setup())
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base class's name)
         log.debug("web: %s %s", self.address_string(), format % args)
