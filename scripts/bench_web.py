@@ -14,7 +14,8 @@ frames that went through in ``--per-round`` frames' time after the first one:
   ``/api/live/<camera>.jpg`` and ``/api/live/<camera>/people`` ``--poll-fps`` times a second;
   every picture is drawn in the server's thread.
 
-Reports frames per second of each round, the ratio on/off as the ratio of medians and of totals,
+Reports frames per second of each round, the ratio on/off as the ratio of medians, of totals and
+the median of each round's on/off ratio (the two halves of a round run back to back),
 the pictures the client got in 20 s and their median time (a picture and its people list), the
 median time to draw and encode one picture of 640 px (not cached) in each background mode, and the
 load average before and after.
@@ -157,6 +158,7 @@ def main() -> int:
         "video": args.video, "rounds": args.rounds, "per_round": args.per_round, "poll_fps": args.poll_fps,
         "fps_off_median": round(off, 3), "fps_on_median": round(on, 3), "ratio_of_medians": round(on / off, 3),
         "ratio_of_totals": round((frames["on"] / seconds["on"]) / (frames["off"] / seconds["off"]), 3),
+        "ratio_median_of_rounds": round(statistics.median(a / b for a, b in zip(results["on"], results["off"])), 3),
         "client_requests_20s": int(got), "client_median_ms": round(float(median_s) * 1000, 1),
         "render_ms_median": render_ms,
         "loadavg_before": [round(v, 2) for v in load_before], "loadavg_after": [round(v, 2) for v in load_after]}

@@ -340,6 +340,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             self._get(self.path.split("?", 1)[0], headers)
+        except (BrokenPipeError, ConnectionResetError) as exc:  # the browser went away mid-answer
+            log.debug("web: GET %s: the client left (%s)", self.path.split("?", 1)[0], exc)
         except Exception as exc:  # a bug or a missing file: answer, log, keep serving
             log.exception("web: GET %s failed", self.path.split("?", 1)[0])
             self._error(HTTPStatus.INTERNAL_SERVER_ERROR, "%s: %s" % (type(exc).__name__, exc))
@@ -354,6 +356,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             self._post(self.path.split("?", 1)[0], headers)
+        except (BrokenPipeError, ConnectionResetError) as exc:  # the browser went away mid-answer
+            log.debug("web: POST %s: the client left (%s)", self.path.split("?", 1)[0], exc)
         except Exception as exc:
             log.exception("web: POST %s failed", self.path.split("?", 1)[0])
             self._error(HTTPStatus.INTERNAL_SERVER_ERROR, "%s: %s" % (type(exc).__name__, exc))
