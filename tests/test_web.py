@@ -251,7 +251,8 @@ def test_status_page_shows_the_daemons_stats_with_mqtt_connected(site, browser):
     wait_for(browser, lambda d: "connected\nyes" in d.find_element(By.ID, "status-body").text
              or "connected yes" in d.find_element(By.ID, "status-body").text, what="MQTT connected")
     text = browser.find_element(By.ID, "status-body").text
-    assert "outbox backlog" in text and "streaming" in text
+    assert "outbox backlog" in text and "streaming" in text and "events acknowledged" in text
+    assert "undefined" not in text and "NaN" not in text  # every figure shown is one the daemon gives
     status = site.json("/api/status")
     assert status["mqtt"]["connected"] is True and status["cameras"]["room"]["state"] == "streaming"
     assert {"preprocess", "engine", "parse", "track"} <= set(status["stages"])
@@ -369,6 +370,11 @@ def test_an_alert_is_marked_false_alarm_and_lands_in_the_site_dataset_that_evalu
     assert clip.is_file() and clip.suffix == ".jsonl"
     records = [json.loads(line) for line in clip.read_text().splitlines() if line.strip()]
     assert records and all(r["camera"] == "room" and "people" in r for r in records)
+
+    status, _, body = site.request("/api/events/no-such-event/label", {"label": "adl"})
+    assert status == 404 and "no event 'no-such-event'" in json.loads(body)["error"]
+    status, _, body = site.request("/api/events/%s/label" % event_id, {"label": "maybe"})
+    assert status == 400 and "expected" in json.loads(body)["error"]
 
     report = run_cli("--config", str(site.config), "evaluate", str(site_dir), "--cache", str(site.folder / "cache"),
                      env={"FALLWATCH_MQTT_PASSWORD": "unused"})

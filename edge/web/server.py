@@ -54,6 +54,10 @@ class WebError(Exception):
     """The page cannot be served (the address is taken, the certificate cannot be loaded)."""
 
 
+class NoEvent(Exception):
+    """The review has no event of that id (the message says where it looked)."""
+
+
 class WebServer:
     """The page's server. ``config``: the loaded configuration (its ``web`` section, ``source`` the
     file zones are saved to, ``paths.state_dir`` and ``review.site_dir`` for the events); ``mqtt``: the MQTT
@@ -245,8 +249,15 @@ class WebServer:
         return out
 
     def label(self, event_id: str, label: str) -> Dict[str, Any]:
-        from edge.review import label_event
+        """Label the event (edge.review.label_event); raises edge.review.ReviewError (the site dataset
+        cannot be written, ...) and :class:`NoEvent` for an unknown event."""
+        from edge.review import ReviewError, label_event
+        from edge.review.store import event_folder
 
+        try:
+            event_folder(self.state_dir(), event_id)
+        except ReviewError as exc:
+            raise NoEvent(str(exc)) from None
         path = label_event(self.state_dir(), self.site_dir(), event_id, label)
         log.info("web: event %s labelled %s: %s", event_id, label, path)
         return {"ok": True, "path": str(path), "label": label}
@@ -435,8 +446,10 @@ class _Handler(BaseHTTPRequestHandler):
 
             try:
                 result = app.label(m.group(1), label)
+            except NoEvent as exc:
+                return self._error(404, str(exc))
             except ReviewError as exc:
-                return self._error(404 if str(exc).startswith("no event") else 400, str(exc))
+                return self._error(400, str(exc))
             return self._json(200, result, headers)
         self._error(404, "no such action: %s" % path)
 

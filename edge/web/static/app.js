@@ -104,7 +104,8 @@ function showStatus() {
     }
     card("Cameras", cams);
     if (s.mqtt) card("MQTT", kv([["connected", s.mqtt.connected ? "yes" : "no"], ["outbox backlog", s.mqtt.outbox_depth],
-      ["outbox state", s.mqtt.outbox_state], ["events published", s.mqtt.events_published], ["connects", s.mqtt.connects]]));
+      ["outbox state", s.mqtt.outbox_state], ["events emitted", s.mqtt.events_emitted],
+      ["events acknowledged", s.mqtt.events_acked], ["connects", s.mqtt.connects], ["disconnects", s.mqtt.disconnects]]));
     else card("MQTT", el("p", {}, "off (mqtt.enabled: false)"));
     if (s.jetson) card("Jetson", el("pre", {}, JSON.stringify(s.jetson, null, 1)));
   });
