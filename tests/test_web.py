@@ -382,6 +382,43 @@ def test_an_alert_is_marked_false_alarm_and_lands_in_the_site_dataset_that_evalu
     assert rows[0]["file"] in report.stdout, report.stdout
 
 
+def test_a_zone_is_moved_and_deleted_with_the_mouse(site, browser):
+    """After the review (each save restarts the clip): drag a corner of the saved zone, save; select
+    it, delete it, save: the file and the running daemon follow."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    canvas = _zone_page(site, browser)
+    wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#zone-list li"), what="the saved zone listed")
+    size = canvas.size
+
+    def at(fx, fy):
+        return int(round((fx - 0.5) * size["width"])), int(round((fy - 0.5) * size["height"]))
+
+    def save_and_wait():
+        browser.find_element(By.ID, "zone-save").click()
+        wait_for(browser, lambda d: "in force" in d.find_element(By.ID, "zone-message").text
+                 or "refused" in d.find_element(By.ID, "zone-message").text, 90, "the save's answer")
+        assert "saved and in force" in browser.find_element(By.ID, "zone-message").text
+
+    ActionChains(browser).move_to_element_with_offset(canvas, *at(0.175, 0.15)).click().perform()  # select
+    ActionChains(browser).move_to_element_with_offset(canvas, *at(0.30, 0.25)).click_and_hold() \
+        .move_by_offset(int(0.10 * size["width"]), int(0.10 * size["height"])).release().perform()
+    save_and_wait()
+    polygon = yaml.safe_load(site.config.read_text())["cameras"][0]["zones"][0]["polygon"]
+    assert polygon[0] == pytest.approx([0.05, 0.05], abs=0.005) and polygon[1] == pytest.approx([0.30, 0.05], abs=0.005)
+    assert polygon[2] == pytest.approx([0.40, 0.35], abs=0.005), polygon
+    assert site.json("/api/status")["zones_in_force"]["room"][0]["polygon"] == polygon
+
+    ActionChains(browser).move_to_element_with_offset(canvas, *at(0.10, 0.10)).click().perform()
+    browser.find_element(By.ID, "zone-delete").click()
+    assert not browser.find_elements(By.CSS_SELECTOR, "#zone-list li")
+    save_and_wait()
+    assert yaml.safe_load(site.config.read_text())["cameras"][0]["zones"] == []
+    assert comments(site.config.read_text()) == comments(site.original)
+    assert site.json("/api/status")["zones_in_force"]["room"] == []
+
+
 # ------------------------------------------------------------------ off loopback: nothing without credentials
 
 ROUTES = ["/", "/index.html", "/static/app.js", "/static/style.css", "/api/cameras", "/api/status",
