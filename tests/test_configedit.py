@@ -92,7 +92,7 @@ def test_several_cameras_block_flow_and_missing_zones(config: Path) -> None:
               "    flip: none\n"
               "  - {name: porch, uri: rtsp://cam.local/porch}\n"
               "  - name: attic\n"
-              "    uri: rtsp://cam.local/attic\n")
+              "    uri: rtsp://cam.local/attic  # the last line of attic\n")
     text = ORIGINAL.replace("\nmqtt:\n", others + "\nmqtt:\n", 1)
     config.write_text(text)
     square = [[0.2, 0.2], [0.8, 0.2], [0.8, 0.8], [0.2, 0.8]]
@@ -110,7 +110,7 @@ def test_several_cameras_block_flow_and_missing_zones(config: Path) -> None:
         "    flip: none\n"
         "  - {name: porch, uri: rtsp://cam.local/porch, zones: [{kind: ignore, polygon: " + poly + "}]}\n"
         "  - name: attic\n"
-        "    uri: rtsp://cam.local/attic\n"
+        "    uri: rtsp://cam.local/attic  # the last line of attic\n"
         "    zones:\n"
         "      - kind: floor\n"
         "        polygon: " + poly + "\n"
@@ -155,6 +155,19 @@ def test_unknown_camera_and_cameras_from_the_defaults(config: Path, tmp_path: Pa
         with pytest.raises(ConfigError, match="has no cameras: list, so its cameras come from the built-in defaults"):
             call()
     assert bare.read_text() == "# no cameras here\ndevice_id: kitchen\n"
+
+
+def test_zones_shared_through_an_alias_are_not_spliced(tmp_path: Path) -> None:
+    path = tmp_path / "alias.yaml"
+    text = ("cameras:\n  - name: a\n    uri: rtsp://cam.local/a\n    zones: &bed\n      - kind: ignore\n"
+            "        polygon: [[0.1, 0.1], [0.2, 0.1], [0.2, 0.2]]\n"
+            "  - name: b\n    uri: rtsp://cam.local/b\n    zones: *bed\n")
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=r"cameras\[1\] or its zones are written through a YAML alias"):
+        save_zones(path, "b", [])
+    with pytest.raises(ConfigError, match="found undefined alias 'bed'"):  # a's anchor would go: refused
+        save_zones(path, "a", [])
+    assert path.read_text() == text
 
 
 @pytest.mark.parametrize("crash", [OSError(errno.EIO, "Input/output error"), KeyboardInterrupt()])
