@@ -229,6 +229,34 @@ def test_an_owner_that_cannot_be_kept_refuses_the_save() -> None:
         shutil.rmtree(str(folder))
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="saving as another user needs root to set that up (CI runs as root)")
+def test_the_service_user_cannot_save_into_the_default_install_layout() -> None:
+    """As install.sh leaves /etc/fallwatch without --web-edits (0750 root:fallwatch, config 0640
+    root:fallwatch; 'daemon' stands in for fallwatch): refused, saying what to do, nothing written."""
+    top = Path(tempfile.mkdtemp(prefix="fallwatch-layout-"))
+    try:
+        top.chmod(0o755)
+        folder = top / "fallwatch"
+        folder.mkdir(mode=0o750)
+        config = folder / "config.yaml"
+        shutil.copyfile(str(REPO / "config.yaml"), str(config))
+        config.chmod(0o640)
+        for path in (folder, config):
+            os.chown(str(path), 0, 1)
+        proc = subprocess.run(["setpriv", "--reuid=1", "--regid=1", "--clear-groups", sys.executable, "-m", "edge",
+                               "--config", str(config), "zones", "set", "room1", "--floor", "0,0 1,0 1,1"],
+                              cwd=str(REPO), env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert ("%s: cannot create a temporary file beside config.yaml (Permission denied); run it as the file's "
+                "owner or with sudo; for the web page, the service may write the config only after `sudo "
+                "./install.sh --web-edits`" % folder) in proc.stderr
+        assert config.read_bytes() == (REPO / "config.yaml").read_bytes()
+        assert sorted(os.listdir(str(folder))) == ["config.yaml"]
+    finally:
+        shutil.rmtree(str(top))
+
+
 def test_cli_zones_set_and_show_round_trip(config: Path) -> None:
     proc = run_cli("--config", str(config), "zones", "set", "room1",
                    "--ignore", "0.05,0.55 0.45,0.55 0.45,0.95123456 0.05,0.95", "--floor", "0,0 1,0 1,1 0,1")
