@@ -72,8 +72,9 @@ def save_zones(config_path: Optional[Path], camera: str, zones: List[dict]) -> N
     byte and its mode and owner; validated first with the validator of ``fallwatch config check``.
     Raises ConfigError (nothing written) when the result is not valid or the file cannot be written."""
     path = _need_file(config_path)
-    config = load_config(path)  # the current file must be valid to find the camera in it
-    text, raw = _read_text(path)
+    # Read before loading: the file is checked unchanged from these bytes just before the rename.
+    text, raw = _read_text(path) if path.is_file() else ("", b"")
+    config = load_config(path)  # the current file must be valid to find the camera in it (or its error)
     cameras = _cameras_node(path, text)
     names = [c.name for c in config.cameras]
     if camera not in names:
