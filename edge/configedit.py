@@ -72,8 +72,9 @@ def save_zones(config_path: Optional[Path], camera: str, zones: List[dict]) -> N
     byte and its mode and owner; validated first with the validator of ``fallwatch config check``.
     Raises ConfigError (nothing written) when the result is not valid or the file cannot be written."""
     path = _need_file(config_path)
-    config = load_config(path)  # the current file must be valid to find the camera in it
-    text, raw = _read_text(path)
+    # Read before loading: the file is checked unchanged from these bytes just before the rename.
+    text, raw = _read_text(path) if path.is_file() else ("", b"")
+    config = load_config(path)  # the current file must be valid to find the camera in it (or its error)
     cameras = _cameras_node(path, text)
     names = [c.name for c in config.cameras]
     if camera not in names:
@@ -215,10 +216,13 @@ def splice_zones(text: str, cameras: yaml.SequenceNode, index: int, zones: Any, 
     characters change (or one line is added when the camera had no ``zones`` key)."""
     newline = "\r\n" if "\r\n" in text else "\n"
     cam = cameras.value[index]
-    if not isinstance(cam, yaml.MappingNode) or sum(c is cam for c in cameras.value) > 1:
-        raise ConfigError("%s: cameras[%d] is not written as its own mapping (an alias?); edit its zones in the "
-                          "file by hand" % (path, index), key="cameras[%d]" % index)
-    pair = _pair_of(cam, "zones")
+    pair = _pair_of(cam, "zones") if isinstance(cam, yaml.MappingNode) else None
+    inside = cameras.start_mark.index <= cam.start_mark.index and (
+        pair is None or pair[0].end_mark.index <= pair[1].start_mark.index)  # an alias points back to its anchor
+    if not isinstance(cam, yaml.MappingNode) or sum(c is cam for c in cameras.value) > 1 or not inside:
+        raise ConfigError("%s: cameras[%d] or its zones are written through a YAML alias (*name) or not as a "
+                          "mapping, so saving them would change the text they share; edit them in the file by hand"
+                          % (path, index), key="cameras[%d].zones" % index)
     if cam.flow_style:  # {name: a, uri: b, zones: [...]}: stay on one line
         if pair:
             return text[:pair[0].end_mark.index] + render_zones(zones, 0, True, path) + text[_content_end(pair[1]):]
@@ -235,7 +239,8 @@ def splice_zones(text: str, cameras: yaml.SequenceNode, index: int, zones: Any, 
             head = first + "  " + comment + (newline + rest if rest else "")
         return text[:start] + head + text[end:]
     first_key = cam.value[0][0]
-    end = _content_end(cam.value[-1][1])
+    end = text.find("\n", _content_end(cam.value[-1][1]))  # after a comment ending that line
+    end = len(text) if end < 0 else end - (text[end - 1] == "\r")
     column = first_key.start_mark.column
     line = newline + " " * column + "zones" + render_zones(zones, column + 2, False, path, newline)
     return text[:end] + line + text[end:]

@@ -92,7 +92,7 @@ def test_several_cameras_block_flow_and_missing_zones(config: Path) -> None:
               "    flip: none\n"
               "  - {name: porch, uri: rtsp://cam.local/porch}\n"
               "  - name: attic\n"
-              "    uri: rtsp://cam.local/attic\n")
+              "    uri: rtsp://cam.local/attic  # the last line of attic\n")
     text = ORIGINAL.replace("\nmqtt:\n", others + "\nmqtt:\n", 1)
     config.write_text(text)
     square = [[0.2, 0.2], [0.8, 0.2], [0.8, 0.8], [0.2, 0.8]]
@@ -110,7 +110,7 @@ def test_several_cameras_block_flow_and_missing_zones(config: Path) -> None:
         "    flip: none\n"
         "  - {name: porch, uri: rtsp://cam.local/porch, zones: [{kind: ignore, polygon: " + poly + "}]}\n"
         "  - name: attic\n"
-        "    uri: rtsp://cam.local/attic\n"
+        "    uri: rtsp://cam.local/attic  # the last line of attic\n"
         "    zones:\n"
         "      - kind: floor\n"
         "        polygon: " + poly + "\n"
@@ -155,6 +155,19 @@ def test_unknown_camera_and_cameras_from_the_defaults(config: Path, tmp_path: Pa
         with pytest.raises(ConfigError, match="has no cameras: list, so its cameras come from the built-in defaults"):
             call()
     assert bare.read_text() == "# no cameras here\ndevice_id: kitchen\n"
+
+
+def test_zones_shared_through_an_alias_are_not_spliced(tmp_path: Path) -> None:
+    path = tmp_path / "alias.yaml"
+    text = ("cameras:\n  - name: a\n    uri: rtsp://cam.local/a\n    zones: &bed\n      - kind: ignore\n"
+            "        polygon: [[0.1, 0.1], [0.2, 0.1], [0.2, 0.2]]\n"
+            "  - name: b\n    uri: rtsp://cam.local/b\n    zones: *bed\n")
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=r"cameras\[1\] or its zones are written through a YAML alias"):
+        save_zones(path, "b", [])
+    with pytest.raises(ConfigError, match="found undefined alias 'bed'"):  # a's anchor would go: refused
+        save_zones(path, "a", [])
+    assert path.read_text() == text
 
 
 @pytest.mark.parametrize("crash", [OSError(errno.EIO, "Input/output error"), KeyboardInterrupt()])
@@ -214,6 +227,34 @@ def test_an_owner_that_cannot_be_kept_refuses_the_save() -> None:
         assert sorted(os.listdir(str(folder))) == ["config.yaml"]
     finally:
         shutil.rmtree(str(folder))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="saving as another user needs root to set that up (CI runs as root)")
+def test_the_service_user_cannot_save_into_the_default_install_layout() -> None:
+    """As install.sh leaves /etc/fallwatch without --web-edits (0750 root:fallwatch, config 0640
+    root:fallwatch; 'daemon' stands in for fallwatch): refused, saying what to do, nothing written."""
+    top = Path(tempfile.mkdtemp(prefix="fallwatch-layout-"))
+    try:
+        top.chmod(0o755)
+        folder = top / "fallwatch"
+        folder.mkdir(mode=0o750)
+        config = folder / "config.yaml"
+        shutil.copyfile(str(REPO / "config.yaml"), str(config))
+        config.chmod(0o640)
+        for path in (folder, config):
+            os.chown(str(path), 0, 1)
+        proc = subprocess.run(["setpriv", "--reuid=1", "--regid=1", "--clear-groups", sys.executable, "-m", "edge",
+                               "--config", str(config), "zones", "set", "room1", "--floor", "0,0 1,0 1,1"],
+                              cwd=str(REPO), env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert ("%s: cannot create a temporary file beside config.yaml (Permission denied); run it as the file's "
+                "owner or with sudo; for the web page, the service may write the config only after `sudo "
+                "./install.sh --web-edits`" % folder) in proc.stderr
+        assert config.read_bytes() == (REPO / "config.yaml").read_bytes()
+        assert sorted(os.listdir(str(folder))) == ["config.yaml"]
+    finally:
+        shutil.rmtree(str(top))
 
 
 def test_cli_zones_set_and_show_round_trip(config: Path) -> None:
