@@ -208,3 +208,26 @@ def test_a_fall_still_waiting_at_stop_is_written_with_what_there_is(tmp_path):
     assert event["id"] == "e-1" and event["complete"] is False
     lines = [json.loads(line) for line in Path(event["clip"]).read_text().splitlines()]
     assert [round(line["t"] * 10) for line in lines] == list(range(0, 15))  # 0 .. 1.4 s: nothing from before
+
+
+def test_labelling_keeps_the_rows_and_columns_added_by_hand(tmp_path):
+    """A site folder that already lists a video with a description column: labelling an event adds its
+    row beside it (the description empty), keeps the rest, and leaves no temporary file behind."""
+    from edge.review import ReviewError, label_event
+
+    events = tmp_path / "state" / "review" / "events"
+    _fake_event(events, "e-2", time.time())
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "labels.csv").write_text("file,label,fall_start_s,description\nkitchen.mp4,fall,1.5,fell by the sink\n")
+    clip = label_event(tmp_path / "state", site, "e-2", "adl")
+    assert clip.read_bytes() == (events / "e-2" / "skeletons.jsonl").read_bytes()
+    rows = _rows(site)
+    assert rows[0] == {"file": "kitchen.mp4", "label": "fall", "fall_start_s": "1.5", "description": "fell by the sink",
+                       "event_id": "", "camera": "", "timestamp": ""}
+    assert rows[1]["file"] == clip.relative_to(site).as_posix() and rows[1]["label"] == "adl"
+    assert rows[1]["description"] == "" and len(rows) == 2
+    assert sorted(p.name for p in site.iterdir()) == [".labels.lock", "clips", "labels.csv"]
+    assert [p.name for p in (site / "clips").iterdir()] == [clip.name]
+    with pytest.raises(ReviewError, match="label 'maybe': expected fall"):
+        label_event(tmp_path / "state", site, "e-2", "maybe")

@@ -191,15 +191,18 @@ def label_event(state_dir: Path, site_dir: Path, event_id: str, label: str) -> P
         raise ReviewError("label %r: expected fall (a real fall) or adl (a false alarm)" % (label,))
     folder = event_folder(state_dir, event_id)
     info = read_event(folder)
-    if not (folder / CLIP).is_file():
-        raise ReviewError("event %s has no skeleton clip (%s is missing)" % (event_id, folder / CLIP))
+    try:
+        clip = (folder / CLIP).read_bytes()
+    except OSError as exc:
+        raise ReviewError("event %s: cannot read its skeleton clip %s (%s)" % (event_id, folder / CLIP,
+                                                                              exc.strerror or exc)) from None
     site_dir = Path(site_dir)
     name = _clip_name(info, event_id)
     target = site_dir / name
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         with _locked(site_dir):
-            write_atomically(target, (folder / CLIP).read_bytes())
+            write_atomically(target, clip)
             labels = site_dir / "labels.csv"
             columns, rows = _read_rows(labels)
             rows = [r for r in rows if r.get("file") != name and r.get("event_id") != event_id]
