@@ -238,10 +238,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         try:
             sinks.add(ReviewRecorder(config))
-        except OSError as exc:
-            sinks.close()
-            print("fallwatch: review: cannot use %s: %s" % (config.paths.state_dir, exc), file=sys.stderr)
-            return EXIT_FAIL
+        except OSError as exc:  # alerts matter more than their review: run without it
+            log.error("review: cannot keep fall clips under %s (%s); running without alert review",
+                      config.paths.state_dir, exc)
     if config.mqtt.enabled:
         from edge.alerts.publisher import MqttSink
         from edge.alerts.outbox import OutboxError

@@ -231,3 +231,18 @@ def test_labelling_keeps_the_rows_and_columns_added_by_hand(tmp_path):
     assert [p.name for p in (site / "clips").iterdir()] == [clip.name]
     with pytest.raises(ReviewError, match="label 'maybe': expected fall"):
         label_event(tmp_path / "state", site, "e-2", "maybe")
+
+
+def test_the_daemon_runs_without_review_when_its_folder_cannot_be_made(tmp_path, model_onnx):
+    """Alerts matter more than their review: a state_dir that is a file is logged, and the run goes on."""
+    blocker = tmp_path / "state"
+    blocker.write_text("not a folder")
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "paths": {"models_dir": str(MODELS_DIR), "state_dir": str(blocker)},
+        "cameras": [{"name": "hall", "uri": str(shared_data("gmdcsa24", "subject1", "ADL", "10.mp4")),
+                     "realtime": False, "max_fps": 2}]}))
+    proc = run_cli("--config", str(config), "run", "--events-out", str(tmp_path / "events.jsonl"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "review: cannot keep fall clips under %s (" % blocker in proc.stderr
+    assert "running without alert review" in proc.stderr and "every camera ended" in proc.stderr
