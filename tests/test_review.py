@@ -203,11 +203,19 @@ def test_a_fall_still_waiting_at_stop_is_written_with_what_there_is(tmp_path):
         if k == 5:
             recorder.emit({"event_id": "e-1", "type": "fall_detected", "camera": "hall", "track_id": 1,
                            "timestamp": "2001-09-09T01:46:43.500Z", "t": 0.5, "features": {}})
+        if k == 12:
+            recorder.emit({"event_id": "e-2", "type": "fall_cleared", "camera": "hall", "track_id": 1,
+                           "timestamp": "2001-09-09T01:46:44.200Z", "t": 1.2})
+            recorder.emit({"event_id": "e-3", "type": "fall_cleared", "camera": "kitchen", "track_id": 4,
+                           "timestamp": "2001-09-09T01:46:44.200Z", "t": 1.2})
     recorder.close()
     [event] = list_events(tmp_path / "state")
     assert event["id"] == "e-1" and event["complete"] is False
     lines = [json.loads(line) for line in Path(event["clip"]).read_text().splitlines()]
     assert [round(line["t"] * 10) for line in lines] == list(range(0, 15))  # 0 .. 1.4 s: nothing from before
+    info = json.loads((Path(event["clip"]).parent / "event.json").read_text())
+    assert [(e["event_id"], e["type"], e["clip_t"]) for e in info["later_events"]] == [("e-2", "fall_cleared", 1.2)]
+    assert info["event_clip_t"] == 0.5 and info["fall_start_s"] == 0.5  # no descent features: the event's time
 
 
 def test_labelling_keeps_the_rows_and_columns_added_by_hand(tmp_path):

@@ -6,7 +6,9 @@ reader never sees half a folder):
 * ``skeletons.jsonl`` — DESIGN.md contract 2, the event's camera only, from ``before_s`` before the
   event to ``after_s`` after it; ``t`` counts from the clip's first frame (0), like a video's.
 * ``event.json`` — see :func:`event_info`: the event as published (``event``), camera, times, where
-  the event is in the clip (``event_clip_t``) and the estimated start of the fall (``fall_start_s``).
+  the event is in the clip (``event_clip_t``), the estimated start of the fall (``fall_start_s``), and
+  the camera's other events that came before the clip was written (``later_events``: ``long_lie``,
+  ``fall_cleared``, each with ``clip_t``).
 * ``snapshot.jpg`` — the skeletons at the event, drawn as the MQTT snapshot is (mqtt.snapshot: blank
   or blurred frame, never the raw picture).
 * ``label.json`` — once labelled: ``{"label": "fall"|"adl", "site_dir", "file", "labelled_at"}``.
