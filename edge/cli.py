@@ -307,10 +307,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         try:
             sinks.add(ReviewRecorder(config))
-        except OSError as exc:
-            sinks.close()
-            print("fallwatch: review: cannot use %s: %s" % (config.paths.state_dir, exc), file=sys.stderr)
-            return EXIT_FAIL
+        except OSError as exc:  # alerts matter more than their review: run without it
+            log.error("review: cannot keep fall clips under %s (%s); running without alert review",
+                      config.paths.state_dir, exc)
     if config.mqtt.enabled:
         from edge.alerts.publisher import MqttSink
         from edge.alerts.outbox import OutboxError
@@ -514,7 +513,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "evaluate", help="run fall detection over labelled folders of clips: recall, false alerts, and why",
         description="Replays every clip listed in each DATASET/labels.csv (columns file, label = fall | adl, "
-                    "fall_start_s) through the daemon's pipeline and prints a table per dataset: per clip "
+                    "fall_start_s; a file may be a video or a skeleton JSONL such as the clips `fallwatch review "
+                    "label` adds, used as it is) through the daemon's pipeline and prints a table per dataset: per clip "
                     "whether and when fall_detected came, the share of frames from 1 s after the fall start "
                     "in which someone was seen with 6+ parts, and for every missed fall and every ADL clip "
                     "that alerted one reason (edge/diagnose.py lists them); then the totals per dataset and "
@@ -617,7 +617,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Opens every configured camera (csi://N, v4l2:///dev/videoN, /dev/videoN, rtsp://..., "
                     "video files) and runs capture -> preprocess -> engine -> parse -> track -> fall "
                     "detector -> outputs until stopped. Events go to stdout as JSON lines (or --events-out), "
-                    "and over MQTT when mqtt.enabled. A camera that fails or stalls is reopened with backoff "
+                    "and over MQTT when mqtt.enabled; with review.enabled, every fall's skeletons are kept for "
+                    "`fallwatch review`. A camera that fails or stalls is reopened with backoff "
                     "while the others go on. SIGTERM/SIGINT stop cleanly within 2 s; SIGHUP reloads the "
                     "configuration (cameras, tracker, daemon settings; the model when it changed; output "
                     "files and MQTT stay as started). Figures are logged every daemon.stats_interval_s. With web.enabled, "

@@ -203,8 +203,54 @@ def test_a_fall_still_waiting_at_stop_is_written_with_what_there_is(tmp_path):
         if k == 5:
             recorder.emit({"event_id": "e-1", "type": "fall_detected", "camera": "hall", "track_id": 1,
                            "timestamp": "2001-09-09T01:46:43.500Z", "t": 0.5, "features": {}})
+        if k == 12:
+            recorder.emit({"event_id": "e-2", "type": "fall_cleared", "camera": "hall", "track_id": 1,
+                           "timestamp": "2001-09-09T01:46:44.200Z", "t": 1.2})
+            recorder.emit({"event_id": "e-3", "type": "fall_cleared", "camera": "kitchen", "track_id": 4,
+                           "timestamp": "2001-09-09T01:46:44.200Z", "t": 1.2})
     recorder.close()
     [event] = list_events(tmp_path / "state")
     assert event["id"] == "e-1" and event["complete"] is False
     lines = [json.loads(line) for line in Path(event["clip"]).read_text().splitlines()]
     assert [round(line["t"] * 10) for line in lines] == list(range(0, 15))  # 0 .. 1.4 s: nothing from before
+    info = json.loads((Path(event["clip"]).parent / "event.json").read_text())
+    assert [(e["event_id"], e["type"], e["clip_t"]) for e in info["later_events"]] == [("e-2", "fall_cleared", 1.2)]
+    assert info["event_clip_t"] == 0.5 and info["fall_start_s"] == 0.5  # no descent features: the event's time
+
+
+def test_labelling_keeps_the_rows_and_columns_added_by_hand(tmp_path):
+    """A site folder that already lists a video with a description column: labelling an event adds its
+    row beside it (the description empty), keeps the rest, and leaves no temporary file behind."""
+    from edge.review import ReviewError, label_event
+
+    events = tmp_path / "state" / "review" / "events"
+    _fake_event(events, "e-2", time.time())
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "labels.csv").write_text("file,label,fall_start_s,description\nkitchen.mp4,fall,1.5,fell by the sink\n")
+    clip = label_event(tmp_path / "state", site, "e-2", "adl")
+    assert clip.read_bytes() == (events / "e-2" / "skeletons.jsonl").read_bytes()
+    rows = _rows(site)
+    assert rows[0] == {"file": "kitchen.mp4", "label": "fall", "fall_start_s": "1.5", "description": "fell by the sink",
+                       "event_id": "", "camera": "", "timestamp": ""}
+    assert rows[1]["file"] == clip.relative_to(site).as_posix() and rows[1]["label"] == "adl"
+    assert rows[1]["description"] == "" and len(rows) == 2
+    assert sorted(p.name for p in site.iterdir()) == [".labels.lock", "clips", "labels.csv"]
+    assert [p.name for p in (site / "clips").iterdir()] == [clip.name]
+    with pytest.raises(ReviewError, match="label 'maybe': expected fall"):
+        label_event(tmp_path / "state", site, "e-2", "maybe")
+
+
+def test_the_daemon_runs_without_review_when_its_folder_cannot_be_made(tmp_path, model_onnx):
+    """Alerts matter more than their review: a state_dir that is a file is logged, and the run goes on."""
+    blocker = tmp_path / "state"
+    blocker.write_text("not a folder")
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "paths": {"models_dir": str(MODELS_DIR), "state_dir": str(blocker)},
+        "cameras": [{"name": "hall", "uri": str(shared_data("gmdcsa24", "subject1", "ADL", "10.mp4")),
+                     "realtime": False, "max_fps": 2}]}))
+    proc = run_cli("--config", str(config), "run", "--events-out", str(tmp_path / "events.jsonl"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "review: cannot keep fall clips under %s (" % blocker in proc.stderr
+    assert "running without alert review" in proc.stderr and "every camera ended" in proc.stderr

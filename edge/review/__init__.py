@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from edge.review.recorder import ReviewRecorder
 from edge.review.settings import ReviewConfig
-from edge.review.store import LABELS, ReviewError, label_event, list_events, site_dir_of
+from edge.review.store import (LABELS, ReviewError, event_folder, events_dir, label_event, list_events, read_event,
+                               site_dir_of)
 from edge.review.timeline import timeline_png
 
-__all__ = ["LABELS", "ReviewConfig", "ReviewError", "ReviewRecorder", "label_event", "list_events", "site_dir_of",
-           "timeline_png"]
+__all__ = ["LABELS", "ReviewConfig", "ReviewError", "ReviewRecorder", "event_folder", "events_dir", "label_event",
+           "list_events", "read_event", "site_dir_of", "timeline_png"]

@@ -39,6 +39,7 @@ class _Pending:
     t: float  # the event's frame time (stream clock)
     wall: float
     snapshot: Optional[bytes]
+    later: List[Dict[str, Any]] = dataclasses.field(default_factory=list)  # the camera's events after it
 
 
 class ReviewRecorder:
@@ -77,9 +78,12 @@ class ReviewRecorder:
         self._write_due(camera, t)
 
     def emit(self, event: Dict[str, Any]) -> None:
-        if event.get("type") != "fall_detected":
-            return
         camera = str(event.get("camera"))
+        if event.get("type") != "fall_detected":
+            for pending in self._pending:
+                if pending.camera == camera:
+                    pending.later.append({k: event.get(k) for k in ("event_id", "type", "track_id", "timestamp", "t")})
+            return
         latest = self._latest.get(camera)
         t = float(event.get("t", latest.t if latest is not None else 0.0))
         wall = float(latest.wall) if latest is not None and abs(float(latest.t) - t) < EPS_S else time.time()
@@ -140,7 +144,9 @@ class ReviewRecorder:
                 "event_clip_t": event_clip_t, "fall_start_s": fall_start_estimate(p.event, event_clip_t),
                 "before_s": self._cfg.before_s, "after_s": self._cfg.after_s, "frames": len(records),
                 "clip_end_t": round(float(records[-1].t) - t0, 6) if records else None,
-                "complete": complete, "event": p.event}
+                "complete": complete, "event": p.event,
+                "later_events": [dict(e, clip_t=round(float(e["t"]) - t0, 6)) if e.get("t") is not None else e
+                                 for e in p.later]}
         partial = self.root / (".%s.partial" % event_id)
         if partial.exists():
             shutil.rmtree(str(partial))

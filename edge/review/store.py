@@ -6,7 +6,9 @@ reader never sees half a folder):
 * ``skeletons.jsonl`` — DESIGN.md contract 2, the event's camera only, from ``before_s`` before the
   event to ``after_s`` after it; ``t`` counts from the clip's first frame (0), like a video's.
 * ``event.json`` — see :func:`event_info`: the event as published (``event``), camera, times, where
-  the event is in the clip (``event_clip_t``) and the estimated start of the fall (``fall_start_s``).
+  the event is in the clip (``event_clip_t``), the estimated start of the fall (``fall_start_s``), and
+  the camera's other events that came before the clip was written (``later_events``: ``long_lie``,
+  ``fall_cleared``, each with ``clip_t``).
 * ``snapshot.jpg`` — the skeletons at the event, drawn as the MQTT snapshot is (mqtt.snapshot: blank
   or blurred frame, never the raw picture).
 * ``label.json`` — once labelled: ``{"label": "fall"|"adl", "site_dir", "file", "labelled_at"}``.
@@ -191,15 +193,18 @@ def label_event(state_dir: Path, site_dir: Path, event_id: str, label: str) -> P
         raise ReviewError("label %r: expected fall (a real fall) or adl (a false alarm)" % (label,))
     folder = event_folder(state_dir, event_id)
     info = read_event(folder)
-    if not (folder / CLIP).is_file():
-        raise ReviewError("event %s has no skeleton clip (%s is missing)" % (event_id, folder / CLIP))
+    try:
+        clip = (folder / CLIP).read_bytes()
+    except OSError as exc:
+        raise ReviewError("event %s: cannot read its skeleton clip %s (%s)" % (event_id, folder / CLIP,
+                                                                              exc.strerror or exc)) from None
     site_dir = Path(site_dir)
     name = _clip_name(info, event_id)
     target = site_dir / name
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         with _locked(site_dir):
-            write_atomically(target, (folder / CLIP).read_bytes())
+            write_atomically(target, clip)
             labels = site_dir / "labels.csv"
             columns, rows = _read_rows(labels)
             rows = [r for r in rows if r.get("file") != name and r.get("event_id") != event_id]
