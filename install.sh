@@ -31,6 +31,8 @@ STATE_DIR=/var/lib/fallwatch
 CACHE_DIR=/var/cache/fallwatch
 UNIT=fallwatch.service
 UNIT_FILE=/etc/systemd/system/$UNIT
+# --web-edits: the service may write $CONFIG (the web page's zone editor); see README, Zones.
+WEB_EDITS_DROPIN=/etc/systemd/system/$UNIT.d/web-edits.conf
 BIN_DIR=/usr/local/bin
 SERVICE_USER=${FALLWATCH_USER:-fallwatch}
 CUDA_HOME=${FALLWATCH_CUDA_HOME:-/usr/local/cuda}
@@ -52,6 +54,7 @@ START=1
 ENGINE=1
 MODEL=""
 CAMERA=""
+WEB_EDITS=""  # 1 --web-edits, 0 --no-web-edits, "" keep what the last install chose (the drop-in says)
 ACTION=install
 
 EXIT_FAIL=1 EXIT_USAGE=2 EXIT_UNSUPPORTED=3
@@ -77,6 +80,12 @@ Options:
   --camera URI     the camera for a new config (default: csi://0 when a CSI sensor is found,
                    else the first /dev/videoN, else /dev/video0)
   --skip-engine    do not fetch the model nor build the TensorRT engine
+  --web-edits      let the service save $CONFIG (the web page's zone editor): the file
+                   becomes $SERVICE_USER's (mode kept, 0640), $CONF_DIR mode 1770 (sticky: the
+                   service can replace only its own files there, never $ENV_FILE), and the drop-in
+                   $WEB_EDITS_DROPIN adds ReadWritePaths=$CONF_DIR. Kept by later
+                   runs until --no-web-edits (README, Zones, says what this gives away)
+  --no-web-edits   undo --web-edits: $CONF_DIR 0750 and $CONFIG root's again, drop-in removed
   --detect         print the detected board and release, whether it is supported, and exit
   --uninstall      stop and disable the service, remove the unit and $PREFIX; keep the
                    configuration ($CONF_DIR), the data ($STATE_DIR) and the user
@@ -430,9 +439,18 @@ set_key() {  # set_key FILE 'LINE AS IN config.yaml' 'NEW LINE': replace that on
   mv "$1.new" "$1"
 }
 
+web_edits() {  # true when the service may write the configuration (--web-edits, now or at an earlier run)
+  [ "$WEB_EDITS" = 1 ] || { [ -z "$WEB_EDITS" ] && [ -e "$ROOT$WEB_EDITS_DROPIN" ]; }
+}
+
 install_config() {
   step "configuration $CONFIG"
-  make_dir "$CONF_DIR" 0750 "root:$SERVICE_USER"
+  local dir_mode=0750 config_owner=root:$SERVICE_USER
+  if web_edits; then
+    dir_mode=1770 config_owner=$SERVICE_USER:$SERVICE_USER
+    log "web edits on: $SERVICE_USER may save $CONFIG ($CONF_DIR $dir_mode, $CONFIG $config_owner)"
+  fi
+  make_dir "$CONF_DIR" $dir_mode "root:$SERVICE_USER"
   local tmp=$TMP_DIR/config.yaml camera model_line=""
   cp "$SRC_DIR/config.yaml" "$tmp"
   set_key "$tmp" "  models_dir: models" "  models_dir: $STATE_DIR/models"
@@ -456,9 +474,10 @@ install_config() {
   if [ -e "$ROOT$CONFIG" ]; then
     log "$CONFIG exists: kept as it is (compare with $CONFIG.example after an update)"
     [ -z "$model_line" ] || log "note: --model given; to use it, set in $CONFIG: ${model_line# }"
+    [ -z "$WEB_EDITS" ] || set_owner "$config_owner" "$ROOT$CONFIG"
   else
     log "writing a new $CONFIG (camera $camera)"
-    put_file "$tmp" "$CONFIG" 0640 "root:$SERVICE_USER"
+    put_file "$tmp" "$CONFIG" 0640 "$config_owner"
   fi
   if [ -e "$ROOT$ENV_FILE" ]; then
     log "$ENV_FILE exists: kept"
@@ -528,6 +547,12 @@ install_unit() {
   sed "s/^User=fallwatch\$/User=$SERVICE_USER/" "$SRC_DIR/systemd/$UNIT" >"$tmp"
   ensure_dir "$(dirname "$UNIT_FILE")"
   put_file "$tmp" "$UNIT_FILE" 0644 root:root
+  if web_edits; then
+    ensure_dir "$(dirname "$WEB_EDITS_DROPIN")"
+    put_file "$SRC_DIR/systemd/web-edits.conf" "$WEB_EDITS_DROPIN" 0644 root:root
+  elif [ "$WEB_EDITS" = 0 ]; then
+    remove "$WEB_EDITS_DROPIN"
+  fi
   if [ -n "$ROOT" ]; then
     run systemctl --root="$ROOT" enable "$UNIT"
   else
@@ -608,6 +633,7 @@ uninstall() {
     run systemctl --root="$ROOT" disable "$UNIT" || true
   fi
   remove "$UNIT_FILE"
+  remove "$WEB_EDITS_DROPIN"
   [ -n "$ROOT" ] || run systemctl daemon-reload
   remove "$BIN_DIR/fallwatch"
   remove "$BIN_DIR/fallwatch-calibrate"
@@ -641,6 +667,8 @@ parse_args() {
       --camera) [ $# -ge 2 ] || die $EXIT_USAGE "--camera needs a URI"; CAMERA=$2; shift ;;
       --camera=*) CAMERA=${1#--camera=} ;;
       --skip-engine) ENGINE=0 ;;
+      --web-edits) WEB_EDITS=1 ;;
+      --no-web-edits) WEB_EDITS=0 ;;
       --detect) ACTION=detect ;;
       --uninstall) ACTION=uninstall ;;
       --purge) ACTION=purge ;;

@@ -155,6 +155,75 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _polygon_text(polygon) -> str:
+    return " ".join("%s,%s" % (float(x), float(y)) for x, y in polygon)
+
+
+def _print_zones(path: Path, by_camera: dict) -> None:
+    for name, zones in by_camera.items():
+        print("%s: %d zone%s" % (name, len(zones), "" if len(zones) == 1 else "s"))
+        for zone in zones:
+            print("  %-6s %s" % (zone["kind"], _polygon_text(zone["polygon"])))
+
+
+def cmd_zones_show(args: argparse.Namespace) -> int:
+    from edge.config import find_config
+    from edge.configedit import camera_zones
+
+    path = find_config(args.config)
+    by_camera = camera_zones(path)
+    if args.camera is not None:
+        if args.camera not in by_camera:
+            print("fallwatch: %s: no camera named %r; the cameras there are: %s"
+                  % (path, args.camera, ", ".join(by_camera)), file=sys.stderr)
+            return EXIT_USAGE
+        by_camera = {args.camera: by_camera[args.camera]}
+    if args.json:
+        print(json.dumps(by_camera))
+    else:
+        print("# %s" % path)
+        _print_zones(path, by_camera)
+    return EXIT_OK
+
+
+class _ZoneArg(argparse.Action):
+    """--ignore / --floor "x,y x,y x,y": appended, in command-line order, to args.zones."""
+
+    def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[override]
+        points = []
+        for pair in str(values).split():
+            xy = pair.split(",")
+            try:
+                if len(xy) != 2:
+                    raise ValueError
+                points.append([float(xy[0]), float(xy[1])])
+            except ValueError:
+                parser.error("%s %r: %r is not a corner x,y (two numbers, fractions of the frame from 0 to 1, "
+                             "corners separated by spaces, e.g. \"0.1,0.5 0.4,0.5 0.4,0.9\")"
+                             % (option_string, values, pair))
+        zones = list(getattr(namespace, "zones", None) or [])
+        zones.append({"kind": self.dest, "polygon": points})
+        namespace.zones = zones
+
+
+def cmd_zones_set(args: argparse.Namespace) -> int:
+    from edge.config import find_config
+    from edge.configedit import camera_zones, save_zones
+
+    zones = getattr(args, "zones", None) or []
+    if args.clear == bool(zones):
+        print("fallwatch: zones set: give --ignore and/or --floor polygons, or --clear (not both) to remove every "
+              "zone of %s" % args.camera, file=sys.stderr)
+        return EXIT_USAGE
+    path = find_config(args.config)
+    save_zones(path, args.camera, zones)
+    print("wrote %s:" % path)
+    _print_zones(path, {args.camera: camera_zones(path)[args.camera]})
+    print("apply it: sudo systemctl reload fallwatch (the service), or kill -HUP <pid> of a `fallwatch run`; "
+          "the daemon reads the file again and keeps running as it was if the file is not valid (see its log)")
+    return EXIT_OK
+
+
 def cmd_mqtt_test(args: argparse.Namespace) -> int:
     from edge.health.checks import any_failed
     from edge.alerts.probe import format_report, run_checks
@@ -233,6 +302,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     except OSError as exc:
         print("fallwatch: %s" % exc, file=sys.stderr)
         return EXIT_FAIL
+    if config.review.enabled:
+        from edge.review.recorder import ReviewRecorder
+
+        try:
+            sinks.add(ReviewRecorder(config))
+        except OSError as exc:  # alerts matter more than their review: run without it
+            log.error("review: cannot keep fall clips under %s (%s); running without alert review",
+                      config.paths.state_dir, exc)
     if config.mqtt.enabled:
         from edge.alerts.publisher import MqttSink
         from edge.alerts.outbox import OutboxError
@@ -243,13 +320,42 @@ def cmd_run(args: argparse.Namespace) -> int:
             sinks.close()
             print("fallwatch: %s" % exc, file=sys.stderr)
             return EXIT_FAIL
+    web = None
+    if config.web.enabled:
+        from edge.web.server import WebError, WebServer
+
+        try:
+            web = WebServer(config, next((s for s in sinks.sinks if hasattr(s, "snapshot_counters")), None)).start()
+        except WebError as exc:
+            sinks.close()
+            print("fallwatch: %s" % exc, file=sys.stderr)
+            return EXIT_FAIL
     source, camera = config.source, args.camera
 
     def reload_config():
         fresh = load_config(source)
         return _one_camera(fresh, camera) if camera else fresh
 
-    return serve(config, sinks, reload_config=reload_config, watchdog=Watchdog(Notifier()))
+    return serve(config, sinks, reload_config=reload_config, watchdog=Watchdog(Notifier()), web=web)
+
+
+def cmd_web_hash_password(args: argparse.Namespace) -> int:
+    import getpass
+
+    from edge.web.auth import hash_password
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password for the web page: ")
+        if password != getpass.getpass("Again: "):
+            print("fallwatch: the two passwords differ; nothing printed", file=sys.stderr)
+            return EXIT_USAGE
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        print("fallwatch: the password is empty; nothing printed", file=sys.stderr)
+        return EXIT_USAGE
+    print(hash_password(password))
+    return EXIT_OK
 
 
 def _one_camera(config, uri: str):
@@ -466,7 +572,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "evaluate", help="run fall detection over labelled folders of clips: recall, false alerts, and why",
         description="Replays every clip listed in each DATASET/labels.csv (columns file, label = fall | adl, "
-                    "fall_start_s) through the daemon's pipeline and prints a table per dataset: per clip "
+                    "fall_start_s; a file may be a video or a skeleton JSONL such as the clips `fallwatch review "
+                    "label` adds, used as it is) through the daemon's pipeline and prints a table per dataset: per clip "
                     "whether and when fall_detected came, the share of frames from 1 s after the fall start "
                     "in which someone was seen with 6+ parts, and for every missed fall and every ADL clip "
                     "that alerted one reason (edge/diagnose.py lists them); then the totals per dataset and "
@@ -493,6 +600,39 @@ def build_parser() -> argparse.ArgumentParser:
                         ).set_defaults(func=cmd_config_check)
     conf_sub.add_parser("show", help="print the effective configuration, secrets hidden"
                         ).set_defaults(func=cmd_config_show)
+
+    zones = sub.add_parser(
+        "zones", help="show or set a camera's ignore and floor zones (what the web page's zone editor does)",
+        description="Zones are polygons over a camera's picture, corners x,y as fractions of the frame (0..1, "
+                    "x to the right, y down), judged at the person's hips: ignore = no fall alerts for people "
+                    "lying there (a bed, a sofa); floor = once any floor zone exists, alerts only inside floor "
+                    "zones. They live under cameras[].zones in the config file.")
+    zones_sub = _Sub(zones.add_subparsers(dest="zones_command", metavar="ACTION"))
+    p = zones_sub.add_parser("show", help="print each camera's zones",
+                             description="Prints each camera's zones, one line per zone: its kind and its "
+                                         "corners in the form `zones set` takes.")
+    p.add_argument("--camera", metavar="NAME", help="only this camera")
+    p.add_argument("--json", action="store_true",
+                   help='print {"camera": [{"kind": ..., "polygon": [[x, y], ...]}]} as JSON')
+    p.set_defaults(func=cmd_zones_show)
+    p = zones_sub.add_parser(
+        "set", help="replace a camera's zones in the config file (comments and everything else kept)",
+        description="Replaces every zone of CAMERA with the polygons given, in their order, in the config file: "
+                    "only that camera's zones: value changes, the rest of the file (comments included) stays "
+                    "byte for byte, and its mode and owner are kept. The result is validated as `fallwatch config "
+                    "check` does before anything is written: a polygon with fewer than 3 corners or a corner "
+                    "outside 0..1 is refused with the reason (exit status 2) and the file is left as it was. The "
+                    "file is replaced atomically (a temporary file beside it, then a rename). Coordinates are "
+                    "rounded to 4 decimals. A running daemon applies the change on reload (SIGHUP).",
+        epilog='Example: fallwatch zones set room1 --ignore "0.05,0.55 0.45,0.55 0.45,0.95 0.05,0.95". '
+               "Exit status: 0 written, 2 refused (nothing written; the reason is printed).")
+    p.add_argument("camera", metavar="CAMERA", help="the camera's name (cameras[].name)")
+    p.add_argument("--ignore", dest="ignore", action=_ZoneArg, metavar='"X,Y X,Y X,Y ..."',
+                   help="an ignore polygon (a bed, a sofa): its corners x,y separated by spaces; repeatable")
+    p.add_argument("--floor", dest="floor", action=_ZoneArg, metavar='"X,Y X,Y X,Y ..."',
+                   help="a floor polygon (alerts only inside floor zones once there is one); repeatable")
+    p.add_argument("--clear", action="store_true", help="remove every zone of CAMERA")
+    p.set_defaults(func=cmd_zones_set)
 
     p = sub.add_parser(
         "mqtt-test", help="connect to the MQTT broker step by step and say exactly what fails",
@@ -536,10 +676,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Opens every configured camera (csi://N, v4l2:///dev/videoN, /dev/videoN, rtsp://..., "
                     "video files) and runs capture -> preprocess -> engine -> parse -> track -> fall "
                     "detector -> outputs until stopped. Events go to stdout as JSON lines (or --events-out), "
-                    "and over MQTT when mqtt.enabled. A camera that fails or stalls is reopened with backoff "
+                    "and over MQTT when mqtt.enabled; with review.enabled, every fall's skeletons are kept for "
+                    "`fallwatch review`. A camera that fails or stalls is reopened with backoff "
                     "while the others go on. SIGTERM/SIGINT stop cleanly within 2 s; SIGHUP reloads the "
                     "configuration (cameras, tracker, daemon settings; the model when it changed; output "
-                    "files and MQTT stay as started). Figures are logged every daemon.stats_interval_s.",
+                    "files and MQTT stay as started). Figures are logged every daemon.stats_interval_s. With web.enabled, "
+                    "it also serves the setup and review page (live view, status, zone editor, alert review) "
+                    "on web.bind:web.port.",
         epilog="Exit status: 0 after a stop signal or when every camera ended (video files without loop), "
                "1 on a fatal error (the reason is logged), 2 bad configuration or usage.")
     p.add_argument("--events-out", metavar="FILE.jsonl", help="write events to this file instead of stdout")
@@ -556,6 +699,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "the configured cameras; it is named cam. A video file plays at its own frame rate, so a "
                         "slow machine skips frames (logged): `fallwatch replay FILE` processes every one")
     p.set_defaults(func=cmd_run)
+
+    web = sub.add_parser("web", help="the setup and review page served by `fallwatch run` (web: in the config)")
+    web_sub = _Sub(web.add_subparsers(dest="web_command", metavar="ACTION"))
+    web_sub.add_parser(
+        "hash-password", help="read a password (without echo, or the first line of standard input) and print "
+                              "its hash for web.password_hash",
+        description="Prints pbkdf2_sha256$<iterations>$<salt>$<key> (PBKDF2-SHA256, 200000 iterations, a random "
+                    "salt) for the password typed twice at the terminal, or read from the first line of standard "
+                    "input when it is not a terminal (e.g. `fallwatch web hash-password < pwfile`). Put the line "
+                    "in web.password_hash or in the file named by web.password_hash_file; the password itself is "
+                    "never stored or logged.",
+        epilog="Exit status: 0 printed, 2 empty or mismatched password.").set_defaults(func=cmd_web_hash_password)
 
     p = sub.add_parser(
         "replay", help="run the daemon's pipeline on a video file or a skeleton JSONL, as fast as possible",
@@ -628,6 +783,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="refuse feet that cover less of the floor than this, metres along x across their main "
                         "direction, 5th to 95th percentile (default: 1x0.5)")
     p.set_defaults(func=cmd_floor_estimate)
+
+    from edge.review.command import add_commands
+
+    add_commands(sub, _Sub)
     return parser
 
 

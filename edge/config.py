@@ -41,6 +41,8 @@ from edge.settings import (ConfigError, Section, expected, fields_of, is_section
 from edge.track import TrackerConfig
 from edge.inference.views import ViewsConfig
 from edge.inference.topdown import TopDownConfig
+from edge.web.options import WebConfig, resolve_web
+from edge.review.settings import ReviewConfig
 
 
 SYSTEM_CONFIG = Path("/etc/fallwatch/config.yaml")
@@ -260,10 +262,12 @@ class Config(Section):
     cameras: Tuple[CameraConfig, ...] = section(lambda: (CameraConfig(),), "the cameras")
     mqtt: MqttConfig = section(MqttConfig, "the MQTT connection")
     daemon: DaemonConfig = section(DaemonConfig, "the daemon (fallwatch run)")
+    review: ReviewConfig = section(ReviewConfig, "alert review: a skeleton clip of every fall, and the site dataset")
     tracker: TrackerConfig = section(TrackerConfig, "the person tracker")
     views: ViewsConfig = section(ViewsConfig, "rotated views for people lying on the floor")
     topdown: TopDownConfig = section(TopDownConfig, "top-down models (model.spec of family top_down): person crops")
     fall: FallConfig = section(FallConfig, "fall detection thresholds")
+    web: WebConfig = section(WebConfig, "the setup and review page (fallwatch run)")
     # Not a key: the absolute path of the file loaded, None for the built-in defaults.
     source: Optional[Path] = field(default=None, compare=False, metadata=dict(internal=True))
 
@@ -485,6 +489,13 @@ def _check_mqtt(config: Config, ctx: _Ctx, path: Optional[Path], env: Mapping[st
                                client_id=mqtt.client_id or "fallwatch-" + config.device_id)
 
 
+def _check_web(config: Config, ctx: _Ctx, env: Mapping[str, str]) -> WebConfig:
+    try:
+        return resolve_web(config.web, env)
+    except ConfigError as exc:
+        _fail(ctx, exc.key or "web", exc.reason)
+
+
 def _check_floor(config: Config, ctx: _Ctx) -> None:
     """``fall.use_3d`` needs every camera's ``floor_plane``: without it a camera's people would be judged in
     the picture's geometry, silently."""
@@ -510,7 +521,7 @@ def _finish(config: Config, ctx: _Ctx, path: Optional[Path], env: Mapping[str, s
         cameras.append(dataclasses.replace(cam, uri=str(_resolve(ctx, cam.uri))) if is_file else cam)
     config = dataclasses.replace(config, cameras=tuple(cameras), model=_check_model(config.model, ctx),
                                  topdown=_check_topdown(config.topdown, ctx),
-                                 mqtt=_check_mqtt(config, ctx, path, env),
+                                 mqtt=_check_mqtt(config, ctx, path, env), web=_check_web(config, ctx, env),
                                  source=None if path is None else Path(os.path.abspath(path)))
     if need_floor:
         _check_floor(config, ctx)

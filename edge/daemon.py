@@ -73,13 +73,16 @@ class Daemon:
     configuration. ``model``: an open :class:`edge.inference.model.PoseModel` (kept by the caller across
     reloads); ``sinks``: a :class:`edge.alerts.sinks.SinkSet`-like object; ``clock``: the stream clock of
     frames (seconds); ``ids``: the track id counter shared across reloads; ``make_detector``:
-    camera name -> fall detector (default: edge.pipeline.create_detector)."""
+    camera name -> fall detector (default: edge.pipeline.create_detector); ``live``: an object whose
+    ``update(record, states)`` keeps each camera's newest frame record and its tracks' fall states
+    (edge.web.live.LiveFrames; None, the default, costs nothing)."""
 
     def __init__(self, config: Any, model: Any, sinks: Any, clock: Callable[[], float],
                  ids: Optional[Iterator[int]] = None, watchdog: Any = None,
                  source_factory: Callable[..., Any] = CameraSource,
-                 make_detector: Optional[Callable[[str], Any]] = None) -> None:
+                 make_detector: Optional[Callable[[str], Any]] = None, live: Any = None) -> None:
         self.config = config
+        self.live = live
         self.model = model
         self.sinks = sinks
         self.clock = clock
@@ -279,6 +282,9 @@ class Daemon:
                     self.sinks.frame(record)
                     for event in events:
                         self.sinks.emit(event)
+                if self.live is not None:  # references only: the web thread draws them on request
+                    states = getattr(pipeline.detector, "states", None)
+                    self.live.update(record, states() if states is not None else {})
                 failures = 0
             except Exception as exc:
                 failures += 1
@@ -337,10 +343,11 @@ class Daemon:
             return (all(s.ended for s in self.sources) and not any(s.pending for s in self.sources)
                     and self.submitted == self.completed)
 
-    def stats(self) -> Dict[str, Any]:
+    def stats(self, advance: bool = True) -> Dict[str, Any]:
         """The figures for the stats sinks, all taken now (README, "The stats message", lists every
         key): frame rates since the last call, each camera's state, frames and confirmed tracks,
-        stage times. Every call gives the same keys; ``final`` is True only in the last one."""
+        stage times. Every call gives the same keys; ``final`` is True only in the last one. With
+        ``advance`` False (the web page's status), the frame rates' window is left where it is."""
         now = time.monotonic()
         with self._lock:
             processed = dict(self.processed)
@@ -348,7 +355,8 @@ class Daemon:
             completed, people, events, errors, skipped = (self.completed, self.people_seen, self.events,
                                                           self.errors, self.skipped)
         last_t, last_completed, last_processed = self._last_stats
-        self._last_stats = (now, completed, processed)
+        if advance:
+            self._last_stats = (now, completed, processed)
         span = max(now - last_t, 1e-6)
         cameras = {}
         for source in self.sources:
@@ -420,12 +428,15 @@ def _model_key(config: Any) -> Any:
 
 
 def serve(config: Any, sinks: Any, reload_config: Optional[Callable[[], Any]] = None,
-          open_model: Optional[Callable[[Any], Any]] = None, watchdog: Any = None, hard_exit: bool = True) -> int:
+          open_model: Optional[Callable[[Any], Any]] = None, watchdog: Any = None, hard_exit: bool = True,
+          web: Any = None) -> int:
     """Run the daemon until a signal or a fatal error; returns the exit status (0 after a clean
     stop or when every camera ended, 1 on a fatal error). ``reload_config()`` gives the new
     configuration on SIGHUP (raising ConfigError when it is invalid: the old one is kept).
     ``sinks`` are closed before returning. With ``hard_exit``, a process whose threads cannot be
-    joined (stuck in a camera read or an engine call) ends with ``os._exit`` after closing them."""
+    joined (stuck in a camera read or an engine call) ends with ``os._exit`` after closing them.
+    ``web``: a started :class:`edge.web.server.WebServer` (or None): it is shown each new Daemon
+    (``attach``), may ask for the SIGHUP reload (``set_reloader``), and is stopped first at the end."""
     if open_model is None:
         from edge.inference.model import open_pose_model as open_model
     if not config.cameras:
@@ -443,15 +454,20 @@ def serve(config: Any, sinks: Any, reload_config: Optional[Callable[[], Any]] = 
     stuck = False
     code = 1
     with _Signals() as signals:
+        if web is not None:
+            web.set_reloader(lambda: (signals.reload.set(), signals.wake.set()))
         try:
             model = open_model(config)
             while True:
-                daemon = Daemon(config, model, sinks, clock, ids=ids, watchdog=watchdog)
+                daemon = Daemon(config, model, sinks, clock, ids=ids, watchdog=watchdog,
+                                live=web.live if web is not None else None)
                 try:
                     daemon.start()
                 except SourceError as exc:
                     log.error("%s", exc)
                     return 1
+                if web is not None:
+                    web.attach(daemon)
                 outcome, new = _supervise(daemon, signals, reload_config)
                 stuck = not daemon.stop() or stuck
                 _final_stats(daemon, sinks)
@@ -474,6 +490,8 @@ def serve(config: Any, sinks: Any, reload_config: Optional[Callable[[], Any]] = 
                          "from where they were; output files and MQTT stay as started)",
                          config.source or "built-in defaults")
         finally:
+            if web is not None:
+                web.stop()
             if watchdog is not None:
                 watchdog.stopping("stopping")
             if model is not None and not stuck:

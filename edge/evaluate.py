@@ -1,7 +1,10 @@
 """``fallwatch evaluate DATASET_DIR``: the fall detector against labelled clips.
 
 The folder holds videos and a ``labels.csv`` with the columns ``file`` (relative path),
-``label`` (``fall`` or ``adl``) and ``fall_start_s`` (empty for ``adl``), as in GMDCSA24. Each
+``label`` (``fall`` or ``adl``) and ``fall_start_s`` (empty for ``adl``), as in GMDCSA24. A ``file``
+may also be a skeleton JSONL (DESIGN.md contract 2; ``.jsonl``, or text starting with ``{``), such as
+the clips ``fallwatch review label`` adds to a site dataset (edge.review): it is used as it is, with
+no model, no cache and no ``max_fps`` (it holds the frames the daemon processed). Each video
 clip is replayed once through the whole pipeline (``fallwatch replay``) and its skeletons are
 cached as a skeleton JSONL, keyed by the clip's bytes, every setting that changes the
 skeletons (model, views, tracker, ``max_fps``) and the source of the code that makes them
@@ -32,7 +35,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from edge.diagnose import MIN_PARTS, Diagnosis, diagnose, seen_after_fall, trace
 from edge.inference.model import open_pose_model
-from edge.replay import ReplayError, replay_skeletons, replay_video
+from edge.replay import ReplayError, is_skeleton_file, replay_skeletons, replay_video
 from edge.alerts.sinks import SinkSet, SkeletonRecorder
 
 log = logging.getLogger("fallwatch.evaluate")
@@ -244,9 +247,17 @@ def evaluate(folder: Path, config: Any, cache_dir: Path, open_model: Callable[[]
     try:
         for row in rows:
             video = folder / row["file"]
-            key = skeleton_key(video, config, max_fps)
-            jsonl = cache_dir / ("%s-%s.jsonl" % (row["file"].replace("/", "_").rsplit(".", 1)[0], key))
-            collect = _cached_events(jsonl, config, row["file"])
+            if is_skeleton_file(video):  # a clip kept by the daemon (edge.review): already skeletons
+                jsonl = video
+                collect = EventList()
+                try:
+                    replay_skeletons(jsonl, config, collect, strict=True)
+                except ReplayError as exc:
+                    raise EvaluateError("%s (listed in %s)" % (exc, folder / "labels.csv")) from None
+            else:
+                key = skeleton_key(video, config, max_fps)
+                jsonl = cache_dir / ("%s-%s.jsonl" % (row["file"].replace("/", "_").rsplit(".", 1)[0], key))
+                collect = _cached_events(jsonl, config, row["file"])
             if collect is None:
                 if model is None:
                     model = open_model()

@@ -414,6 +414,10 @@ class FallDetector:
         self._tracks.clear()
         self._gone = []
 
+    def states(self) -> Dict[int, str]:
+        """Read-only: each known track's state (``normal``, ``descending``, ``fallen``) by track id."""
+        return {track_id: st.state for track_id, st in self._tracks.items()}
+
     def inspect(self, track_id: int) -> Optional[Dict[str, Any]]:
         """Read-only: a track's ``state``, the ``size_px`` and ``floor_px`` its rules measure
         against now (NaN when unknown), ``down_since`` and the ``descent`` in progress; None for an

@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 
 make_venv() {  # make_venv DIR NUMPY_SPEC
-  if [ ! -x "$1/bin/python" ] || ! "$1/bin/python" -c "import edge, onnxruntime, cv2, pytest, matplotlib" 2>/dev/null; then
+  if [ ! -x "$1/bin/python" ] || ! "$1/bin/python" -c "import edge, onnxruntime, cv2, pytest, matplotlib, selenium" 2>/dev/null; then
     echo "== creating $1 ($2)"
     "$PYTHON" -m venv "$1"
     "$1/bin/python" -m pip install -q --upgrade pip

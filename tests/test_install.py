@@ -449,6 +449,64 @@ def test_owners_are_set_when_the_user_exists(installer: Installer) -> None:
     assert "\nUser=daemon\n" in unit and "\nUser=fallwatch\n" not in unit
 
 
+# ---------------------------------------------------------------- --web-edits (the web page's zone editor)
+
+
+def test_web_edits_make_the_config_the_services_until_undone(installer: Installer) -> None:
+    root = installer.root
+    conf_dir, config_file = root / "etc/fallwatch", root / "etc/fallwatch/config.yaml"
+    dropin = root / "etc/systemd/system/fallwatch.service.d/web-edits.conf"
+    proc = installer.install("--web-edits")
+    assert mode(conf_dir) == 0o1770  # sticky: the service replaces only its own files there
+    assert mode(config_file) == 0o640 and mode(root / "etc/fallwatch/env") == 0o600
+    assert dropin.read_bytes() == (REPO / "systemd/web-edits.conf").read_bytes()
+    assert "\nReadWritePaths=/etc/fallwatch\n" in dropin.read_text() and mode(dropin) == 0o644
+    assert "owner of %s should be fallwatch:fallwatch: not set" % config_file in proc.stderr
+    before = snapshot(root)
+    proc = installer.install()  # an update without the flag keeps what was chosen
+    assert snapshot(root) == before and "web edits on" in proc.stderr
+    proc = installer.install("--no-web-edits")
+    assert mode(conf_dir) == 0o750 and not dropin.exists()
+    assert "owner of %s should be root:fallwatch: not set" % config_file in proc.stderr
+    installer.install("--web-edits")
+    installer.install("--uninstall")
+    assert not dropin.exists() and config_file.exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="setting owners needs root (CI runs as root)")
+def test_web_edits_let_the_service_user_save_zones_but_not_replace_the_env_file() -> None:
+    """With 'daemon' standing in for the service user: it saves zones through the real CLI (owner and
+    mode kept), and cannot rename over or delete root's env file in the sticky directory."""
+    import tempfile
+
+    tmp = Path(tempfile.mkdtemp(prefix="fallwatch-webedits-"))  # not pytest's root-only tmp_path
+    try:
+        tmp.chmod(0o755)
+        installer = Installer(tmp)
+        installer.install("--web-edits", FALLWATCH_USER="daemon")
+        user = pwd.getpwnam("daemon")
+        conf_dir, config_file = installer.root / "etc/fallwatch", installer.root / "etc/fallwatch/config.yaml"
+        assert (conf_dir.stat().st_uid, conf_dir.stat().st_gid, mode(conf_dir)) == (0, user.pw_gid, 0o1770)
+        assert (config_file.stat().st_uid, config_file.stat().st_gid) == (user.pw_uid, user.pw_gid)
+        as_daemon = ["setpriv", "--reuid=daemon", "--regid=daemon", "--init-groups"]
+        proc = subprocess.run(as_daemon + [sys.executable, "-m", "edge", "--config", str(config_file), "zones", "set",
+                                           "room1", "--ignore", "0.1,0.5 0.4,0.5 0.4,0.9"],
+                              cwd=str(REPO), env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        assert "        polygon: [[0.1, 0.5], [0.4, 0.5], [0.4, 0.9]]\n" in config_file.read_text()
+        st = config_file.stat()
+        assert (st.st_uid, st.st_gid, mode(config_file)) == (user.pw_uid, user.pw_gid, 0o640)
+        assert sorted(os.listdir(str(conf_dir))) == ["config.yaml", "config.yaml.example", "env"]
+        proc = subprocess.run(as_daemon + [sys.executable, "-c", "import os, sys; d = sys.argv[1]; "
+                                           "open(d + '/mine', 'w').close(); os.replace(d + '/mine', d + '/env')",
+                                           str(conf_dir)], capture_output=True, text=True, timeout=60)
+        assert proc.returncode != 0 and "PermissionError" in proc.stderr
+        assert "FALLWATCH_MQTT_PASSWORD" in (conf_dir / "env").read_text()
+    finally:
+        shutil.rmtree(str(tmp))
+
+
 # ---------------------------------------------------------------- variants
 
 

@@ -14,6 +14,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 UNIT = REPO / "systemd" / "fallwatch.service"
 EXEC = "/opt/fallwatch/venv/bin/fallwatch"
+DROPIN = REPO / "systemd" / "web-edits.conf"
 
 # Every option `systemd-analyze security` (systemd 252) scores; each must be set or explained.
 SCORED = ("PrivateDevices", "PrivateTmp", "PrivateNetwork", "IPAddressDeny", "PrivateUsers", "DynamicUser",
@@ -34,8 +35,9 @@ def settings() -> Dict[str, List[str]]:
     return out
 
 
-def analyzable_copy(tmp_path: Path) -> Path:
-    """The unit with ExecStart pointing to an executable that exists here (verify checks it)."""
+def analyzable_copy(tmp_path: Path, web_edits: bool = False) -> Path:
+    """The unit with ExecStart pointing to an executable that exists here (verify checks it); with
+    ``web_edits``, the drop-in `install.sh --web-edits` adds, where systemd looks for it."""
     fake = tmp_path / "bin" / "fallwatch"
     fake.parent.mkdir()
     fake.write_text("#!/bin/sh\nexit 0\n")
@@ -44,6 +46,9 @@ def analyzable_copy(tmp_path: Path) -> Path:
     assert text.count(EXEC) == 1
     copy = tmp_path / "fallwatch.service"
     copy.write_text(text.replace(EXEC, str(fake)))
+    if web_edits:
+        (tmp_path / "fallwatch.service.d").mkdir()
+        shutil.copyfile(str(DROPIN), str(tmp_path / "fallwatch.service.d" / DROPIN.name))
     return copy
 
 
@@ -54,8 +59,9 @@ def need(tool: str) -> str:
     return path
 
 
-def test_systemd_analyze_verify_is_silent(tmp_path: Path) -> None:
-    copy = analyzable_copy(tmp_path)
+@pytest.mark.parametrize("web_edits", [False, True], ids=["unit", "unit+web-edits"])
+def test_systemd_analyze_verify_is_silent(tmp_path: Path, web_edits: bool) -> None:
+    copy = analyzable_copy(tmp_path, web_edits)
     proc = subprocess.run([need("systemd-analyze"), "verify", copy.name], cwd=str(tmp_path),
                           capture_output=True, text=True, timeout=60)
     # any line at all (warnings included) is a failure
@@ -72,8 +78,8 @@ def test_verify_would_catch_a_mistake(tmp_path: Path) -> None:
     assert "NoNewPrivilege" in proc.stdout + proc.stderr
 
 
-def exposure(tmp_path: Path) -> float:
-    copy = analyzable_copy(tmp_path)
+def exposure(tmp_path: Path, web_edits: bool = False) -> float:
+    copy = analyzable_copy(tmp_path, web_edits)
     proc = subprocess.run([need("systemd-analyze"), "security", "--offline=true", str(copy)],
                           capture_output=True, text=True, timeout=60)
     m = re.search(r"Overall exposure level for fallwatch\.service: (\d+\.\d)", proc.stdout)
@@ -89,11 +95,21 @@ def test_exposure_matches_benchmarks_md(tmp_path: Path) -> None:
     assert "**%.1f**" % score in section, "BENCHMARKS.md does not record the current exposure %.1f" % score
 
 
+def test_web_edits_dropin_opens_only_the_config_directory(tmp_path: Path) -> None:
+    lines = [line for line in DROPIN.read_text().splitlines() if line and not line.startswith("#")]
+    assert lines == ["[Service]", "ReadWritePaths=/etc/fallwatch"]
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "web").mkdir()
+    plain = exposure(tmp_path / "plain")
+    assert exposure(tmp_path / "web", web_edits=True) == plain  # systemd's score does not see it; README says why
+
+
 def test_the_service_the_issue_asks_for() -> None:
     s = settings()
     one = {k: v[-1] for k, v in s.items()}
     assert one["Type"] == "notify" and one["NotifyAccess"] == "main"
     assert one["ExecStart"] == EXEC + " --config /etc/fallwatch/config.yaml run"
+    assert one["ExecReload"] == "/bin/kill -HUP $MAINPID"  # systemctl reload = SIGHUP (`fallwatch zones set` says so)
     assert one["User"] == "fallwatch" and one["SupplementaryGroups"] == "video"
     assert one["StateDirectory"] == "fallwatch" and one["CacheDirectory"] == "fallwatch"
     assert "PYTHONUNBUFFERED=1" in s["Environment"]
