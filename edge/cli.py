@@ -579,7 +579,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "that alerted one reason (edge/diagnose.py lists them); then the totals per dataset and "
                     "over all (recall, false-alert clips, median and worst time from fall start to alert). "
                     "The skeletons of each clip are cached (keyed by the clip, the model, views and tracker "
-                    "settings and the code that makes them), so a second run with other `fall:` thresholds "
+                    "settings, the model and spec files the config names, and the code that makes them), so a second run with other `fall:` thresholds "
                     "takes seconds.")
     p.add_argument("dataset", metavar="DATASET", nargs="+",
                    help="a folder with labels.csv, e.g. ../shared/data/gmdcsa24 ../shared/data/upfall")

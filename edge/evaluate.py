@@ -7,7 +7,8 @@ the clips ``fallwatch review label`` adds to a site dataset (edge.review): it is
 no model, no cache and no ``max_fps`` (it holds the frames the daemon processed). Each video
 clip is replayed once through the whole pipeline (``fallwatch replay``) and its skeletons are
 cached as a skeleton JSONL, keyed by the clip's bytes, every setting that changes the
-skeletons (model, views, tracker, ``max_fps``) and the source of the code that makes them
+skeletons (model, views, tracker, ``max_fps``), the model and spec files the config names
+(:func:`model_files`) and the source of the code that makes them
 (:func:`skeleton_code`: every module the replay, the model and the recorder import, fall
 detection excepted; the views policy reads the tracks, so even a tracker change can change
 which skeletons are found). Detection then runs on the cached skeletons, so
@@ -174,6 +175,31 @@ def code_digest(root: Path = Path(__file__).resolve().parent) -> bytes:
     return digest.digest()
 
 
+def model_files(config: Any) -> Dict[str, Any]:
+    """What the settings' paths do not say: the files they name. A model file the config names (its
+    size and modification time: a model rebuilt at the same path) and a spec given as a YAML file (its
+    text); the default model, fetched and checked by sha256, is named by its settings alone, so cached
+    skeletons are still found where the model is absent."""
+    topdown = getattr(config, "topdown", None)
+    detector = getattr(topdown, "detector", None)
+    named = {"model.onnx": config.model.onnx, "model.spec": config.model.spec,
+             "topdown.seed_onnx": getattr(topdown, "seed_onnx", None),
+             "topdown.seed_spec": getattr(topdown, "seed_spec", None),
+             "topdown.detector.onnx": getattr(detector, "onnx", None),
+             "topdown.detector.spec": getattr(detector, "spec", None)}
+    files: Dict[str, Any] = {}
+    for key, value in named.items():
+        path = Path(value) if value is not None else None
+        if path is None or not path.is_file():
+            continue
+        if key.endswith("spec"):
+            files[key] = hashlib.sha256(path.read_bytes()).hexdigest()
+        else:
+            st = path.stat()
+            files[key] = [st.st_size, st.st_mtime_ns]
+    return files
+
+
 def skeleton_key(video: Path, config: Any, max_fps: Optional[float]) -> str:
     """What the cached skeletons of ``video`` depend on: its bytes, the settings before fall
     detection and the code that produces skeletons."""
@@ -182,7 +208,7 @@ def skeleton_key(video: Path, config: Any, max_fps: Optional[float]) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     settings = {"model": config.model.to_dict(), "views": config.views.to_dict(), "topdown": config.topdown.to_dict(),
-                "tracker": config.tracker.to_dict(), "max_fps": max_fps}
+                "tracker": config.tracker.to_dict(), "max_fps": max_fps, "files": model_files(config)}
     digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
     return digest.hexdigest()[:16]
 

@@ -68,6 +68,18 @@ def test_the_cache_key_follows_the_skeleton_code_and_settings(tmp_path):
         other = ev.skeleton_key(video, load_config(path, env={}), None)
         assert (other == key) == (name == "fall"), name
     assert ev.skeleton_key(video, base, 5.0) != key
+    # a model file rebuilt at the path the config names, and a spec file edited in place
+    model, spec = tmp_path / "my.onnx", tmp_path / "my-spec.yaml"
+    model.write_bytes(b"model one")
+    spec.write_text((Path(ev.__file__).parent / "inference" / "specs" / "openpose-mobilenet-thin.yaml").read_text())
+    named = tmp_path / "named.yaml"
+    named.write_text("model:\n  onnx: %s\n  spec: %s\n" % (model, spec))
+    first = ev.skeleton_key(video, load_config(named, env={}), None)
+    assert ev.skeleton_key(video, load_config(named, env={}), None) == first
+    model.write_bytes(b"model two, longer")
+    rebuilt = ev.skeleton_key(video, load_config(named, env={}), None)
+    spec.write_text(spec.read_text() + "\n# edited\n")
+    assert len({key, first, rebuilt, ev.skeleton_key(video, load_config(named, env={}), None)}) == 4
     code = _package_copy(tmp_path)
     before = ev.code_digest(code)
     (code / "inference" / "specs" / "a.yaml").write_text("x: 1\n")
