@@ -16,6 +16,8 @@ config check demands off loopback; unauthenticated requests get 401 and nothing 
     GET  /api/events/<id>/snapshot.jpg  the event's skeleton snapshot, /timeline.png its timeline
     POST /api/events/<id>/label         {"label": "fall" | "adl"} -> edge.review.label_event
 
+Without a login (loopback only), a request whose ``Host`` header names anything but a loopback address
+or ``localhost`` gets 403 (a DNS-rebinding page would otherwise be same-origin with this one).
 POSTs must carry the header ``X-Fallwatch: 1`` (a page of another site cannot send it without a
 CORS preflight, which this server never grants). Requests are logged at debug level without any
 header; credentials are never logged.
@@ -41,6 +43,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from edge.settings import ConfigError
 from edge.web.auth import COOKIE, Authenticator
 from edge.web.live import LiveFrames
+from edge.web.options import is_loopback
 
 log = logging.getLogger("fallwatch.web")
 
@@ -273,6 +276,16 @@ class _Server(ThreadingHTTPServer):
         log.debug("web: connection from %s failed: %s", client_address[0], sys.exc_info()[1])
 
 
+def _host_name(header: Optional[str]) -> Optional[str]:
+    """The host of a ``Host`` header without its port (``[::1]:8080`` -> ``::1``); None without the header."""
+    if header is None:
+        return None
+    header = header.strip()
+    if header.startswith("["):
+        return header[1:].split("]", 1)[0]
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
 def _json_bytes(obj: Any) -> bytes:
     return json.dumps(obj, allow_nan=False, default=str).encode("utf-8")
 
@@ -317,6 +330,16 @@ class _Handler(BaseHTTPRequestHandler):
         """Extra headers to send (a new session cookie) when the request may go on; None after a 401."""
         auth = self.server.app.auth
         if not auth.required:
+            # No login (loopback only): a page of another site whose host name it re-points at 127.0.0.1
+            # (DNS rebinding) would be same-origin, so its own header X-Fallwatch would pass: answer only
+            # requests addressed to a loopback name or address.
+            host = _host_name(self.headers.get("Host"))
+            if host is not None and not is_loopback(host):
+                self.close_connection = True
+                self._error(HTTPStatus.FORBIDDEN, "without a login this page answers only to a loopback address "
+                            "(127.0.0.1, localhost, [::1]), not to host %r; set web.password_hash or a token "
+                            "to reach it by another name" % host[:100])
+                return None
             return {}
         cookie = SimpleCookie(self.headers.get("Cookie", ""))
         if COOKIE in cookie and auth.check_session(cookie[COOKIE].value):

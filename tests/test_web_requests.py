@@ -1,0 +1,65 @@
+"""The web page's server answering raw HTTP requests on loopback without a login (no daemon, no browser):
+what it refuses before any route runs. A real edge.web.server.WebServer from a real config file, real
+sockets; the heavier end-to-end checks live in tests/test_web.py."""
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from edge.config import load_config
+from edge.web.server import WebServer
+from mosquitto import free_port
+
+
+@pytest.fixture()
+def server(tmp_path: Path):
+    port = free_port()
+    config = tmp_path / "config.yaml"
+    config.write_text("paths:\n  state_dir: %s\ncameras:\n  - name: room1\n    uri: /dev/video0\n"
+                      "web:\n  enabled: true\n  bind: 127.0.0.1\n  port: %d\n  token_env: null\n"
+                      % (tmp_path / "state", port), encoding="utf-8")
+    web = WebServer(load_config(config, env={})).start()
+    yield web
+    web.stop()
+
+
+def ask(web: WebServer, request: bytes) -> bytes:
+    """Send ``request`` and read the answer until the server closes or 5 s pass (then b'TIMEOUT')."""
+    with socket.create_connection(("127.0.0.1", web.port), timeout=5) as conn:
+        conn.sendall(request)
+        answer = b""
+        try:
+            while True:
+                data = conn.recv(65536)
+                if not data:
+                    return answer
+                answer += data
+        except socket.timeout:
+            return b"TIMEOUT " + answer
+
+
+def status_of(answer: bytes) -> int:
+    return int(answer.split(b" ", 2)[1])
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.1:8080", "localhost:8080", "[::1]:8080"])
+def test_loopback_host_names_are_served(server, host):
+    answer = ask(server, b"GET /api/cameras HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % host.encode())
+    assert status_of(answer) == 200
+    assert b'"room1"' in answer
+
+
+@pytest.mark.parametrize("host", ["attacker.example", "attacker.example:8080", "192.168.1.20:8080"])
+def test_other_host_names_are_refused_without_a_login(server, host):
+    """DNS rebinding: a site re-pointing its own name at 127.0.0.1 is same-origin with the page; its
+    requests still carry its own name in Host, and get 403 (GET and a POST with X-Fallwatch: 1)."""
+    answer = ask(server, b"GET /api/cameras HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % host.encode())
+    assert status_of(answer) == 403
+    assert b'"room1"' not in answer
+    body = b'{"zones": []}'
+    answer = ask(server, b"POST /api/zones/room1 HTTP/1.1\r\nHost: %s\r\nX-Fallwatch: 1\r\nContent-Length: %d\r\n"
+                 b"Connection: close\r\n\r\n%s" % (host.encode(), len(body), body))
+    assert status_of(answer) == 403
+    assert b"loopback" in answer
