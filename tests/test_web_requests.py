@@ -63,3 +63,13 @@ def test_other_host_names_are_refused_without_a_login(server, host):
                  b"Connection: close\r\n\r\n%s" % (host.encode(), len(body), body))
     assert status_of(answer) == 403
     assert b"loopback" in answer
+
+
+@pytest.mark.parametrize("length", [b"-1", b"many"])
+def test_a_bad_content_length_is_refused_at_once(server, length):
+    """Content-Length -1 made the server read until the client closed, with no bound on the size."""
+    answer = ask(server, b"POST /api/events/x/label HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Fallwatch: 1\r\n"
+                 b"Content-Length: %s\r\n\r\n{}" % length)
+    assert not answer.startswith(b"TIMEOUT"), answer
+    assert status_of(answer) == 400
+    assert b"Content-Length" in answer

@@ -354,8 +354,15 @@ class _Handler(BaseHTTPRequestHandler):
         return None
 
     def _body(self) -> Any:
-        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if length < 0:  # rfile.read(-1) would read until the client closes, without any bound
+            self.close_connection = True
+            raise ValueError("the request's Content-Length is not a number of bytes")
         if length > MAX_BODY:
+            self.close_connection = True  # the body is not read
             raise ValueError("the request body is larger than %d bytes" % MAX_BODY)
         raw = self.rfile.read(length) if length else b""
         try:
