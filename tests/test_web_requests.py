@@ -73,3 +73,26 @@ def test_a_bad_content_length_is_refused_at_once(server, length):
     assert not answer.startswith(b"TIMEOUT"), answer
     assert status_of(answer) == 400
     assert b"Content-Length" in answer
+
+
+def test_the_timeline_without_matplotlib_is_a_clear_501_not_a_logged_traceback(server, tmp_path, monkeypatch, caplog):
+    """install.sh does not install matplotlib (the plots extra) on a Jetson: the review page's timeline
+    then answers 501 with the fix, and the log holds no error with a traceback for each event shown."""
+    import json
+    import logging
+    import sys
+
+    folder = tmp_path / "state" / "review" / "events" / "ev1"
+    folder.mkdir(parents=True)
+    (folder / "event.json").write_text(json.dumps({"event": {"type": "fall_detected", "event_id": "ev1"},
+                                                   "camera": "room1", "wall": 1.0}), encoding="utf-8")
+    (folder / "skeletons.jsonl").write_text("", encoding="utf-8")
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # as if matplotlib were not installed
+    with caplog.at_level(logging.DEBUG, logger="fallwatch.web"):
+        answer = ask(server, b"GET /api/events/ev1/timeline.png HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     b"Connection: close\r\n\r\n")
+    assert status_of(answer) == 501
+    assert b"matplotlib" in answer
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    answer = ask(server, b"GET /api/events/nosuch/timeline.png HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+    assert status_of(answer) == 404

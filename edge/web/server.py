@@ -440,12 +440,16 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(200, {"events": app.events()}, headers)
         m = re.fullmatch(r"/api/events/(%s)/(snapshot\.jpg|timeline\.png)" % _NAME, path)
         if m:
+            from edge.errors import FallwatchError
             from edge.review import ReviewError
 
             try:
                 file = app.event_file(m.group(1), m.group(2))
             except ReviewError as exc:
                 return self._error(404, str(exc))
+            except FallwatchError as exc:  # the timeline needs matplotlib, which the Jetson install leaves out
+                log.debug("web: %s: %s", path, exc)
+                return self._error(HTTPStatus.NOT_IMPLEMENTED, str(exc))
             if file is None or not file.is_file():
                 return self._error(404, "event %s has no %s" % (m.group(1), m.group(2)))
             return self._file(file, headers)
