@@ -96,3 +96,25 @@ def test_the_timeline_without_matplotlib_is_a_clear_501_not_a_logged_traceback(s
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     answer = ask(server, b"GET /api/events/nosuch/timeline.png HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
     assert status_of(answer) == 404
+
+
+def test_an_ipv6_loopback_bind_is_served(tmp_path):
+    """config.yaml names ::1 as a loopback web.bind; the server was IPv4 only and refused to start on it."""
+    port = free_port()
+    config = tmp_path / "config.yaml"
+    config.write_text("paths:\n  state_dir: %s\ncameras:\n  - name: room1\n    uri: /dev/video0\n"
+                      "web:\n  enabled: true\n  bind: \"::1\"\n  port: %d\n  token_env: null\n"
+                      % (tmp_path / "state", port), encoding="utf-8")
+    web = WebServer(load_config(config, env={})).start()
+    try:
+        with socket.create_connection(("::1", web.port), timeout=5) as conn:
+            conn.sendall(b"GET /api/cameras HTTP/1.1\r\nHost: [::1]:%d\r\nConnection: close\r\n\r\n" % web.port)
+            answer = b""
+            while True:
+                data = conn.recv(65536)
+                if not data:
+                    break
+                answer += data
+    finally:
+        web.stop()
+    assert status_of(answer) == 200 and b'"room1"' in answer

@@ -24,11 +24,13 @@ header; credentials are never logged.
 """
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import mimetypes
 import re
 import shutil
+import socket
 import ssl
 import sys
 import tempfile
@@ -89,8 +91,9 @@ class WebServer:
 
     def start(self) -> "WebServer":
         web = self.web
+        server_class = _Server6 if _is_ipv6(web.bind) else _Server
         try:
-            httpd = _Server((web.bind, web.port), _Handler)
+            httpd = server_class((web.bind.strip("[]"), web.port), _Handler)
         except OSError as exc:
             raise WebError("web: cannot listen on %s:%d: %s (web.bind, web.port)" % (web.bind, web.port,
                                                                                   exc.strerror or exc)) from None
@@ -113,7 +116,8 @@ class WebServer:
         self._thread = threading.Thread(target=httpd.serve_forever, kwargs=dict(poll_interval=0.1),
                                         name="fallwatch-web", daemon=True)
         self._thread.start()
-        log.info("web page: %s://%s:%d/ (%s%s)", "https" if web.tls.enabled else "http", web.bind, self.port,
+        log.info("web page: %s://%s:%d/ (%s%s)", "https" if web.tls.enabled else "http",
+                 "[%s]" % web.bind.strip("[]") if _is_ipv6(web.bind) else web.bind, self.port,
                  "login required" if self.auth.required else "no login: loopback only",
                  ", video shown" if web.show_video else ", skeletons over a %s frame" % ("blurred" if web.background == "blur" else "blank"))
         return self
@@ -274,6 +278,17 @@ class _Server(ThreadingHTTPServer):
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A connection that failed (a TLS handshake refused, a client gone): a debug line, not a traceback."""
         log.debug("web: connection from %s failed: %s", client_address[0], sys.exc_info()[1])
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6  # web.bind is an IPv6 address (::1, ::, ...)
+
+
+def _is_ipv6(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).version == 6
+    except ValueError:
+        return False
 
 
 def _host_name(header: Optional[str]) -> Optional[str]:
