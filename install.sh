@@ -213,7 +213,7 @@ set_owner() {  # set_owner OWNER:GROUP PATH [-h]: chown when this machine knows 
   # (-h: never follow PATH if it is a symbolic link; for files the service user may have replaced)
   local owner=${1%%:*} group=${1#*:}
   if [ "$DRY_RUN" = 1 ] || { [ "$(id -u)" = 0 ] && id -u "$owner" >/dev/null 2>&1 && getent group "$group" >/dev/null; }; then
-    run chown ${3:-} "$1" "$2"
+    run chown ${3:+"$3"} "$1" "$2"
   else
     log "  owner of $2 should be $1: not set ($owner or $group does not exist on this machine, or not root)"
   fi
