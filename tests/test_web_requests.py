@@ -118,3 +118,38 @@ def test_an_ipv6_loopback_bind_is_served(tmp_path):
     finally:
         web.stop()
     assert status_of(answer) == 200 and b'"room1"' in answer
+
+
+def test_password_checks_run_one_at_a_time(monkeypatch):
+    """A wrong password costs a PBKDF2 of 200000 rounds: many connections at once must not take every
+    core from the detector. The real verify_password runs; the wrapper only counts how many at once."""
+    import base64
+    import threading
+
+    from edge.web import auth
+
+    running, most, lock = [0], [0], threading.Lock()
+    real = auth.verify_password
+
+    def counted(password, encoded):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        try:
+            return real(password, encoded)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(auth, "verify_password", counted)
+    checker = auth.Authenticator("admin", auth.hash_password("right", iterations=20000), None)
+    header = "Basic " + base64.b64encode(b"admin:wrong").decode()
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(checker.check_header(header))) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [False] * 6
+    assert most[0] == 1
+    assert checker.check_header("Basic " + base64.b64encode(b"admin:right").decode()) is True
