@@ -209,10 +209,11 @@ user_in_group() {  # user_in_group USER GROUP
   fi
 }
 
-set_owner() {  # set_owner OWNER:GROUP PATH: chown when this machine knows both names and we are root
+set_owner() {  # set_owner OWNER:GROUP PATH [-h]: chown when this machine knows both names and we are root
+  # (-h: never follow PATH if it is a symbolic link; for files the service user may have replaced)
   local owner=${1%%:*} group=${1#*:}
   if [ "$DRY_RUN" = 1 ] || { [ "$(id -u)" = 0 ] && id -u "$owner" >/dev/null 2>&1 && getent group "$group" >/dev/null; }; then
-    run chown "$1" "$2"
+    run chown ${3:+"$3"} "$1" "$2"
   else
     log "  owner of $2 should be $1: not set ($owner or $group does not exist on this machine, or not root)"
   fi
@@ -474,7 +475,13 @@ install_config() {
   if [ -e "$ROOT$CONFIG" ]; then
     log "$CONFIG exists: kept as it is (compare with $CONFIG.example after an update)"
     [ -z "$model_line" ] || log "note: --model given; to use it, set in $CONFIG: ${model_line# }"
-    [ -z "$WEB_EDITS" ] || set_owner "$config_owner" "$ROOT$CONFIG"
+    if [ -n "$WEB_EDITS" ] && [ -L "$ROOT$CONFIG" ]; then
+      # with web edits the service owns the file and may have replaced it with a link: chown as root
+      # would follow it and hand the service (or its group) whatever it points to
+      log "warning: $CONFIG is a symbolic link: its owner is not changed (set the owner of the file it points to by hand)"
+    elif [ -n "$WEB_EDITS" ]; then
+      set_owner "$config_owner" "$ROOT$CONFIG" -h
+    fi
   else
     log "writing a new $CONFIG (camera $camera)"
     put_file "$tmp" "$CONFIG" 0640 "$config_owner"

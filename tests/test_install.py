@@ -507,6 +507,32 @@ def test_web_edits_let_the_service_user_save_zones_but_not_replace_the_env_file(
         shutil.rmtree(str(tmp))
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="setting owners needs root (CI runs as root)")
+def test_web_edits_never_chown_through_a_link_the_service_put_in_place_of_the_config() -> None:
+    """With --web-edits the service user owns config.yaml and may write /etc/fallwatch: if it replaces the
+    file with a symbolic link to another file, a later install.sh (as root) must not give that file away."""
+    import tempfile
+
+    tmp = Path(tempfile.mkdtemp(prefix="fallwatch-webedits-"))
+    try:
+        tmp.chmod(0o755)
+        installer = Installer(tmp)
+        installer.install("--web-edits", FALLWATCH_USER="daemon")
+        config_file = installer.root / "etc/fallwatch/config.yaml"
+        victim = tmp / "victim"  # stands for /etc/shadow
+        victim.write_text("secret\n")
+        victim.chmod(0o640)
+        os.chown(str(victim), 0, 0)
+        config_file.unlink()
+        config_file.symlink_to(victim)
+        for flag in ("--no-web-edits", "--web-edits"):
+            proc = installer.install(flag, FALLWATCH_USER="daemon")
+            assert (victim.stat().st_uid, victim.stat().st_gid) == (0, 0), flag
+            assert "config.yaml is a symbolic link: its owner is not changed" in proc.stderr
+    finally:
+        shutil.rmtree(str(tmp))
+
+
 # ---------------------------------------------------------------- variants
 
 

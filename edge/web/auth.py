@@ -72,6 +72,10 @@ class Authenticator:
         self._ttl = session_hours * 3600.0
         self._sessions: Dict[str, float] = {}
         self._lock = threading.Lock()
+        # One password hash at a time: each takes tens of ms of CPU (hundreds on a Jetson), and anyone who
+        # can reach the page may send Basic headers on many connections at once; this keeps them to one
+        # core, away from the fall detector's other threads.
+        self._slow = threading.Lock()
 
     @property
     def required(self) -> bool:
@@ -96,7 +100,12 @@ class Authenticator:
             return False
         if not sep or not hmac.compare_digest(user.encode("utf-8"), self.username.encode("utf-8")):
             return False
-        return self._token_ok(password) or (bool(self._hash) and verify_password(password, self._hash))
+        if self._token_ok(password):
+            return True
+        if not self._hash:
+            return False
+        with self._slow:
+            return verify_password(password, self._hash)
 
     def check_session(self, session: Optional[str]) -> bool:
         if not session:

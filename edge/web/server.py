@@ -16,17 +16,21 @@ config check demands off loopback; unauthenticated requests get 401 and nothing 
     GET  /api/events/<id>/snapshot.jpg  the event's skeleton snapshot, /timeline.png its timeline
     POST /api/events/<id>/label         {"label": "fall" | "adl"} -> edge.review.label_event
 
+Without a login (loopback only), a request whose ``Host`` header names anything but a loopback address
+or ``localhost`` gets 403 (a DNS-rebinding page would otherwise be same-origin with this one).
 POSTs must carry the header ``X-Fallwatch: 1`` (a page of another site cannot send it without a
 CORS preflight, which this server never grants). Requests are logged at debug level without any
 header; credentials are never logged.
 """
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import mimetypes
 import re
 import shutil
+import socket
 import ssl
 import sys
 import tempfile
@@ -41,6 +45,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from edge.settings import ConfigError
 from edge.web.auth import COOKIE, Authenticator
 from edge.web.live import LiveFrames
+from edge.web.options import is_loopback
 
 log = logging.getLogger("fallwatch.web")
 
@@ -86,8 +91,9 @@ class WebServer:
 
     def start(self) -> "WebServer":
         web = self.web
+        server_class = _Server6 if _is_ipv6(web.bind) else _Server
         try:
-            httpd = _Server((web.bind, web.port), _Handler)
+            httpd = server_class((web.bind.strip("[]"), web.port), _Handler)
         except OSError as exc:
             raise WebError("web: cannot listen on %s:%d: %s (web.bind, web.port)" % (web.bind, web.port,
                                                                                   exc.strerror or exc)) from None
@@ -110,7 +116,8 @@ class WebServer:
         self._thread = threading.Thread(target=httpd.serve_forever, kwargs=dict(poll_interval=0.1),
                                         name="fallwatch-web", daemon=True)
         self._thread.start()
-        log.info("web page: %s://%s:%d/ (%s%s)", "https" if web.tls.enabled else "http", web.bind, self.port,
+        log.info("web page: %s://%s:%d/ (%s%s)", "https" if web.tls.enabled else "http",
+                 "[%s]" % web.bind.strip("[]") if _is_ipv6(web.bind) else web.bind, self.port,
                  "login required" if self.auth.required else "no login: loopback only",
                  ", video shown" if web.show_video else ", skeletons over a %s frame" % ("blurred" if web.background == "blur" else "blank"))
         return self
@@ -273,6 +280,27 @@ class _Server(ThreadingHTTPServer):
         log.debug("web: connection from %s failed: %s", client_address[0], sys.exc_info()[1])
 
 
+class _Server6(_Server):
+    address_family = socket.AF_INET6  # web.bind is an IPv6 address (::1, ::, ...)
+
+
+def _is_ipv6(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).version == 6
+    except ValueError:
+        return False
+
+
+def _host_name(header: Optional[str]) -> Optional[str]:
+    """The host of a ``Host`` header without its port (``[::1]:8080`` -> ``::1``); None without the header."""
+    if header is None:
+        return None
+    header = header.strip()
+    if header.startswith("["):
+        return header[1:].split("]", 1)[0]
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
 def _json_bytes(obj: Any) -> bytes:
     return json.dumps(obj, allow_nan=False, default=str).encode("utf-8")
 
@@ -317,6 +345,16 @@ class _Handler(BaseHTTPRequestHandler):
         """Extra headers to send (a new session cookie) when the request may go on; None after a 401."""
         auth = self.server.app.auth
         if not auth.required:
+            # No login (loopback only): a page of another site whose host name it re-points at 127.0.0.1
+            # (DNS rebinding) would be same-origin, so its own header X-Fallwatch would pass: answer only
+            # requests addressed to a loopback name or address.
+            host = _host_name(self.headers.get("Host"))
+            if host is not None and not is_loopback(host):
+                self.close_connection = True
+                self._error(HTTPStatus.FORBIDDEN, "without a login this page answers only to a loopback address "
+                            "(127.0.0.1, localhost, [::1]), not to host %r; set web.password_hash or a token "
+                            "to reach it by another name" % host[:100])
+                return None
             return {}
         cookie = SimpleCookie(self.headers.get("Cookie", ""))
         if COOKIE in cookie and auth.check_session(cookie[COOKIE].value):
@@ -331,8 +369,15 @@ class _Handler(BaseHTTPRequestHandler):
         return None
 
     def _body(self) -> Any:
-        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if length < 0:  # rfile.read(-1) would read until the client closes, without any bound
+            self.close_connection = True
+            raise ValueError("the request's Content-Length is not a number of bytes")
         if length > MAX_BODY:
+            self.close_connection = True  # the body is not read
             raise ValueError("the request body is larger than %d bytes" % MAX_BODY)
         raw = self.rfile.read(length) if length else b""
         try:
@@ -410,12 +455,16 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(200, {"events": app.events()}, headers)
         m = re.fullmatch(r"/api/events/(%s)/(snapshot\.jpg|timeline\.png)" % _NAME, path)
         if m:
+            from edge.errors import FallwatchError
             from edge.review import ReviewError
 
             try:
                 file = app.event_file(m.group(1), m.group(2))
             except ReviewError as exc:
                 return self._error(404, str(exc))
+            except FallwatchError as exc:  # the timeline needs matplotlib, which the Jetson install leaves out
+                log.debug("web: %s: %s", path, exc)
+                return self._error(HTTPStatus.NOT_IMPLEMENTED, str(exc))
             if file is None or not file.is_file():
                 return self._error(404, "event %s has no %s" % (m.group(1), m.group(2)))
             return self._file(file, headers)
