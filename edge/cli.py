@@ -448,7 +448,7 @@ def cmd_floor_estimate(args: argparse.Namespace) -> int:
     import dataclasses
 
     from edge import floor
-    from edge.config import find_config, load_config
+    from edge.config import ConfigError, find_config, load_config
     from edge.floor_estimate import FloorInputError, gather, report_lines, write_floor_plane
     from edge.replay import ReplayError
 
@@ -485,7 +485,7 @@ def cmd_floor_estimate(args: argparse.Namespace) -> int:
     if args.write:
         try:
             write_floor_plane(Path(path), camera, fit.plane, lambda p: load_config(p, need_floor=False))
-        except (FloorInputError, OSError) as exc:
+        except (FloorInputError, ConfigError, OSError) as exc:
             print("fallwatch: %s" % exc, file=sys.stderr)
             return EXIT_FAIL
         log.info("%s: camera %s floor_plane written (comments kept); reload the service (SIGHUP) to use it",

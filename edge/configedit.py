@@ -82,7 +82,7 @@ def save_zones(config_path: Optional[Path], camera: str, zones: List[dict]) -> N
                           key="cameras", fix="give one of %s" % ", ".join(names))
     index = names.index(camera)
     new_text = splice_zones(text, cameras, index, zones, path)
-    _write_atomic(Path(os.path.realpath(str(path))), path, new_text, raw)
+    write_atomic(Path(os.path.realpath(str(path))), path, new_text, raw)
 
 
 # ---------------------------------------------------------------- reading and locating
@@ -273,9 +273,13 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _write_atomic(target: Path, shown: Path, text: str, original: bytes) -> None:
-    """Write ``text`` over ``target`` (the config, ``shown`` in messages) through a validated temporary
-    file; refuse when the file no longer holds ``original``."""
+def write_atomic(target: Path, shown: Path, text: str, original: bytes,
+                 validate: Optional[Any] = None) -> None:
+    """Write ``text`` over ``target`` (the config, ``shown`` in messages) through a temporary file that
+    ``validate(tmp_path)`` accepts (default: :func:`edge.config.load_config`, the validator of ``fallwatch
+    config check``; a ConfigError it raises names ``shown``); refuse when the file no longer holds
+    ``original``. Mode and owner kept (refused when the owner cannot be), fsynced, renamed, directory
+    fsynced; nothing is left behind on any error. Also ``fallwatch floor estimate --write``'s writer."""
     st = os.stat(str(target))
     try:
         fd, tmp = tempfile.mkstemp(prefix="." + target.name + ".", suffix=".tmp", dir=str(target.parent))
@@ -300,7 +304,7 @@ def _write_atomic(target: Path, shown: Path, text: str, original: bytes) -> None
         except OSError as exc:
             raise _write_error(shown, exc, "write the new file") from None
         try:
-            load_config(tmp)  # the validator of `fallwatch config check`, on exactly what will be the config
+            (validate or load_config)(tmp)  # the validator, on exactly what will be the config
         except ConfigError as exc:
             raise _config_error(exc, tmp, shown) from None
         if target.read_bytes() != original:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterator, List, Optional, Sequence, Tuple
@@ -201,34 +200,25 @@ def edited_text(text: str, camera: str, plane: Sequence[float], source: str = "c
 def write_floor_plane(path: Path, camera: str, plane: Sequence[float],
                       load: Any = None) -> None:
     """Set ``camera``'s ``floor_plane`` in the config file at ``path``, comments kept. The new text must load
-    (``load(path)``: edge.config.load_config) and give the camera that plane, else nothing is written."""
-    text = path.read_text(encoding="utf-8")
-    new = edited_text(text, camera, plane, str(path))
-    folder = path.parent
-    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=str(folder))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(new)
-            fh.flush()
-            os.fsync(fh.fileno())
-        st = path.stat()
-        os.chmod(tmp, st.st_mode & 0o7777)
-        try:
-            os.chown(tmp, st.st_uid, st.st_gid)
-        except PermissionError:
-            pass  # not root: the file stays ours, as it was when we could write it
-        if load is not None:
-            config = load(tmp)
-            got = [c.floor_plane for c in config.cameras if c.name == camera]
-            want = tuple(round(float(v), 4) for v in plane)
-            if got != [want]:
-                raise FloorInputError("%s: the edited file gives camera %s floor_plane %s, not %s; nothing written"
-                                      % (path, camera, got, list(want)))
-        os.replace(tmp, str(path))
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    (``load(path)``: edge.config.load_config) and give the camera that plane, else nothing is written. Written
+    as the zone editor writes (edge.configedit.write_atomic: through a symlink to its target, mode and owner
+    kept or refused, atomic, refused when the file changed meanwhile)."""
+    from edge.configedit import write_atomic
+
+    raw = path.read_bytes()
+    new = edited_text(raw.decode("utf-8"), camera, plane, str(path))
+
+    def validate(tmp: str) -> None:
+        if load is None:
+            return
+        config = load(tmp)
+        got = [c.floor_plane for c in config.cameras if c.name == camera]
+        want = tuple(round(float(v), 4) for v in plane)
+        if got != [want]:
+            raise FloorInputError("%s: the edited file gives camera %s floor_plane %s, not %s; nothing written"
+                                  % (path, camera, got, list(want)))
+
+    write_atomic(Path(os.path.realpath(str(path))), path, new, raw, validate)
 
 
 def report_lines(fit: Any, frames: int, frames_used: int, people: int) -> Iterator[str]:

@@ -262,6 +262,23 @@ def test_estimate_replaces_an_existing_plane(tmp_path):
     assert after == (CONFIG % "false").replace("[0, -1, 0, 2.0]", "[%s]" % ", ".join("%.4f" % v for v in plane))
 
 
+def test_estimate_writes_through_a_symlinked_config_like_the_zone_editor(tmp_path):
+    """/etc/fallwatch/config.yaml may be a link to a managed file: --write changes the file it points to
+    and keeps the link (the zone editor's writer, edge.configedit.write_atomic)."""
+    real = tmp_path / "managed" / "config.yaml"
+    real.parent.mkdir()
+    real.write_text(CONFIG % "false", encoding="utf-8")
+    link = tmp_path / "config.yaml"
+    link.symlink_to(real)
+    data = write_jsonl(tmp_path / "r2.jsonl", walk(), camera="room2")
+    proc = run_cli("-c", str(link), "floor", "estimate", str(data), "--camera", "room2", "--write")
+    assert proc.returncode == 0, proc.stderr
+    plane = printed_plane(proc.stdout)
+    assert link.is_symlink() and link.resolve() == real.resolve()
+    assert real.read_text(encoding="utf-8") == (CONFIG % "false").replace(
+        "[0, -1, 0, 2.0]", "[%s]" % ", ".join("%.4f" % v for v in plane))
+
+
 @pytest.mark.parametrize("case, message", [
     ("line", "they are all along one line"),
     ("no3d", "no person has keypoints3d"),
