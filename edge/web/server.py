@@ -240,8 +240,8 @@ class WebServer:
         return list_events(self.state_dir())
 
     def event_file(self, event_id: str, name: str) -> Optional[Path]:
-        """The event's snapshot.jpg, or its timeline PNG (drawn once per event and label, with the
-        running configuration's thresholds); raises edge.review.ReviewError for an unknown event."""
+        """The event's snapshot.jpg, or its timeline PNG (drawn once per event, label and configuration
+        generation, with the running configuration's thresholds); raises edge.review.ReviewError for an unknown event."""
         from edge.review.store import SNAPSHOT, event_folder, read_label
         from edge.review import timeline_png
 
@@ -249,7 +249,8 @@ class WebServer:
         if name == "snapshot.jpg":
             path = folder / SNAPSHOT
             return path if path.is_file() else None
-        out = self._scratch / ("%s-%s-timeline.png" % (event_id, read_label(folder) or "none"))
+        # per configuration too: a reload may change the fall thresholds the plot draws
+        out = self._scratch / ("%s-%s-g%d-timeline.png" % (event_id, read_label(folder) or "none", self._generation))
         with self._plot_lock:  # matplotlib is not thread-safe, and one drawing per event is enough
             if not out.is_file():
                 timeline_png(self.state_dir(), event_id, out, self.running_config())
