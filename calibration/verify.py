@@ -132,6 +132,28 @@ class Report:
 Runner = Callable[[np.ndarray], Mapping[str, np.ndarray]]
 
 
+def add_output_errors(errors: Dict[str, OutputError], out_ref: Mapping[str, np.ndarray],
+                      out_other: Mapping[str, np.ndarray], ignore_nan: bool = False) -> None:
+    """Add one batch's element-wise differences, output by output (those both models gave), to ``errors``.
+    ``ignore_nan``: for outputs that are NaN by contract where a part is missing. ValueError when the
+    shapes differ."""
+    for name in out_ref:
+        if name not in out_other:
+            continue
+        a, b = np.asarray(out_ref[name], np.float32), np.asarray(out_other[name], np.float32)
+        if a.shape != b.shape:
+            raise ValueError("output %s has shape %s in FP32 but %s in the built model" % (name, a.shape, b.shape))
+        err = errors.setdefault(name, OutputError())
+        diff = np.abs(a - b)
+        if not diff.size:
+            continue
+        top, total = (np.nanmax, np.nansum) if ignore_nan else (np.max, np.sum)
+        err.max_abs = max(err.max_abs, float(top(diff)))
+        err.sum_abs += float(total(diff))
+        err.count += diff.size
+        err.reference_max_abs = max(err.reference_max_abs, float(top(np.abs(a))))
+
+
 def compare(reference: Runner, other: Runner, batches: Iterable[np.ndarray], spec: ModelSpec,
             input_hw: Tuple[int, int], match_oks: float = 0.5, on_frame: Optional[Callable[[], None]] = None,
             groups: Optional[Sequence[str]] = None) -> Report:
@@ -142,18 +164,7 @@ def compare(reference: Runner, other: Runner, batches: Iterable[np.ndarray], spe
     size_wh = (input_hw[1], input_hw[0])
     for batch in batches:
         out_ref, out_other = reference(batch), other(batch)
-        for name in out_ref:
-            if name not in out_other:
-                continue
-            a, b = np.asarray(out_ref[name], np.float32), np.asarray(out_other[name], np.float32)
-            if a.shape != b.shape:
-                raise ValueError("output %s has shape %s in FP32 but %s in the built model" % (name, a.shape, b.shape))
-            err = report.outputs.setdefault(name, OutputError())
-            diff = np.abs(a - b)
-            err.max_abs = max(err.max_abs, float(diff.max()))
-            err.sum_abs += float(diff.sum())
-            err.count += diff.size
-            err.reference_max_abs = max(err.reference_max_abs, float(np.abs(a).max()))
+        add_output_errors(report.outputs, out_ref, out_other)
         parsed_a = parse_views(spec, *decode(spec, out_ref))
         parsed_b = parse_views(spec, *decode(spec, out_other))
         for (people_a, _), (people_b, _) in zip(parsed_a, parsed_b):

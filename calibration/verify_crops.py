@@ -21,7 +21,7 @@ from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from calibration.verify import OutputError, oks
+from calibration.verify import OutputError, add_output_errors, oks
 from edge.inference.crops import decode_heatmaps, to_project
 from edge.inference.specs import ModelSpec
 from edge.skeleton import NUM_KEYPOINTS
@@ -123,18 +123,7 @@ def compare_crops(reference: FeedRunner, other: FeedRunner, feeds: Iterable[Mapp
     index = 0
     for feed in feeds:
         out_ref, out_other = reference(feed), other(feed)
-        for name in out_ref:
-            if name not in out_other:
-                continue
-            a, b = np.asarray(out_ref[name], np.float32), np.asarray(out_other[name], np.float32)
-            if a.shape != b.shape:
-                raise ValueError("output %s has shape %s in FP32 but %s in the built model" % (name, a.shape, b.shape))
-            err = report.outputs.setdefault(name, OutputError())
-            diff = np.abs(a - b)
-            err.max_abs = max(err.max_abs, float(np.nanmax(diff)) if diff.size else 0.0)
-            err.sum_abs += float(np.nansum(diff))
-            err.count += diff.size
-            err.reference_max_abs = max(err.reference_max_abs, float(np.nanmax(np.abs(a))) if a.size else 0.0)
+        add_output_errors(report.outputs, out_ref, out_other, ignore_nan=True)
         for kp_a, kp_b in zip(crop_keypoints(spec, out_ref, threshold), crop_keypoints(spec, out_other, threshold)):
             report.add_crop(kp_a, kp_b, (iw, ih))
             if groups is not None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import ipaddress
 import os
 import re
 import sys
@@ -41,7 +40,7 @@ from edge.settings import (ConfigError, Section, expected, fields_of, is_section
 from edge.track import TrackerConfig
 from edge.inference.views import ViewsConfig
 from edge.inference.topdown import TopDownConfig
-from edge.web.options import WebConfig, resolve_web
+from edge.web.options import WebConfig, is_loopback, resolve_web
 from edge.review.settings import ReviewConfig
 
 
@@ -392,13 +391,7 @@ def _resolve(ctx: _Ctx, value: str) -> Path:
 # ---------------------------------------------------------------- checks across fields
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+_is_loopback = is_loopback  # one rule for the broker's host and the web page's bind
 
 
 def _spec_setting(ctx: _Ctx, key: str, name: str, expected: str) -> Tuple[str, "specs.ModelSpec"]:
