@@ -15,6 +15,7 @@ imported by the test modules that use them.
 from __future__ import annotations
 
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -23,7 +24,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterator, Optional
+from typing import Callable, Dict, Iterator, Optional, Tuple
 
 import pytest
 
@@ -49,10 +50,41 @@ topic read homeassistant/#
 """
 
 
+def _ephemeral_range() -> Tuple[int, int]:
+    try:
+        low, high = (int(v) for v in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    """A loopback port free now, chosen at random **below the ephemeral range**: a port the kernel hands
+    out for binding to port 0 is also handed out as the local port of outgoing connections (every test's
+    MQTT and HTTP clients), so one held by our broker's config until it starts, or across its restarts,
+    could be taken by a client meanwhile ("Address already in use": a flaky CI run)."""
+    low, _ = _ephemeral_range()
+    top = max(low - 1, 11000)
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randint(10000, top)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # a crowded range: the kernel's choice
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _two_ports() -> Tuple[int, int]:
+    first = free_port()
+    second = free_port()
+    while second == first:
+        second = free_port()
+    return first, second
 
 
 def wait_until(predicate: Callable[[], bool], timeout_s: float) -> bool:
@@ -115,10 +147,10 @@ class Broker:
         (folder / "data").mkdir(exist_ok=True)
         self.users = dict(users) if users is not None else {
             name: "pw-%s-%s" % (name, secrets.token_hex(8)) for name in ("fallwatch", "watcher", "readonly")}
-        self.port = free_port()
-        self.tls_port = free_port()
+        self.port, self.tls_port = _two_ports()
         self.log_file = folder / "mosquitto.log"
         self._process: Optional[subprocess.Popen] = None
+        self._started = False  # once started, the ports are the broker's: restarts keep them
         self.set_users(self.users)
         self.set_acl(acl)
         self._write_conf()
@@ -172,6 +204,17 @@ class Broker:
     def start(self, timeout_s: float = 10.0) -> None:
         if self.running:
             return
+        for attempt in range(3):
+            try:
+                return self._start(timeout_s)
+            except RuntimeError as exc:
+                if self._started or "Address already in use" not in str(exc) or attempt == 2:
+                    raise
+                # the first start only: nobody holds these ports yet, so new ones do no harm
+                self.port, self.tls_port = _two_ports()
+                self._write_conf()
+
+    def _start(self, timeout_s: float) -> None:
         self._process = subprocess.Popen([MOSQUITTO, "-c", str(self.folder / "mosquitto.conf")],
                                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + timeout_s
@@ -180,6 +223,7 @@ class Broker:
                 raise RuntimeError("mosquitto exited with status %s: %s\n%s" % (
                     self._process.returncode, self._process.stderr.read().decode(errors="replace"), self.log()))
             if all(_accepts(port) for port in (self.port, self.tls_port)):
+                self._started = True
                 return
             time.sleep(0.02)
         self.kill()
